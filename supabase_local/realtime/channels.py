@@ -1,0 +1,360 @@
+"""Sockets, joined channels, subscriptions, and the fan-out of changes and broadcasts.
+
+Invariants:
+
+* A :class:`Connection` sends frames strictly in the order they were queued; one writer
+  task per socket drains its queue, so a slow socket never delays the others.
+* Fault injection applies here, on the way out: ``realtime_drop_rate`` loses droppable
+  messages (``postgres_changes``, ``broadcast``; never replies, system messages,
+  presence or heartbeats, which would only make the client rejoin), and
+  ``realtime_latency_ms`` delays every outgoing frame (order is kept).
+* :meth:`Hub.dispatch` handles one committed transaction: it finds the matching
+  subscriptions, asks :mod:`rls` once per (table, subscriber group), and encodes each
+  distinct message once; no query runs per subscriber.
+* Binding ids are a stable hash of the binding, as in Realtime, so subscribers with the
+  same topic and bindings receive byte-identical frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import protocol
+from .capture import Change
+from .filters import Filter
+from .presence import TopicPresence
+from .rls import RlsChecker, TableInfo
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_FRAMES = 50_000  # a socket this far behind is closed rather than buffered
+WsSend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Connection:
+    def __init__(
+        self,
+        *,
+        send: WsSend,
+        close: Callable[[], Awaitable[None]],
+        vsn: str,
+        token: str,
+        claims: Any,
+        faults: Any,
+    ) -> None:
+        self.vsn = vsn
+        self.token = token
+        self.claims = claims
+        self.channels: dict[str, Channel] = {}
+        self._send = send
+        self._close = close
+        self._faults = faults
+        self._queue: deque[tuple[float, protocol.Frame]] = deque()
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.closed = False
+
+    def send(self, out: protocol.Outgoing) -> None:
+        if self.closed:
+            return
+        due = 0.0
+        settings = getattr(self._faults, "settings", None)
+        if settings is not None:
+            drop = getattr(settings, "realtime_drop_rate", 0.0) or 0.0
+            if out.droppable and drop > 0 and random.random() < drop:
+                return
+            latency = getattr(settings, "realtime_latency_ms", 0) or 0
+            if latency > 0:
+                due = self._loop.time() + latency / 1000.0
+        if len(self._queue) >= MAX_QUEUED_FRAMES:
+            log.warning("realtime: closing a socket that stopped reading")
+            self._loop.create_task(self.close())
+            return
+        self._queue.append((due, out.frame(self.vsn)))
+        self._wake.set()
+
+    async def writer(self) -> None:
+        queue, send = self._queue, self._send
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while queue:
+                due, frame = queue.popleft()
+                if due:
+                    delay = due - self._loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                if isinstance(frame, str):
+                    await send({"type": "websocket.send", "text": frame})
+                else:
+                    await send({"type": "websocket.send", "bytes": frame})
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            await self._close()
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    channel: Channel
+    id: int
+    event: str  # INSERT | UPDATE | DELETE | *
+    schema: str
+    table: str  # a table name, or "*" for every published table of the schema
+    filter: Filter | None
+
+
+@dataclass(eq=False)
+class Channel:
+    conn: Connection
+    topic: str
+    join_ref: str | None
+    claims: Any  # supabase_local.auth.Claims: role, sub, exp, raw
+    broadcast_self: bool = False
+    broadcast_ack: bool = False
+    presence_key: str = ""
+    presence_enabled: bool = False
+    private: bool = False
+    subscriptions: list[Subscription] = field(default_factory=list)
+
+    @property
+    def sub_topic(self) -> str:
+        return self.topic.removeprefix("realtime:")
+
+    @property
+    def role(self) -> str:
+        return self.claims.role
+
+    def send(self, out: protocol.Outgoing) -> None:
+        self.conn.send(out)
+
+    def push(self, event: str, payload: Any, *, droppable: bool = False) -> None:
+        self.conn.send(
+            protocol.push(self.topic, event, payload, join_ref=self.join_ref, droppable=droppable)
+        )
+
+    def system(self, status: str, message: str, extension: str = "postgres_changes") -> None:
+        self.push(
+            "system",
+            {
+                "status": status,
+                "message": message,
+                "extension": extension,
+                "channel": self.sub_topic,
+            },
+        )
+
+
+def binding_id(event: str, schema: str, table: str, filter_text: str | None) -> int:
+    """A stable positive 31-bit id for a binding (Realtime hashes the binding too)."""
+    key = json.dumps([event, schema, table, filter_text], separators=(",", ":"))
+    return zlib.crc32(key.encode()) & 0x7FFFFFFF or 1
+
+
+@dataclass(slots=True)
+class _Need:
+    info: TableInfo
+    role: str
+    claims: dict[str, Any]
+    indices: list[int] = field(default_factory=list)
+
+
+class Hub:
+    """All live sockets and channels of one server."""
+
+    def __init__(self, rls: RlsChecker) -> None:
+        self.rls = rls
+        self.connections: set[Connection] = set()
+        self.topics: dict[str, set[Channel]] = {}
+        self.presence: dict[str, TopicPresence] = {}
+        self.subs: dict[tuple[str, str], list[Subscription]] = {}
+
+    # -- membership ------------------------------------------------------------------
+
+    def add_channel(self, channel: Channel) -> None:
+        channel.conn.channels[channel.topic] = channel
+        self.topics.setdefault(channel.topic, set()).add(channel)
+
+    def add_subscriptions(self, channel: Channel, subs: list[Subscription]) -> None:
+        channel.subscriptions.extend(subs)
+        for sub in subs:
+            self.subs.setdefault((sub.schema, sub.table), []).append(sub)
+
+    def remove_channel(self, channel: Channel) -> None:
+        if channel.conn.channels.get(channel.topic) is channel:
+            del channel.conn.channels[channel.topic]
+        members = self.topics.get(channel.topic)
+        if members is not None:
+            members.discard(channel)
+            if not members:
+                del self.topics[channel.topic]
+        for sub in channel.subscriptions:
+            bucket = self.subs.get((sub.schema, sub.table))
+            if bucket is not None:
+                # Rebuild rather than list.remove: removal of many subscribers stays linear.
+                self.subs[(sub.schema, sub.table)] = [s for s in bucket if s is not sub]
+                if not self.subs[(sub.schema, sub.table)]:
+                    del self.subs[(sub.schema, sub.table)]
+        channel.subscriptions.clear()
+        self.presence_untrack(channel)
+
+    def close_channel(self, channel: Channel, *, reason: dict[str, Any] | None = None) -> None:
+        """Server-side close: ``phx_close`` to the client, then forget the channel."""
+        channel.push("phx_close", reason or {})
+        self.remove_channel(channel)
+
+    def drop_connection(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        for channel in list(conn.channels.values()):
+            self.remove_channel(channel)
+
+    # -- presence --------------------------------------------------------------------
+
+    def presence_of(self, topic: str) -> TopicPresence:
+        state = self.presence.get(topic)
+        if state is None:
+            state = self.presence[topic] = TopicPresence()
+        return state
+
+    def presence_track(self, channel: Channel, payload: dict[str, Any]) -> None:
+        diff = self.presence_of(channel.topic).track(channel, channel.presence_key, payload)
+        self._presence_diff(channel.topic, diff)
+
+    def presence_untrack(self, channel: Channel) -> None:
+        state = self.presence.get(channel.topic)
+        if state is None:
+            return
+        diff = state.untrack(channel)
+        if state.is_empty():
+            del self.presence[channel.topic]
+        if diff is not None:
+            self._presence_diff(channel.topic, diff)
+
+    def _presence_diff(self, topic: str, diff: dict[str, Any]) -> None:
+        out = protocol.push(topic, "presence_diff", diff)
+        for member in self.topics.get(topic, ()):
+            member.send(out)
+
+    # -- broadcast -------------------------------------------------------------------
+
+    def broadcast(self, topic: str, payload: dict[str, Any], sender: Channel | None) -> int:
+        """Relay a user broadcast to the topic's channels; returns the receiver count."""
+        out = protocol.push(topic, "broadcast", payload, droppable=True)
+        count = 0
+        for member in self.topics.get(topic, ()):
+            if member is sender and not member.broadcast_self:
+                continue
+            member.send(out)
+            count += 1
+        return count
+
+    # -- postgres_changes ------------------------------------------------------------
+
+    async def dispatch(self, changes: list[Change]) -> None:
+        """Fan one committed transaction out to the subscribers allowed to see it."""
+        plan: list[tuple[int, dict[str, Any], list[tuple[Subscription, tuple | None]]]] = []
+        needs: dict[tuple, _Need] = {}
+        for idx, change in enumerate(changes):
+            subs = self.subs.get((change.schema, change.table), [])
+            wildcard = self.subs.get((change.schema, "*"))
+            if wildcard:
+                subs = subs + wildcard
+            if not subs:
+                continue
+            info = await self.rls.table(change.schema, change.table)
+            if info is None:
+                continue
+            data = _change_data(change, info)
+            subject = data.get("record") if change.op != "DELETE" else data["old_record"]
+            matched: list[tuple[Subscription, tuple | None]] = []
+            for sub in subs:
+                if sub.event != "*" and sub.event != change.op:
+                    continue
+                if sub.filter is not None and not sub.filter.matches(subject):
+                    continue
+                claims = sub.channel.claims
+                if change.op == "DELETE":
+                    if self.rls.can_receive_deletes(info, claims.role):
+                        matched.append((sub, None))
+                    continue
+                group = self.rls.group_key(info, claims.role, claims.raw)
+                key = (change.schema, change.table, group)
+                need = needs.get(key)
+                if need is None:
+                    need = needs[key] = _Need(info, claims.role, claims.raw)
+                if not need.indices or need.indices[-1] != idx:
+                    need.indices.append(idx)
+                matched.append((sub, key))
+            if matched:
+                plan.append((idx, data, matched))
+        if not plan:
+            return
+        verdicts: dict[tuple, set[int]] = {}
+        for key, need in needs.items():
+            records = [changes[i].record or {} for i in need.indices]
+            allowed = await self.rls.visible(need.info, need.role, need.claims, records)
+            verdicts[key] = {i for i, ok in zip(need.indices, allowed, strict=True) if ok}
+        for idx, data, matched in plan:
+            per_channel: dict[Channel, list[int]] = {}
+            for sub, key in matched:
+                if key is not None and idx not in verdicts[key]:
+                    continue
+                ids = per_channel.setdefault(sub.channel, [])
+                if sub.id not in ids:
+                    ids.append(sub.id)
+            groups: dict[tuple[str, tuple[int, ...]], list[Channel]] = {}
+            for channel, ids in per_channel.items():
+                groups.setdefault((channel.topic, tuple(ids)), []).append(channel)
+            for (topic, ids), channels in groups.items():
+                out = protocol.push(
+                    topic, "postgres_changes", {"ids": list(ids), "data": data}, droppable=True
+                )
+                for channel in channels:
+                    channel.conn.send(out)
+
+    # -- token expiry ----------------------------------------------------------------
+
+    def expire_tokens(self) -> None:
+        now = time.time()
+        for conn in list(self.connections):
+            for channel in list(conn.channels.values()):
+                exp = getattr(channel.claims, "exp", None)
+                if exp is not None and exp <= now:
+                    channel.system(
+                        "error",
+                        f"Token has expired {int(now - exp)} seconds ago",
+                        extension="system",
+                    )
+                    self.close_channel(channel)
+
+
+def _change_data(change: Change, info: TableInfo) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "schema": change.schema,
+        "table": change.table,
+        "commit_timestamp": change.commit_timestamp,
+        "type": change.op,
+        "columns": info.columns,
+        "errors": None,
+    }
+    if change.op == "INSERT":
+        data["record"] = change.record
+    elif change.op == "UPDATE":
+        data["record"] = change.record
+        data["old_record"] = info.update_old_record(change.old_record)
+    else:
+        data["old_record"] = info.delete_old_record(change.old_record)
+    return data

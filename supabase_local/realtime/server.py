@@ -1,0 +1,414 @@
+"""The Realtime endpoints: ``/realtime/v1/websocket`` and ``/realtime/v1/api/broadcast``.
+
+Thin handlers over :mod:`channels`: parse a Phoenix message, act, answer the way
+Supabase Realtime answers (``phx_reply`` with ``ok``/``error``, ``system`` messages,
+``phx_close``). Invariants:
+
+* A socket is accepted only with a valid ``apikey`` (query parameter or header); a bad
+  key refuses the upgrade (HTTP 403), as Realtime does.
+* A channel's role and claims come from the join's ``access_token`` when given, else
+  from the ``apikey``; an ``access_token`` event replaces them; a token that is invalid
+  or expires closes the channel with a ``system`` error and ``phx_close``.
+* The ``system`` "Subscribed to PostgreSQL" message is sent only after the channel's
+  subscriptions are registered and the tables' change capture is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from supabase_local.auth import AuthError, verify_token
+
+from . import protocol
+from .capture import ChangeCapture
+from .channels import Channel, Connection, Hub, Subscription, binding_id
+from .filters import FilterError, parse_filter
+from .rls import RlsChecker
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("INSERT", "UPDATE", "DELETE", "*")
+EXPIRY_CHECK_INTERVAL_S = 0.5
+
+
+class Realtime:
+    """One Realtime service: mount :attr:`routes`, await :meth:`startup`/:meth:`shutdown`."""
+
+    def __init__(self, *, config: Any, faults: Any = None) -> None:
+        self.config = config
+        self.faults = faults
+        self._pool: asyncpg.Pool | None = None
+        self._capture: ChangeCapture | None = None
+        self.hub: Hub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.routes: list[BaseRoute] = [
+            WebSocketRoute("/realtime/v1/websocket", self._websocket),
+            Route("/realtime/v1/api/broadcast", self._rest_broadcast, methods=["POST"]),
+            Route(
+                "/realtime/v1/api/broadcast/{topic:path}/events/{event}",
+                self._rest_broadcast_one,
+                methods=["POST"],
+            ),
+        ]
+        if faults is not None and hasattr(faults, "on_close_realtime"):
+            faults.on_close_realtime(self.close_all_connections)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self._pool = await asyncpg.create_pool(self.config.database_url, min_size=1, max_size=4)
+        self.hub = Hub(RlsChecker(self._pool))
+        self._capture = ChangeCapture(self.config.database_url, self._pool, self.hub.dispatch)
+        await self._capture.start()
+        self._tasks.append(asyncio.create_task(self._expiry_loop(), name="realtime-expiry"))
+
+    async def shutdown(self) -> None:
+        await self.close_all_connections()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._capture is not None:
+            await self._capture.stop()
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), 5)
+        self._pool = self._capture = None
+
+    async def close_all_connections(self) -> None:
+        """The ``close_realtime_connections`` fault: drop every socket now."""
+        if self.hub is None:
+            return
+        conns = list(self.hub.connections)
+        for conn in conns:
+            self.hub.drop_connection(conn)
+        await asyncio.gather(*(conn.close() for conn in conns), return_exceptions=True)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_INTERVAL_S)
+            if self.hub is not None:
+                self.hub.expire_tokens()
+
+    def _verify(self, token: str | None) -> Any:
+        if not token:
+            raise AuthError("No apikey or access token given")
+        return verify_token(token, secret=self.config.jwt_secret)
+
+    # -- websocket -------------------------------------------------------------------
+
+    async def _websocket(self, ws: WebSocket) -> None:
+        vsn = ws.query_params.get("vsn") or protocol.VSN_1
+        token = ws.query_params.get("apikey") or ws.headers.get("apikey")
+        if vsn not in protocol.SUPPORTED_VSNS or self.hub is None:
+            await ws.close(code=1008)
+            return
+        try:
+            claims = self._verify(token)
+        except AuthError:
+            # Closing before accept makes the server answer the upgrade with 403.
+            await ws.close(code=1008)
+            return
+        await ws.accept()
+        hub = self.hub
+        conn = Connection(
+            send=ws.send,
+            close=lambda: ws.close(code=1001),
+            vsn=vsn,
+            token=token or "",
+            claims=claims,
+            faults=self.faults,
+        )
+        hub.connections.add(conn)
+        writer = asyncio.create_task(conn.writer(), name="realtime-writer")
+        try:
+            while not conn.closed:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes")
+                if data is None:
+                    continue
+                try:
+                    msg = protocol.decode(data, vsn)
+                except protocol.ProtocolError as exc:
+                    log.info("realtime: dropping malformed frame: %s", exc)
+                    continue
+                await self._handle(conn, msg)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            conn.closed = True
+            hub.drop_connection(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+
+    async def _handle(self, conn: Connection, msg: protocol.Message) -> None:
+        assert self.hub is not None
+        if msg.topic == "phoenix":
+            if msg.event == "heartbeat":
+                conn.send(protocol.reply(msg, "ok"))
+            return
+        if msg.event == "phx_join":
+            await self._join(conn, msg)
+            return
+        channel = conn.channels.get(msg.topic)
+        if channel is None:
+            conn.send(protocol.reply(msg, "error", {"reason": "unmatched topic"}))
+            return
+        payload = msg.payload if isinstance(msg.payload, dict) else {}
+        if msg.event == "phx_leave":
+            conn.send(protocol.reply(msg, "ok"))
+            self.hub.close_channel(channel)
+        elif msg.event == "access_token":
+            self._access_token(channel, payload.get("access_token"))
+        elif msg.event == "broadcast":
+            self.hub.broadcast(channel.topic, _broadcast_payload(payload), channel)
+            if channel.broadcast_ack:
+                conn.send(protocol.reply(msg, "ok"))
+        elif msg.event == "presence":
+            self._presence(channel, msg, payload)
+        else:
+            conn.send(protocol.reply(msg, "error", {"reason": f"unknown event {msg.event!r}"}))
+
+    def _access_token(self, channel: Channel, token: Any) -> None:
+        assert self.hub is not None
+        try:
+            claims = self._verify(token if isinstance(token, str) else None)
+        except AuthError as exc:
+            channel.system(
+                "error",
+                f"Received an invalid access token from client: {exc}",
+                extension="system",
+            )
+            self.hub.close_channel(channel)
+            return
+        channel.claims = claims
+
+    def _presence(self, channel: Channel, msg: protocol.Message, payload: dict) -> None:
+        assert self.hub is not None
+        event = payload.get("event")
+        if event == "track":
+            meta = payload.get("payload")
+            self.hub.presence_track(channel, meta if isinstance(meta, dict) else {})
+            channel.send(protocol.reply(msg, "ok"))
+        elif event == "untrack":
+            self.hub.presence_untrack(channel)
+            channel.send(protocol.reply(msg, "ok"))
+        else:
+            channel.send(protocol.reply(msg, "error", {"reason": "unknown presence event"}))
+
+    async def _join(self, conn: Connection, msg: protocol.Message) -> None:
+        assert self.hub is not None and self._capture is not None
+        hub = self.hub
+        payload = msg.payload if isinstance(msg.payload, dict) else {}
+        if not msg.topic.startswith("realtime:"):
+            conn.send(protocol.reply(msg, "error", {"reason": "unmatched topic"}))
+            return
+        access_token = payload.get("access_token")
+        try:
+            claims = self._verify(access_token if isinstance(access_token, str) else conn.token)
+        except AuthError as exc:
+            conn.send(protocol.reply(msg, "error", {"reason": str(exc)}))
+            return
+        config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+        broadcast = config.get("broadcast") or {}
+        presence = config.get("presence") or {}
+        private = bool(config.get("private"))
+        if private and claims.role == "anon":
+            conn.send(
+                protocol.reply(
+                    msg,
+                    "error",
+                    {
+                        "reason": "Unauthorized: You do not have permissions to read from this "
+                        f"Channel topic: {msg.topic.removeprefix('realtime:')}"
+                    },
+                )
+            )
+            return
+        bindings = config.get("postgres_changes") or []
+        if not isinstance(bindings, list):
+            conn.send(protocol.reply(msg, "error", {"reason": "postgres_changes must be a list"}))
+            return
+        parsed: list[tuple[dict[str, Any], str, str, str, str | None]] = []
+        for raw in bindings:
+            if not isinstance(raw, dict):
+                conn.send(protocol.reply(msg, "error", {"reason": "invalid postgres_changes"}))
+                return
+            event = str(raw.get("event", "*")).upper()
+            if event not in EVENTS:
+                conn.send(protocol.reply(msg, "error", {"reason": f"invalid event {event!r}"}))
+                return
+            schema = raw.get("schema") or "public"
+            table = raw.get("table") or "*"
+            filt = raw.get("filter") or None
+            parsed.append((raw, event, schema, table, filt))
+
+        previous = conn.channels.get(msg.topic)
+        if previous is not None:
+            # Phoenix: a second join of a topic on one socket replaces the first.
+            hub.close_channel(previous)
+        channel = Channel(
+            conn=conn,
+            topic=msg.topic,
+            join_ref=msg.join_ref or msg.ref,
+            claims=claims,
+            broadcast_self=bool(broadcast.get("self")),
+            broadcast_ack=bool(broadcast.get("ack")),
+            presence_key=str(presence.get("key") or "") or secrets.token_hex(8),
+            presence_enabled=bool(presence.get("enabled")),
+            private=private,
+        )
+        hub.add_channel(channel)
+        reply_changes = []
+        for raw, event, schema, table, filt in parsed:
+            echo = dict(raw)
+            echo["id"] = binding_id(event, schema, table, filt)
+            reply_changes.append(echo)
+        conn.send(protocol.reply(msg, "ok", {"postgres_changes": reply_changes}))
+        if channel.presence_enabled:
+            state = hub.presence.get(channel.topic)
+            channel.push("presence_state", state.state() if state else {})
+        if parsed:
+            await self._subscribe_changes(channel, parsed)
+
+    async def _subscribe_changes(
+        self, channel: Channel, parsed: list[tuple[dict, str, str, str, str | None]]
+    ) -> None:
+        assert self.hub is not None and self._capture is not None
+        capture, hub = self._capture, self.hub
+        published = await capture.published_tables()
+        wanted = {(s, t) for _, _, s, t, _ in parsed if t != "*"}
+        if any(not capture.is_captured(s, t) for s, t in wanted & published) or any(
+            t == "*" for *_, t, _ in parsed
+        ):
+            published = await capture.sync_published_tables()
+        subs: list[Subscription] = []
+        for _, event, schema, table, filt in parsed:
+            problem = None
+            if table != "*" and (schema, table) not in published:
+                problem = "not published"
+            flt = None
+            if problem is None and filt:
+                if table == "*":
+                    problem = "a filter needs a table"
+                else:
+                    info = await hub.rls.table(schema, table)
+                    try:
+                        if info is None:
+                            raise FilterError("no such table")
+                        flt = parse_filter(filt).bind_types(info.column_types)
+                    except FilterError as exc:
+                        problem = str(exc)
+            if problem is not None:
+                log.info("realtime: refusing binding %s.%s (%s)", schema, table, problem)
+                channel.system(
+                    "error",
+                    "Unable to subscribe to changes with given parameters. Please check "
+                    "Realtime is enabled for the given connect parameters: "
+                    f"[event: {event}, schema: {schema}, table: {table}, filters: "
+                    f"[{filt or ''}]]",
+                )
+                return
+            subs.append(
+                Subscription(
+                    channel, binding_id(event, schema, table, filt), event, schema, table, flt
+                )
+            )
+        if channel.conn.channels.get(channel.topic) is not channel:
+            return  # left or replaced while we were installing
+        hub.add_subscriptions(channel, subs)
+        channel.system("ok", "Subscribed to PostgreSQL")
+
+    # -- REST broadcast --------------------------------------------------------------
+
+    def _rest_auth(self, request: Request) -> Any:
+        key = request.headers.get("apikey")
+        auth = request.headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        claims = self._verify(key or bearer)
+        if bearer and bearer != key:
+            claims = self._verify(bearer)
+        return claims
+
+    async def _rest_broadcast(self, request: Request) -> Response:
+        try:
+            claims = self._rest_auth(request)
+        except AuthError as exc:
+            return JSONResponse({"message": str(exc)}, status_code=401)
+        try:
+            body = json.loads(await request.body())
+            messages = body["messages"]
+            if not isinstance(messages, list):
+                raise TypeError("messages must be a list")
+            items = []
+            for m in messages:
+                topic, event = m["topic"], m["event"]
+                if not isinstance(topic, str) or not isinstance(event, str):
+                    raise TypeError("topic and event must be strings")
+                items.append((topic, event, m.get("payload", {}), bool(m.get("private"))))
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"message": f"invalid broadcast request: {exc}"}, status_code=400)
+        if self.hub is None:
+            return JSONResponse({"message": "realtime is not running"}, status_code=503)
+        for topic, event, payload, private in items:
+            if private and claims.role == "anon":
+                continue  # private topics need an authorised role; Realtime skips them
+            self.hub.broadcast(
+                f"realtime:{topic}",
+                {"type": "broadcast", "event": event, "payload": payload},
+                None,
+            )
+        return Response(status_code=202)
+
+    async def _rest_broadcast_one(self, request: Request) -> Response:
+        """``httpSend``: ``POST …/api/broadcast/<topic>/events/<event>`` with the payload."""
+        try:
+            claims = self._rest_auth(request)
+        except AuthError as exc:
+            return JSONResponse({"message": str(exc)}, status_code=401)
+        raw = await request.body()
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("application/octet-stream"):
+            payload: Any = raw
+        else:
+            try:
+                payload = json.loads(raw) if raw else {}
+            except ValueError:
+                return JSONResponse({"message": "payload is not JSON"}, status_code=400)
+        private = request.query_params.get("private") == "true"
+        if private and claims.role == "anon":
+            return JSONResponse({"message": "Unauthorized"}, status_code=403)
+        if self.hub is None:
+            return JSONResponse({"message": "realtime is not running"}, status_code=503)
+        self.hub.broadcast(
+            f"realtime:{request.path_params['topic']}",
+            {"type": "broadcast", "event": request.path_params["event"], "payload": payload},
+            None,
+        )
+        return Response(status_code=202)
+
+
+def _broadcast_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    out = {"type": "broadcast", "event": payload.get("event"), "payload": payload.get("payload")}
+    if out["payload"] is None:
+        out["payload"] = {}
+    if "meta" in payload:
+        out["meta"] = payload["meta"]
+    return out
