@@ -1,0 +1,104 @@
+"""``python -m supabase_local``: start the server on loopback and print its keys.
+
+Prints ``anon key: ...``, ``service_role key: ...`` and, once the socket is listening,
+``supabase_local ready on http://HOST:PORT`` (test fixtures wait for that line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import sys
+
+import uvicorn
+
+from supabase_local.app import create_app
+from supabase_local.auth import mint_token
+from supabase_local.config import DATABASE_URL_ENV, DEV_JWT_SECRET, ServerConfig
+
+# Printed keys last ten years, like the Supabase CLI's local keys.
+KEY_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that says so once its socket accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
+        super().__init__(config)
+        self._ready_line = ready_line
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if not self.should_exit:
+            print(self._ready_line, flush=True)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m supabase_local",
+        description="A Supabase-compatible server (REST + Realtime) for development and tests.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=54321)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(DATABASE_URL_ENV),
+        help=f"PostgreSQL URL, superuser (default: ${DATABASE_URL_ENV}); created if missing",
+    )
+    parser.add_argument(
+        "--jwt-secret",
+        default=DEV_JWT_SECRET,
+        help="HS256 secret of keys and tokens (default: the Supabase CLI's public dev secret)",
+    )
+    parser.add_argument("--faults", action="store_true", help="enable POST /__faults")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    if not args.database_url:
+        parser.error(f"--database-url or ${DATABASE_URL_ENV} is required")
+    try:
+        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        parser.error("supabase_local binds loopback addresses only (it is a dev/test server)")
+    if len(args.jwt_secret) < 32:
+        parser.error("--jwt-secret must be at least 32 characters")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        jwt_secret=args.jwt_secret,
+        faults_enabled=args.faults,
+    )
+    for role in ("anon", "service_role"):
+        key = mint_token(secret=config.jwt_secret, role=role, expires_in=KEY_LIFETIME_SECONDS)
+        print(f"{role} key: {key}", flush=True)
+    uvicorn_config = uvicorn.Config(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+        ws="websockets-sansio",
+    )
+    server = _AnnouncingServer(
+        uvicorn_config, f"supabase_local ready on http://{config.host}:{config.port}"
+    )
+    asyncio.run(server.serve())
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

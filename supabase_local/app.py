@@ -1,0 +1,77 @@
+"""The ASGI application: REST, Realtime and the fault endpoint over one PostgreSQL db.
+
+Startup order matters: the database exists and is bootstrapped (roles, auth functions,
+publication, migrations) before REST loads its schema cache and before Realtime starts
+listening, so both see the final schema.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from supabase_local import db
+from supabase_local.config import ServerConfig
+from supabase_local.faults import FaultInjector
+from supabase_local.rest import RestApi
+
+log = logging.getLogger(__name__)
+
+
+async def _health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    from supabase_local.realtime import Realtime
+
+    injector = FaultInjector(enabled=config.faults_enabled)
+    rest_api = RestApi(config=config, faults=injector)
+    realtime = Realtime(config=config, faults=injector)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.ensure_database(config.database_url)
+        applied = await db.bootstrap(config.database_url, config.migrations_dir)
+        if applied:
+            log.info("migrations applied: %s", ", ".join(applied))
+        await rest_api.startup()
+        try:
+            await realtime.startup()
+            try:
+                yield
+            finally:
+                await realtime.shutdown()
+        finally:
+            await rest_api.shutdown()
+
+    routes = [
+        Route("/health", _health, methods=["GET"]),
+        *injector.routes(),
+        *rest_api.routes(),
+        *realtime.routes,
+    ]
+    # Dashboards on another origin (Django on :8000) call REST from the browser.
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=["*"],
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Content-Range", "Content-Location", "Location", "Preference-Applied"],
+        )
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.config = config
+    app.state.faults = injector
+    app.state.rest = rest_api
+    app.state.realtime = realtime
+    return app

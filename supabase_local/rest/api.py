@@ -1,0 +1,833 @@
+"""The ``/rest/v1`` endpoints: a PostgREST-compatible subset over asyncpg.
+
+Request lifecycle: injected faults -> JWT -> profile (schema) -> parse -> one
+transaction in which the JWT's role and claims are set locally
+(``set_config('role', ..., true)``) before the single statement runs, so PostgreSQL
+enforces grants and RLS. Every failure becomes PostgREST's error JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from supabase_local import db
+from supabase_local.auth import AuthError, Claims, verify_token
+from supabase_local.config import ServerConfig
+from supabase_local.faults import FaultInjector
+from supabase_local.rest.catalog import Catalog, Function, Table, quote
+from supabase_local.rest.errors import RestError, database_error
+from supabase_local.rest.query import (
+    RESERVED_PARAMS,
+    Preferences,
+    page_window,
+    parse_filters,
+    parse_non_negative,
+    parse_order,
+    parse_prefer,
+    parse_range_header,
+    parse_select,
+    unquote,
+)
+from supabase_local.rest.sql import (
+    Statement,
+    order_sql,
+    page_sql,
+    row_json_sql,
+    where_sql,
+)
+
+log = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json; charset=utf-8"
+OBJECT_TYPE = "application/vnd.pgrst.object+json"
+# Query parameters that are never filters: the key may travel in the URL.
+AUTH_PARAMS = {"apikey"}
+
+_SET_REQUEST_CONTEXT = (
+    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
+    " set_config('request.method', $3, true), set_config('request.path', $4, true)"
+)
+
+
+class RestApi:
+    def __init__(self, *, config: ServerConfig, faults: FaultInjector) -> None:
+        self.config = config
+        self.faults = faults
+        self.catalog = Catalog(config.exposed_schemas)
+        self.pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self.pool = await db.create_pool(
+            self.config.database_url, max_size=self.config.pool_max_size
+        )
+        async with self.pool.acquire() as connection:
+            await self.catalog.load(connection)
+        # PostgREST reloads its schema cache on NOTIFY pgrst, 'reload schema'.
+        self._listener = await db.connect(self.config.database_url)
+        await self._listener.add_listener("pgrst", self._on_notify)
+
+    async def shutdown(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+    def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        if payload in ("", "reload schema") and self.pool is not None:
+            asyncio.get_running_loop().create_task(self.catalog.reload_after_miss(self.pool))
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/rest/v1/", self._root, methods=["GET", "HEAD"]),
+            Route("/rest/v1/rpc/{function}", self._rpc, methods=["GET", "HEAD", "POST"]),
+            Route(
+                "/rest/v1/{table}",
+                self._table,
+                methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
+            ),
+        ]
+
+    # --- plumbing --------------------------------------------------------------------
+
+    async def _guarded(
+        self, request: Request, handler: Callable[[Request, Claims, str], Awaitable[Response]]
+    ) -> Response:
+        fault = await self.faults.rest_fault()
+        if fault is not None:
+            status, body = fault
+            return JSONResponse(body, status_code=status)
+        claims: Claims | None = None
+        try:
+            claims = self._authenticate(request)
+            schema = self._profile(request)
+            return await handler(request, claims, schema)
+        except RestError as error:
+            return _error_response(error)
+        except asyncpg.PostgresError as error:
+            return _error_response(database_error(error, role=claims.role if claims else "anon"))
+
+    def _authenticate(self, request: Request) -> Claims:
+        apikey = request.headers.get("apikey") or request.query_params.get("apikey")
+        bearer = None
+        authorization = request.headers.get("authorization", "")
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            bearer = value.strip()
+        token = bearer or apikey
+        if token is None:
+            raise RestError(
+                401,
+                "PGRST301",
+                "No API key found in request",
+                hint="No `apikey` request header or url param was found.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if apikey is not None and apikey != token:
+            # The gateway checks the apikey even when a user token decides the role.
+            try:
+                verify_token(apikey, secret=self.config.jwt_secret)
+            except AuthError as error:
+                raise RestError(
+                    401,
+                    error.code,
+                    "Invalid API key",
+                    details=str(error),
+                    hint="Double check your Supabase `anon` or `service_role` API key.",
+                ) from error
+        try:
+            return verify_token(token, secret=self.config.jwt_secret)
+        except AuthError as error:
+            raise RestError(
+                401,
+                error.code,
+                str(error),
+                headers={
+                    "WWW-Authenticate": (
+                        f'Bearer error="invalid_token", error_description="{error}"'
+                    )
+                },
+            ) from error
+
+    def _profile(self, request: Request) -> str:
+        reading = request.method in ("GET", "HEAD")
+        header = "accept-profile" if reading else "content-profile"
+        requested = request.headers.get(header)
+        exposed = self.config.exposed_schemas
+        if requested is None:
+            return exposed[0]
+        if requested not in exposed:
+            raise RestError(
+                406,
+                "PGRST106",
+                f"Invalid schema: {requested}",
+                hint=f"Only the following schemas are exposed: {', '.join(exposed)}",
+            )
+        return requested
+
+    async def _in_transaction(
+        self,
+        request: Request,
+        claims: Claims,
+        work: Callable[[asyncpg.Connection], Awaitable[Any]],
+        *,
+        readonly: bool = False,
+    ) -> Any:
+        assert self.pool is not None
+        async with self.pool.acquire() as connection, connection.transaction(readonly=readonly):
+            await connection.execute(
+                _SET_REQUEST_CONTEXT,
+                claims.role,
+                json.dumps(claims.raw),
+                request.method,
+                request.url.path,
+            )
+            return await work(connection)
+
+    async def _lookup_table(self, schema: str, name: str) -> Table:
+        assert self.pool is not None
+        table = await self.catalog.table(self.pool, schema, name)
+        if table is None:
+            candidates = [t for (s, t) in self.catalog.tables if s == schema]
+            close = difflib.get_close_matches(name, candidates, n=1)
+            raise RestError(
+                404,
+                "PGRST205",
+                f"Could not find the table '{schema}.{name}' in the schema cache",
+                hint=f"Perhaps you meant the table '{schema}.{close[0]}'" if close else None,
+            )
+        return table
+
+    # --- endpoints -------------------------------------------------------------------
+
+    async def _root(self, request: Request) -> Response:
+        async def handler(request: Request, claims: Claims, schema: str) -> Response:
+            paths = {
+                f"/{name}": {}
+                for (table_schema, name) in self.catalog.tables
+                if table_schema == schema
+            }
+            return JSONResponse(
+                {"swagger": "2.0", "info": {"title": "supabase_local"}, "paths": paths}
+            )
+
+        return await self._guarded(request, handler)
+
+    async def _table(self, request: Request) -> Response:
+        async def handler(request: Request, claims: Claims, schema: str) -> Response:
+            table = await self._lookup_table(schema, request.path_params["table"])
+            if request.method in ("GET", "HEAD"):
+                return await self._select(request, claims, table)
+            if request.method == "POST":
+                return await self._insert(request, claims, table)
+            return await self._update_or_delete(request, claims, table)
+
+        return await self._guarded(request, handler)
+
+    async def _rpc(self, request: Request) -> Response:
+        async def handler(request: Request, claims: Claims, schema: str) -> Response:
+            return await self._call(request, claims, schema, request.path_params["function"])
+
+        return await self._guarded(request, handler)
+
+    # --- read ------------------------------------------------------------------------
+
+    async def _select(self, request: Request, claims: Claims, table: Table) -> Response:
+        single, strip_nulls = _accepted_shape(request)
+        query = request.query_params
+        items = parse_select(query.get("select"))
+        logic = parse_filters(list(query.multi_items()), skip=AUTH_PARAMS)
+        order = parse_order(query.get("order"))
+        offset, limit = page_window(
+            parse_non_negative("limit", query.get("limit")),
+            parse_non_negative("offset", query.get("offset")),
+            parse_range_header(request.headers.get("range")),
+        )
+        preferences = parse_prefer(request.headers.getlist("prefer"))
+        statement = Statement()
+        qualified = table.qualified
+        where = where_sql(statement, logic, table.columns, table.name, qualified)
+        ordering = order_sql(order, table.columns, table.name, qualified)
+        page = page_sql(statement, offset, limit)
+        row_json = row_json_sql(statement, items, table.columns, table.name, "_pgrst_row")
+        total = (
+            f"(SELECT pg_catalog.count(*) FROM {qualified} WHERE {where})"
+            if preferences.count
+            else "NULL::bigint"
+        )
+        sql = (
+            f"SELECT {total} AS total, pg_catalog.count(*) AS page_count,"
+            f" coalesce(json_agg({row_json}), '[]')::text AS body"
+            f" FROM (SELECT {qualified}.* FROM {qualified} WHERE {where}{ordering}{page})"
+            " _pgrst_row"
+        )
+
+        async def work(connection: asyncpg.Connection) -> asyncpg.Record:
+            return await connection.fetchrow(sql, *statement.args)
+
+        row = await self._in_transaction(request, claims, work, readonly=True)
+        return _read_response(
+            request,
+            body=row["body"],
+            offset=offset,
+            page_count=row["page_count"],
+            total=row["total"],
+            single=single,
+            strip_nulls=strip_nulls,
+            preferences=preferences,
+        )
+
+    # --- write -----------------------------------------------------------------------
+
+    async def _insert(self, request: Request, claims: Claims, table: Table) -> Response:
+        single, strip_nulls = _accepted_shape(request)
+        preferences = parse_prefer(request.headers.getlist("prefer"))
+        raw = await request.body()
+        payload = _json_body(raw)
+        if isinstance(payload, dict):
+            rows, rows_text = [payload], "[" + raw.decode("utf-8") + "]"
+        elif isinstance(payload, list) and all(isinstance(row, dict) for row in payload):
+            rows, rows_text = payload, raw.decode("utf-8")
+        else:
+            raise RestError(
+                400,
+                "PGRST102",
+                "Empty or invalid json",
+                details="the body must be a JSON object or an array of objects",
+            )
+        columns_param = request.query_params.get("columns")
+        if columns_param is not None:
+            names = [unquote(name.strip()) for name in columns_param.split(",") if name.strip()]
+        else:
+            names = list(rows[0]) if rows else []
+            if any(set(row) != set(names) for row in rows):
+                raise RestError(400, "PGRST102", "All object keys must match")
+        columns = [_body_column(table, name) for name in names]
+        statement = Statement()
+        body_param = statement.bind(rows_text, "jsonb" if preferences.missing_default else "json")
+        column_list = ", ".join(quote(name) for name in columns)
+        if not rows:
+            return _mutation_response(
+                request,
+                table,
+                201,
+                None,
+                0,
+                preferences,
+                single,
+                strip_nulls,
+                body_if_representation="[]",
+            )
+        if not columns:
+            source_sql = f"INSERT INTO {table.qualified} DEFAULT VALUES"
+            if len(rows) != 1:
+                raise RestError(400, "PGRST102", "All object keys must match")
+        elif preferences.missing_default:
+            values = []
+            for name in columns:
+                default = table.columns[name].default
+                if default is None:
+                    values.append(f"_pgrst_body.{quote(name)}")
+                else:
+                    key = statement.bind(name, "text")
+                    values.append(
+                        f"CASE WHEN _pgrst_elem ? {key} THEN _pgrst_body.{quote(name)}"
+                        f" ELSE {default} END"
+                    )
+            source_sql = (
+                f"INSERT INTO {table.qualified} ({column_list}) SELECT {', '.join(values)}"
+                f" FROM jsonb_array_elements({body_param}) AS _pgrst_elem"
+                f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{table.qualified},"
+                " _pgrst_elem) AS _pgrst_body"
+            )
+        else:
+            source_sql = (
+                f"INSERT INTO {table.qualified} ({column_list}) SELECT {column_list}"
+                f" FROM json_populate_recordset(NULL::{table.qualified}, {body_param})"
+                " AS _pgrst_body"
+            )
+        source_sql += self._on_conflict_sql(request, table, columns, preferences)
+        return await self._run_mutation(
+            request,
+            claims,
+            table,
+            source_sql,
+            statement,
+            preferences,
+            single,
+            strip_nulls,
+            success_status=201,
+        )
+
+    def _on_conflict_sql(
+        self, request: Request, table: Table, columns: list[str], preferences: Preferences
+    ) -> str:
+        if preferences.resolution is None:
+            return ""
+        on_conflict = request.query_params.get("on_conflict")
+        if on_conflict:
+            target = [
+                _existing_column(table, unquote(name.strip())) for name in on_conflict.split(",")
+            ]
+        else:
+            target = list(table.primary_key)
+        if not target:
+            raise RestError(
+                400, "PGRST100", "on_conflict is required: the table has no primary key"
+            )
+        target_sql = ", ".join(quote(name) for name in target)
+        updatable = [name for name in columns if name not in target] or columns
+        if preferences.resolution == "ignore-duplicates" or not updatable:
+            return f" ON CONFLICT ({target_sql}) DO NOTHING"
+        assignments = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updatable)
+        return f" ON CONFLICT ({target_sql}) DO UPDATE SET {assignments}"
+
+    async def _update_or_delete(self, request: Request, claims: Claims, table: Table) -> Response:
+        single, strip_nulls = _accepted_shape(request)
+        preferences = parse_prefer(request.headers.getlist("prefer"))
+        query = request.query_params
+        logic = parse_filters(list(query.multi_items()), skip=AUTH_PARAMS)
+        verb = "UPDATE" if request.method == "PATCH" else "DELETE"
+        if not logic.children:
+            # Supabase loads pg-safeupdate for API roles; answer as it does.
+            raise RestError(
+                400,
+                "21000",
+                f"{verb} requires a WHERE clause",
+                hint="Add a filter (e.g. ?seq=eq.1) to choose the rows",
+            )
+        statement = Statement()
+        qualified = table.qualified
+        if verb == "UPDATE":
+            payload = _json_body(await request.body())
+            if not isinstance(payload, dict):
+                raise RestError(
+                    400, "PGRST102", "Empty or invalid json", details="PATCH takes one JSON object"
+                )
+            columns = [_body_column(table, name) for name in payload]
+            if not columns:
+                return _mutation_response(
+                    request,
+                    table,
+                    200,
+                    "[]",
+                    0,
+                    preferences,
+                    single,
+                    strip_nulls,
+                    body_if_representation="[]",
+                )
+            body_param = statement.bind(json.dumps(payload), "json")
+            assignments = ", ".join(
+                f"{quote(name)} = _pgrst_body.{quote(name)}" for name in columns
+            )
+            where = where_sql(statement, logic, table.columns, table.name, qualified)
+            source_sql = (
+                f"UPDATE {qualified} SET {assignments}"
+                f" FROM json_populate_record(NULL::{qualified}, {body_param}) AS _pgrst_body"
+                f" WHERE {where}"
+            )
+        else:
+            where = where_sql(statement, logic, table.columns, table.name, qualified)
+            source_sql = f"DELETE FROM {qualified} WHERE {where}"
+        return await self._run_mutation(
+            request,
+            claims,
+            table,
+            source_sql,
+            statement,
+            preferences,
+            single,
+            strip_nulls,
+            success_status=200,
+        )
+
+    async def _run_mutation(
+        self,
+        request: Request,
+        claims: Claims,
+        table: Table,
+        source_sql: str,
+        statement: Statement,
+        preferences: Preferences,
+        single: bool,
+        strip_nulls: bool,
+        *,
+        success_status: int,
+    ) -> Response:
+        returning = preferences.returning
+        if returning == "representation":
+            items = parse_select(request.query_params.get("select"))
+            row_json = row_json_sql(statement, items, table.columns, table.name, "_pgrst_row")
+            returning_sql = f" RETURNING {table.qualified}.*"
+            body_sql = f"coalesce(json_agg({row_json}), '[]')::text"
+        elif returning == "headers-only" and table.primary_key:
+            keys = ", ".join(quote(name) for name in table.primary_key)
+            returning_sql = f" RETURNING {keys}"
+            body_sql = "coalesce(json_agg(_pgrst_row), '[]')::text"
+        else:
+            # RETURNING 1 needs no SELECT privilege: minimal works for write-only roles.
+            returning_sql = " RETURNING 1"
+            body_sql = "NULL::text"
+        sql = (
+            f"WITH pgrst_source AS ({source_sql}{returning_sql})"
+            f" SELECT pg_catalog.count(*) AS page_count, {body_sql} AS body"
+            " FROM pgrst_source AS _pgrst_row"
+        )
+
+        async def work(connection: asyncpg.Connection) -> asyncpg.Record:
+            row = await connection.fetchrow(sql, *statement.args)
+            if single and row["page_count"] != 1:
+                raise _not_single(row["page_count"])  # rolls the transaction back
+            return row
+
+        row = await self._in_transaction(request, claims, work)
+        return _mutation_response(
+            request,
+            table,
+            success_status,
+            row["body"],
+            row["page_count"],
+            preferences,
+            single,
+            strip_nulls,
+        )
+
+    # --- rpc -------------------------------------------------------------------------
+
+    async def _call(self, request: Request, claims: Claims, schema: str, name: str) -> Response:
+        assert self.pool is not None
+        single, strip_nulls = _accepted_shape(request)
+        reading = request.method in ("GET", "HEAD")
+        query = request.query_params
+        if reading:
+            candidates = {
+                key: value
+                for key, value in query.multi_items()
+                if key not in RESERVED_PARAMS and key not in AUTH_PARAMS
+            }
+        else:
+            payload = _json_body(await request.body(), empty_ok=True)
+            if payload is None:
+                payload = {}
+            if not isinstance(payload, dict):
+                raise RestError(
+                    400,
+                    "PGRST102",
+                    "Empty or invalid json",
+                    details="rpc arguments must be one JSON object",
+                )
+            candidates = payload
+        overloads = await self.catalog.function_overloads(self.pool, schema, name)
+        function, arguments = _choose_overload(schema, name, overloads, candidates, reading)
+        filter_params = [
+            (key, value)
+            for key, value in query.multi_items()
+            if key not in arguments and key not in AUTH_PARAMS
+        ]
+        preferences = parse_prefer(request.headers.getlist("prefer"))
+        statement = Statement()
+        if arguments:
+            args_param = statement.bind(json.dumps(arguments), "json")
+            record_columns = ", ".join(
+                f"{quote(arg.name)} {arg.type}"
+                for arg in function.arguments
+                if arg.name in arguments
+            )
+            call_args = ", ".join(
+                f"{quote(arg.name)} => _pgrst_args.{quote(arg.name)}"
+                for arg in function.arguments
+                if arg.name in arguments
+            )
+            source = (
+                f"json_to_record({args_param}) AS _pgrst_args({record_columns})"
+                f" CROSS JOIN LATERAL {function.qualified}({call_args}) AS _pgrst_row"
+            )
+        else:
+            source = f"{function.qualified}() AS _pgrst_row"
+
+        if function.returns_void:
+            sql = (
+                "SELECT NULL::bigint AS total, 1::bigint AS page_count, NULL::text AS body"
+                f" FROM {source}"
+            )
+        elif function.returns_rows:
+            columns = {column.name: column for column in function.output_columns}
+            logic = parse_filters(filter_params, skip=set())
+            items = parse_select(query.get("select"))
+            where = where_sql(statement, logic, columns, function.name, "_pgrst_row")
+            ordering = order_sql(
+                parse_order(query.get("order")), columns, function.name, "_pgrst_row"
+            )
+            offset, limit = page_window(
+                parse_non_negative("limit", query.get("limit")),
+                parse_non_negative("offset", query.get("offset")),
+                parse_range_header(request.headers.get("range")),
+            )
+            page = page_sql(statement, offset, limit)
+            row_json = row_json_sql(statement, items, columns, function.name, "_pgrst_page")
+            inner = f"SELECT _pgrst_row.* FROM {source} WHERE {where}"
+            total = (
+                f"(SELECT pg_catalog.count(*) FROM ({inner}) AS _pgrst_all)"
+                if preferences.count
+                else "NULL::bigint"
+            )
+            if function.returns_set:
+                body = f"coalesce(json_agg({row_json}), '[]')::text"
+            else:
+                body = f"(array_agg({row_json}))[1]::text"
+            sql = (
+                f"WITH pgrst_source AS MATERIALIZED ({inner}{ordering}{page})"
+                f" SELECT {total} AS total, pg_catalog.count(*) AS page_count, {body} AS body"
+                " FROM pgrst_source AS _pgrst_page"
+            )
+            if preferences.count:
+                # Count over the materialised call, not by calling the function again.
+                sql = (
+                    f"WITH pgrst_all AS MATERIALIZED ({inner}),"
+                    f" pgrst_source AS (SELECT * FROM pgrst_all AS _pgrst_row{ordering}{page})"
+                    f" SELECT (SELECT pg_catalog.count(*) FROM pgrst_all) AS total,"
+                    f" pg_catalog.count(*) AS page_count, {body} AS body"
+                    " FROM pgrst_source AS _pgrst_page"
+                )
+        else:
+            if function.returns_set:
+                body = "coalesce(json_agg(_pgrst_row), '[]')::text"
+            else:
+                body = "(array_agg(to_json(_pgrst_row)))[1]::text"
+            sql = (
+                f"SELECT NULL::bigint AS total, pg_catalog.count(*) AS page_count,"
+                f" {body} AS body FROM {source}"
+            )
+
+        async def work(connection: asyncpg.Connection) -> asyncpg.Record:
+            return await connection.fetchrow(sql, *statement.args)
+
+        row = await self._in_transaction(request, claims, work, readonly=reading)
+        if function.returns_void:
+            return Response(status_code=204, headers={"Content-Range": "*/*"})
+        if function.returns_set:
+            return _read_response(
+                request,
+                body=row["body"],
+                offset=0,
+                page_count=row["page_count"],
+                total=row["total"],
+                single=single,
+                strip_nulls=strip_nulls,
+                preferences=preferences,
+            )
+        body = row["body"] if row["body"] is not None else "null"
+        if strip_nulls:
+            body = json.dumps(_stripped(json.loads(body)))
+        content = b"" if request.method == "HEAD" else body.encode("utf-8")
+        return Response(
+            content, status_code=200, media_type=JSON_TYPE, headers={"Content-Range": "0-0/*"}
+        )
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _error_response(error: RestError) -> Response:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _json_body(raw: bytes, *, empty_ok: bool = False) -> Any:
+    if not raw.strip():
+        if empty_ok:
+            return None
+        raise RestError(400, "PGRST102", "Empty or invalid json")
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise RestError(400, "PGRST102", "Empty or invalid json", details=str(error)) from error
+
+
+def _body_column(table: Table, name: str) -> str:
+    if name not in table.columns:
+        raise RestError(
+            400,
+            "PGRST204",
+            f"Could not find the '{name}' column of '{table.name}' in the schema cache",
+        )
+    return name
+
+
+def _existing_column(table: Table, name: str) -> str:
+    if name not in table.columns:
+        raise RestError(400, "42703", f"column {table.name}.{name} does not exist")
+    return name
+
+
+def _accepted_shape(request: Request) -> tuple[bool, bool]:
+    """(single object wanted, nulls stripped) from Accept; 406 for what we cannot give."""
+    accept = request.headers.get("accept", "*/*")
+    for media_range in accept.split(","):
+        media_type, *parameters = (part.strip() for part in media_range.split(";"))
+        strip_nulls = "nulls=stripped" in parameters
+        if media_type in (OBJECT_TYPE, "application/vnd.pgrst.object"):
+            return True, strip_nulls
+        if media_type in ("application/json", "application/*", "*/*", ""):
+            return False, strip_nulls
+    raise RestError(406, "PGRST107", f"None of these media types are available: {accept}")
+
+
+def _not_single(row_count: int) -> RestError:
+    return RestError(
+        406,
+        "PGRST116",
+        "Cannot coerce the result to a single JSON object",
+        details=f"The result contains {row_count} rows",
+    )
+
+
+def _stripped(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _stripped(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_stripped(item) for item in value]
+    return value
+
+
+def _single_body(body: str, row_count: int, strip_nulls: bool) -> str:
+    if row_count != 1:
+        raise _not_single(row_count)
+    row = json.loads(body)[0]
+    return json.dumps(_stripped(row) if strip_nulls else row)
+
+
+def _content_range(lower: int, page_count: int, total: int | None) -> str:
+    upper = lower + page_count - 1
+    in_range = lower <= upper and total != 0
+    range_part = f"{lower}-{upper}" if in_range else "*"
+    return f"{range_part}/{'*' if total is None else total}"
+
+
+def _read_response(
+    request: Request,
+    *,
+    body: str,
+    offset: int,
+    page_count: int,
+    total: int | None,
+    single: bool,
+    strip_nulls: bool,
+    preferences: Preferences,
+) -> Response:
+    status = 200
+    if total is not None:
+        if offset > total:
+            raise RestError(
+                416,
+                "PGRST103",
+                "Requested range not satisfiable",
+                details=f"An offset of {offset} was requested, but there are only {total} rows.",
+                headers={"Content-Range": f"*/{total}"},
+            )
+        if page_count < total:
+            status = 206
+    headers = {"Content-Range": _content_range(offset, page_count, total)}
+    if preferences.applied:
+        headers["Preference-Applied"] = ", ".join(
+            p for p in preferences.applied if p.startswith("count=")
+        ) or ", ".join(preferences.applied)
+    media_type = JSON_TYPE
+    if single:
+        body = _single_body(body, page_count, strip_nulls)
+        media_type = OBJECT_TYPE + "; charset=utf-8"
+    elif strip_nulls:
+        body = json.dumps(_stripped(json.loads(body)))
+    content = b"" if request.method == "HEAD" else body.encode("utf-8")
+    return Response(content, status_code=status, media_type=media_type, headers=headers)
+
+
+def _mutation_response(
+    request: Request,
+    table: Table,
+    success_status: int,
+    body: str | None,
+    row_count: int,
+    preferences: Preferences,
+    single: bool,
+    strip_nulls: bool,
+    *,
+    body_if_representation: str | None = None,
+) -> Response:
+    headers = {"Content-Range": f"*/{row_count if preferences.count else '*'}"}
+    if preferences.applied:
+        headers["Preference-Applied"] = ", ".join(preferences.applied)
+    if preferences.returning == "representation":
+        text = body if body is not None else (body_if_representation or "[]")
+        media_type = JSON_TYPE
+        if single:
+            text = _single_body(text, row_count, strip_nulls)
+            media_type = OBJECT_TYPE + "; charset=utf-8"
+        elif strip_nulls:
+            text = json.dumps(_stripped(json.loads(text)))
+        return Response(
+            text.encode("utf-8"), status_code=success_status, media_type=media_type, headers=headers
+        )
+    if preferences.returning == "headers-only" and body and success_status == 201:
+        keys = json.loads(body)
+        if len(keys) == 1:
+            query = "&".join(f"{name}=eq.{value}" for name, value in keys[0].items())
+            headers["Location"] = f"/{table.name}?{query}"
+    status = 201 if success_status == 201 else 204
+    return Response(status_code=status, headers=headers)
+
+
+def _choose_overload(
+    schema: str,
+    name: str,
+    overloads: list[Function],
+    candidates: dict[str, Any],
+    reading: bool,
+) -> tuple[Function, dict[str, Any]]:
+    """The one function whose parameters fit the given names, and its arguments."""
+    fitting: list[tuple[Function, dict[str, Any]]] = []
+    for function in overloads:
+        names = {arg.name for arg in function.arguments}
+        if reading:
+            # On GET, parameters naming an argument are arguments; the rest are filters.
+            arguments = {key: value for key, value in candidates.items() if key in names}
+        else:
+            if not set(candidates) <= names:
+                continue
+            arguments = dict(candidates)
+        required = {arg.name for arg in function.arguments if not arg.has_default}
+        if required <= set(arguments):
+            fitting.append((function, arguments))
+    if len(fitting) == 1:
+        return fitting[0]
+    signature = ", ".join(sorted(candidates))
+    if not fitting:
+        raise RestError(
+            404,
+            "PGRST202",
+            f"Could not find the function {schema}.{name}({signature}) in the schema cache",
+            details=(
+                f"Searched for the function {schema}.{name} with parameters {signature} or with"
+                " a single unnamed json/jsonb parameter, but no matches were found in the"
+                " schema cache."
+            ),
+        )
+    raise RestError(
+        300,
+        "PGRST203",
+        "Could not choose the best candidate function between: "
+        + ", ".join(f"{f.schema}.{f.name}" for f, _ in fitting),
+        hint="Try renaming the parameters or the function itself in the database",
+    )

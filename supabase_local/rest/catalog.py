@@ -1,0 +1,221 @@
+"""The schema cache: tables, columns, keys and functions of the exposed schemas.
+
+Every identifier the REST layer puts into SQL comes from here, quoted with ``quote``;
+a name from the request is only ever used as a key to look one up. The cache is loaded
+at start, reloaded on a miss (at most once per ``RELOAD_INTERVAL`` so unknown names can
+not cause a reload storm) and on ``NOTIFY pgrst, 'reload schema'`` like PostgREST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+
+RELOAD_INTERVAL = 0.5
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type() output, usable in a cast
+    nullable: bool
+    default: str | None  # pg_get_expr() of the default, catalogue text
+
+
+@dataclass
+class Table:
+    schema: str
+    name: str
+    columns: dict[str, Column] = field(default_factory=dict)
+    primary_key: tuple[str, ...] = ()
+    unique_keys: list[tuple[str, ...]] = field(default_factory=list)
+
+    @property
+    def qualified(self) -> str:
+        return f"{quote(self.schema)}.{quote(self.name)}"
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    type: str
+    has_default: bool
+
+
+@dataclass(frozen=True)
+class Function:
+    schema: str
+    name: str
+    arguments: tuple[Argument, ...]
+    returns_set: bool
+    return_type: str
+    returns_void: bool
+    # Output columns for functions returning a row type or a TABLE; empty for scalars.
+    output_columns: tuple[Column, ...]
+    volatile: bool
+
+    @property
+    def qualified(self) -> str:
+        return f"{quote(self.schema)}.{quote(self.name)}"
+
+    @property
+    def returns_rows(self) -> bool:
+        return bool(self.output_columns)
+
+
+_TABLES_SQL = """
+SELECT n.nspname AS schema, c.relname AS name, a.attname AS column,
+       format_type(a.atttypid, a.atttypmod) AS type, NOT a.attnotnull AS nullable,
+       pg_get_expr(d.adbin, d.adrelid) AS default_expr
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+_KEYS_SQL = """
+SELECT n.nspname AS schema, c.relname AS name, con.contype AS kind,
+       array_agg(a.attname ORDER BY k.ord) AS columns
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE con.contype IN ('p', 'u') AND n.nspname = ANY($1::text[])
+GROUP BY n.nspname, c.relname, con.oid, con.contype
+"""
+
+_FUNCTIONS_SQL = """
+SELECT n.nspname AS schema, p.proname AS name, p.proretset AS returns_set,
+       format_type(p.prorettype, NULL) AS return_type, p.prorettype = 'void'::regtype AS is_void,
+       t.typrelid AS return_relid, p.provolatile = 'v' AS volatile,
+       p.pronargs AS nargs, p.pronargdefaults AS ndefaults,
+       coalesce(p.proargnames, '{}') AS arg_names,
+       coalesce(p.proargmodes::text[], '{}') AS arg_modes,
+       ARRAY(SELECT format_type(x, NULL)
+             FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY u(x, i)
+             ORDER BY i) AS all_arg_types
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_type t ON t.oid = p.prorettype
+WHERE n.nspname = ANY($1::text[]) AND p.prokind = 'f'
+"""
+
+_RELATION_COLUMNS_SQL = """
+SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
+FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+class Catalog:
+    def __init__(self, schemas: tuple[str, ...]) -> None:
+        self.schemas = schemas
+        self.tables: dict[tuple[str, str], Table] = {}
+        self.functions: dict[tuple[str, str], list[Function]] = {}
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def load(self, connection: asyncpg.Connection) -> None:
+        async with self._lock:
+            tables = await _load_tables(connection, self.schemas)
+            functions = await _load_functions(connection, self.schemas)
+            self.tables, self.functions = tables, functions
+            self._loaded_at = time.monotonic()
+
+    async def reload_after_miss(self, pool: asyncpg.Pool) -> bool:
+        """Reload unless a reload just happened; True when the cache was reloaded."""
+        if time.monotonic() - self._loaded_at < RELOAD_INTERVAL:
+            return False
+        async with pool.acquire() as connection:
+            await self.load(connection)
+        return True
+
+    async def table(self, pool: asyncpg.Pool, schema: str, name: str) -> Table | None:
+        found = self.tables.get((schema, name))
+        if found is None and await self.reload_after_miss(pool):
+            found = self.tables.get((schema, name))
+        return found
+
+    async def function_overloads(
+        self, pool: asyncpg.Pool, schema: str, name: str
+    ) -> list[Function]:
+        found = self.functions.get((schema, name), [])
+        if not found and await self.reload_after_miss(pool):
+            found = self.functions.get((schema, name), [])
+        return found
+
+
+async def _load_tables(
+    connection: asyncpg.Connection, schemas: tuple[str, ...]
+) -> dict[tuple[str, str], Table]:
+    tables: dict[tuple[str, str], Table] = {}
+    for row in await connection.fetch(_TABLES_SQL, list(schemas)):
+        key = (row["schema"], row["name"])
+        table = tables.setdefault(key, Table(schema=row["schema"], name=row["name"]))
+        table.columns[row["column"]] = Column(
+            name=row["column"],
+            type=row["type"],
+            nullable=row["nullable"],
+            default=row["default_expr"],
+        )
+    for row in await connection.fetch(_KEYS_SQL, list(schemas)):
+        table = tables.get((row["schema"], row["name"]))
+        if table is None:
+            continue
+        columns = tuple(row["columns"])
+        if row["kind"] == "p":
+            table.primary_key = columns
+        else:
+            table.unique_keys.append(columns)
+    return tables
+
+
+async def _load_functions(
+    connection: asyncpg.Connection, schemas: tuple[str, ...]
+) -> dict[tuple[str, str], list[Function]]:
+    functions: dict[tuple[str, str], list[Function]] = {}
+    for row in await connection.fetch(_FUNCTIONS_SQL, list(schemas)):
+        names = list(row["arg_names"])
+        modes = list(row["arg_modes"]) or ["i"] * len(row["all_arg_types"])
+        types = list(row["all_arg_types"])
+        names += [""] * (len(types) - len(names))
+        inputs = [(n, t) for n, t, m in zip(names, types, modes, strict=True) if m in "ibv"]
+        outputs = [
+            Column(n, t, True, None)
+            for n, t, m in zip(names, types, modes, strict=True)
+            if m in "obt"
+        ]
+        if not outputs and row["return_relid"]:
+            outputs = [
+                Column(r["name"], r["type"], True, None)
+                for r in await connection.fetch(_RELATION_COLUMNS_SQL, row["return_relid"])
+            ]
+        if len(outputs) == 1 and not row["return_relid"]:
+            outputs = []  # a single OUT parameter makes a scalar function
+        first_default = row["nargs"] - row["ndefaults"]
+        arguments = tuple(
+            Argument(name=name, type=type_, has_default=index >= first_default)
+            for index, (name, type_) in enumerate(inputs)
+        )
+        function = Function(
+            schema=row["schema"],
+            name=row["name"],
+            arguments=arguments,
+            returns_set=row["returns_set"],
+            return_type=row["return_type"],
+            returns_void=row["is_void"],
+            output_columns=tuple(outputs),
+            volatile=row["volatile"],
+        )
+        functions.setdefault((row["schema"], row["name"]), []).append(function)
+    return functions
