@@ -2,8 +2,10 @@
 
 Invariants:
 
-* A :class:`Connection` sends frames strictly in the order they were queued; one writer
-  task per socket drains its queue, so a slow socket never delays the others.
+* A :class:`Connection` sends frames strictly in the order they were given. With
+  uvicorn's sansio protocol it writes pre-built frame bytes straight to the socket
+  (:mod:`wire`); otherwise, and whenever frames are delayed, one writer task per socket
+  drains its queue, so a slow socket never delays the others.
 * Fault injection applies here, on the way out: ``realtime_drop_rate`` loses droppable
   messages (``postgres_changes``, ``broadcast``; never replies, system messages,
   presence or heartbeats, which would only make the client rejoin), and
@@ -34,6 +36,7 @@ from .capture import Change
 from .filters import Filter
 from .presence import TopicPresence
 from .rls import RlsChecker, TableInfo
+from .wire import DirectSocket, write_many
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +54,17 @@ class Connection:
         token: str,
         claims: Any,
         faults: Any,
+        direct: DirectSocket | None = None,
     ) -> None:
         self.vsn = vsn
+        self.direct = direct
         self.token = token
         self.claims = claims
         self.channels: dict[str, Channel] = {}
         self._send = send
         self._close = close
         self._faults = faults
-        self._queue: deque[tuple[float, protocol.Frame]] = deque()
+        self._queue: deque[tuple[float, protocol.Outgoing]] = deque()
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.closed = False
@@ -76,24 +81,40 @@ class Connection:
             latency = getattr(settings, "realtime_latency_ms", 0) or 0
             if latency > 0:
                 due = self._loop.time() + latency / 1000.0
-        if len(self._queue) >= MAX_QUEUED_FRAMES:
-            log.warning("realtime: closing a socket that stopped reading")
-            self._loop.create_task(self.close())
+        if self.direct is not None and not due and not self._queue:
+            # Fast path: no task switch, the frame bytes are shared by all receivers.
+            if not self.direct.write(out.wire(self.vsn)):
+                self._give_up()
             return
-        self._queue.append((due, out.frame(self.vsn)))
+        if len(self._queue) >= MAX_QUEUED_FRAMES:
+            self._give_up()
+            return
+        self._queue.append((due, out))
         self._wake.set()
 
+    def _give_up(self) -> None:
+        if not self.closed:
+            log.warning("realtime: closing a socket that is closing or stopped reading")
+            self._loop.create_task(self.close())
+
     async def writer(self) -> None:
+        """Drains the queue: used for delayed (fault latency) frames and the ASGI path."""
         queue, send = self._queue, self._send
         while True:
             await self._wake.wait()
             self._wake.clear()
             while queue:
-                due, frame = queue.popleft()
+                due, out = queue.popleft()
                 if due:
                     delay = due - self._loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
+                if self.direct is not None:
+                    if not self.direct.write(out.wire(self.vsn)):
+                        self._give_up()
+                        return
+                    continue
+                frame = out.frame(self.vsn)
                 if isinstance(frame, str):
                     await send({"type": "websocket.send", "text": frame})
                 else:
@@ -115,6 +136,18 @@ class Subscription:
     schema: str
     table: str  # a table name, or "*" for every published table of the schema
     filter: Filter | None
+    bucket: tuple | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Bucket:
+    """Subscriptions that receive exactly the same changes (same event, filter, claims)."""
+
+    event: str
+    filter: Filter | None
+    role: str
+    claims: dict[str, Any]
+    subs: dict[Subscription, None] = field(default_factory=dict)  # an ordered set
 
 
 @dataclass(eq=False)
@@ -158,6 +191,29 @@ class Channel:
         )
 
 
+def fanout(out: protocol.Outgoing, conns: list[Connection], faults: Any) -> None:
+    """Send one message to many sockets; the fault settings are read once."""
+    settings = getattr(faults, "settings", None)
+    if settings is not None and (
+        getattr(settings, "realtime_drop_rate", 0) or getattr(settings, "realtime_latency_ms", 0)
+    ):
+        for conn in conns:
+            conn.send(out)
+        return
+    items: list[tuple[DirectSocket, bytes]] = []
+    owners: dict[DirectSocket, Connection] = {}
+    for conn in conns:
+        direct = conn.direct
+        if direct is not None and not conn._queue and not conn.closed:
+            items.append((direct, out.wire(conn.vsn)))
+            owners[direct] = conn
+        else:
+            conn.send(out)
+    if items:
+        for direct in write_many(items):
+            owners[direct]._give_up()
+
+
 def binding_id(event: str, schema: str, table: str, filter_text: str | None) -> int:
     """A stable positive 31-bit id for a binding (Realtime hashes the binding too)."""
     key = json.dumps([event, schema, table, filter_text], separators=(",", ":"))
@@ -175,12 +231,14 @@ class _Need:
 class Hub:
     """All live sockets and channels of one server."""
 
-    def __init__(self, rls: RlsChecker) -> None:
+    def __init__(self, rls: RlsChecker, faults: Any = None) -> None:
         self.rls = rls
+        self.faults = faults
         self.connections: set[Connection] = set()
         self.topics: dict[str, set[Channel]] = {}
         self.presence: dict[str, TopicPresence] = {}
-        self.subs: dict[tuple[str, str], list[Subscription]] = {}
+        # (schema, table) -> bucket signature -> bucket of identical subscriptions
+        self.subs: dict[tuple[str, str], dict[tuple, _Bucket]] = {}
 
     # -- membership ------------------------------------------------------------------
 
@@ -191,7 +249,41 @@ class Hub:
     def add_subscriptions(self, channel: Channel, subs: list[Subscription]) -> None:
         channel.subscriptions.extend(subs)
         for sub in subs:
-            self.subs.setdefault((sub.schema, sub.table), []).append(sub)
+            self._index(sub)
+
+    def _index(self, sub: Subscription) -> None:
+        claims = sub.channel.claims
+        significant = {k: v for k, v in claims.raw.items() if k not in ("exp", "iat", "nbf")}
+        claims_key = json.dumps(significant, sort_keys=True, default=str)
+        filter_key = sub.filter.text if sub.filter is not None else None
+        signature = (sub.event, filter_key, claims.role, claims_key)
+        buckets = self.subs.setdefault((sub.schema, sub.table), {})
+        bucket = buckets.get(signature)
+        if bucket is None:
+            bucket = buckets[signature] = _Bucket(sub.event, sub.filter, claims.role, claims.raw)
+        bucket.subs[sub] = None
+        sub.bucket = signature
+
+    def _unindex(self, sub: Subscription) -> None:
+        buckets = self.subs.get((sub.schema, sub.table))
+        if buckets is None or sub.bucket is None:
+            return
+        bucket = buckets.get(sub.bucket)
+        if bucket is not None:
+            bucket.subs.pop(sub, None)
+            if not bucket.subs:
+                del buckets[sub.bucket]
+        if not buckets:
+            del self.subs[(sub.schema, sub.table)]
+        sub.bucket = None
+
+    def update_claims(self, channel: Channel, claims: Any) -> None:
+        """A new access token: the channel's subscriptions move to their new group."""
+        for sub in channel.subscriptions:
+            self._unindex(sub)
+        channel.claims = claims
+        for sub in channel.subscriptions:
+            self._index(sub)
 
     def remove_channel(self, channel: Channel) -> None:
         if channel.conn.channels.get(channel.topic) is channel:
@@ -202,12 +294,7 @@ class Hub:
             if not members:
                 del self.topics[channel.topic]
         for sub in channel.subscriptions:
-            bucket = self.subs.get((sub.schema, sub.table))
-            if bucket is not None:
-                # Rebuild rather than list.remove: removal of many subscribers stays linear.
-                self.subs[(sub.schema, sub.table)] = [s for s in bucket if s is not sub]
-                if not self.subs[(sub.schema, sub.table)]:
-                    del self.subs[(sub.schema, sub.table)]
+            self._unindex(sub)
         channel.subscriptions.clear()
         self.presence_untrack(channel)
 
@@ -253,51 +340,47 @@ class Hub:
     def broadcast(self, topic: str, payload: dict[str, Any], sender: Channel | None) -> int:
         """Relay a user broadcast to the topic's channels; returns the receiver count."""
         out = protocol.push(topic, "broadcast", payload, droppable=True)
-        count = 0
-        for member in self.topics.get(topic, ()):
-            if member is sender and not member.broadcast_self:
-                continue
-            member.send(out)
-            count += 1
-        return count
+        conns = [m.conn for m in self.topics.get(topic, ()) if m is not sender or m.broadcast_self]
+        fanout(out, conns, self.faults)
+        return len(conns)
 
     # -- postgres_changes ------------------------------------------------------------
 
     async def dispatch(self, changes: list[Change]) -> None:
         """Fan one committed transaction out to the subscribers allowed to see it."""
-        plan: list[tuple[int, dict[str, Any], list[tuple[Subscription, tuple | None]]]] = []
+        plan: list[tuple[int, dict[str, Any], list[tuple[_Bucket, tuple | None]]]] = []
         needs: dict[tuple, _Need] = {}
         for idx, change in enumerate(changes):
-            subs = self.subs.get((change.schema, change.table), [])
+            buckets = list(self.subs.get((change.schema, change.table), {}).values())
             wildcard = self.subs.get((change.schema, "*"))
             if wildcard:
-                subs = subs + wildcard
-            if not subs:
+                buckets.extend(wildcard.values())
+            if not buckets:
                 continue
             info = await self.rls.table(change.schema, change.table)
             if info is None:
                 continue
             data = _change_data(change, info)
             subject = data.get("record") if change.op != "DELETE" else data["old_record"]
-            matched: list[tuple[Subscription, tuple | None]] = []
-            for sub in subs:
-                if sub.event != "*" and sub.event != change.op:
+            matched: list[tuple[_Bucket, tuple | None]] = []
+            # One decision per bucket (same event, filter, role and claims), not per socket.
+            for bucket in buckets:
+                if bucket.event != "*" and bucket.event != change.op:
                     continue
-                if sub.filter is not None and not sub.filter.matches(subject):
+                if bucket.filter is not None and not bucket.filter.matches(subject):
                     continue
-                claims = sub.channel.claims
                 if change.op == "DELETE":
-                    if self.rls.can_receive_deletes(info, claims.role):
-                        matched.append((sub, None))
+                    if self.rls.can_receive_deletes(info, bucket.role):
+                        matched.append((bucket, None))
                     continue
-                group = self.rls.group_key(info, claims.role, claims.raw)
+                group = self.rls.group_key(info, bucket.role, bucket.claims)
                 key = (change.schema, change.table, group)
                 need = needs.get(key)
                 if need is None:
-                    need = needs[key] = _Need(info, claims.role, claims.raw)
+                    need = needs[key] = _Need(info, bucket.role, bucket.claims)
                 if not need.indices or need.indices[-1] != idx:
                     need.indices.append(idx)
-                matched.append((sub, key))
+                matched.append((bucket, key))
             if matched:
                 plan.append((idx, data, matched))
         if not plan:
@@ -309,12 +392,15 @@ class Hub:
             verdicts[key] = {i for i, ok in zip(need.indices, allowed, strict=True) if ok}
         for idx, data, matched in plan:
             per_channel: dict[Channel, list[int]] = {}
-            for sub, key in matched:
+            for bucket, key in matched:
                 if key is not None and idx not in verdicts[key]:
                     continue
-                ids = per_channel.setdefault(sub.channel, [])
-                if sub.id not in ids:
-                    ids.append(sub.id)
+                for sub in bucket.subs:
+                    ids = per_channel.get(sub.channel)
+                    if ids is None:
+                        per_channel[sub.channel] = [sub.id]
+                    elif sub.id not in ids:
+                        ids.append(sub.id)
             groups: dict[tuple[str, tuple[int, ...]], list[Channel]] = {}
             for channel, ids in per_channel.items():
                 groups.setdefault((channel.topic, tuple(ids)), []).append(channel)
@@ -322,8 +408,7 @@ class Hub:
                 out = protocol.push(
                     topic, "postgres_changes", {"ids": list(ids), "data": data}, droppable=True
                 )
-                for channel in channels:
-                    channel.conn.send(out)
+                fanout(out, [c.conn for c in channels], self.faults)
 
     # -- token expiry ----------------------------------------------------------------
 

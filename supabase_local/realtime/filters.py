@@ -43,6 +43,7 @@ class Condition:
 @dataclass(frozen=True, slots=True)
 class Filter:
     conditions: tuple[Condition, ...]
+    text: str = ""
 
     @property
     def columns(self) -> set[str]:
@@ -56,7 +57,7 @@ class Filter:
                 raise FilterError(f"unknown column {cond.column!r} in filter")
             test = _make_test(cond, column_types[cond.column])
             bound.append(Condition(cond.column, cond.op, cond.negate, cond.raw, test))
-        return Filter(tuple(bound))
+        return Filter(tuple(bound), self.text)
 
     def matches(self, record: dict[str, Any] | None) -> bool:
         if record is None:
@@ -100,7 +101,7 @@ def parse_filter(text: str) -> Filter:
                 raise FilterError(f"Error parsing `filter` params: {part!r}")
             value = tuple(v.strip().strip('"') for v in value[1:-1].split(",") if v.strip())
         conditions.append(Condition(m["col"].strip(), m["op"], bool(m["not"]), value))
-    return Filter(tuple(conditions))
+    return Filter(tuple(conditions), text)
 
 
 def _caster(type_name: str) -> Callable[[Any], Any]:

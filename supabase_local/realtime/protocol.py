@@ -22,6 +22,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import wire
+
 VSN_1 = "1.0.0"
 VSN_2 = "2.0.0"
 SUPPORTED_VSNS = (VSN_1, VSN_2)
@@ -134,12 +136,21 @@ class Outgoing:
     # Droppable messages are the ones the fault injector may lose (data, not replies).
     droppable: bool = False
     _cache: dict[str, Frame] = field(default_factory=dict)
+    _wire: dict[str, bytes] = field(default_factory=dict)
 
     def frame(self, vsn: str) -> Frame:
         cached = self._cache.get(vsn)
         if cached is None:
             cached = encode(self.message, vsn)
             self._cache[vsn] = cached
+        return cached
+
+    def wire(self, vsn: str) -> bytes:
+        """The complete WebSocket frame, built once per serialisation."""
+        cached = self._wire.get(vsn)
+        if cached is None:
+            cached = wire.frame(self.frame(vsn))
+            self._wire[vsn] = cached
         return cached
 
 

@@ -33,8 +33,9 @@ from supabase_local.auth import AuthError, verify_token
 from . import protocol
 from .capture import ChangeCapture
 from .channels import Channel, Connection, Hub, Subscription, binding_id
-from .filters import FilterError, parse_filter
+from .filters import Filter, FilterError, parse_filter
 from .rls import RlsChecker
+from .wire import find_direct
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Realtime:
 
     async def startup(self) -> None:
         self._pool = await asyncpg.create_pool(self.config.database_url, min_size=1, max_size=4)
-        self.hub = Hub(RlsChecker(self._pool))
+        self.hub = Hub(RlsChecker(self._pool), self.faults)
         self._capture = ChangeCapture(self.config.database_url, self._pool, self.hub.dispatch)
         await self._capture.start()
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="realtime-expiry"))
@@ -130,6 +131,7 @@ class Realtime:
             token=token or "",
             claims=claims,
             faults=self.faults,
+            direct=find_direct(ws._send),
         )
         hub.connections.add(conn)
         writer = asyncio.create_task(conn.writer(), name="realtime-writer")
@@ -198,7 +200,7 @@ class Realtime:
             )
             self.hub.close_channel(channel)
             return
-        channel.claims = claims
+        self.hub.update_claims(channel, claims)
 
     def _presence(self, channel: Channel, msg: protocol.Message, payload: dict) -> None:
         assert self.hub is not None
@@ -260,6 +262,9 @@ class Realtime:
             filt = raw.get("filter") or None
             parsed.append((raw, event, schema, table, filt))
 
+        # Capture is installed and subscriptions are built before the reply, so that a
+        # change committed after the client sees SUBSCRIBED is never missed.
+        specs, problem = await self._prepare_changes(parsed) if parsed else ([], None)
         previous = conn.channels.get(msg.topic)
         if previous is not None:
             # Phoenix: a second join of a topic on one socket replaces the first.
@@ -276,6 +281,8 @@ class Realtime:
             private=private,
         )
         hub.add_channel(channel)
+        if problem is None:
+            hub.add_subscriptions(channel, [Subscription(channel, *spec) for spec in specs])
         reply_changes = []
         for raw, event, schema, table, filt in parsed:
             echo = dict(raw)
@@ -285,12 +292,15 @@ class Realtime:
         if channel.presence_enabled:
             state = hub.presence.get(channel.topic)
             channel.push("presence_state", state.state() if state else {})
-        if parsed:
-            await self._subscribe_changes(channel, parsed)
+        if problem is not None:
+            channel.system("error", problem)
+        elif parsed:
+            channel.system("ok", "Subscribed to PostgreSQL")
 
-    async def _subscribe_changes(
-        self, channel: Channel, parsed: list[tuple[dict, str, str, str, str | None]]
-    ) -> None:
+    async def _prepare_changes(
+        self, parsed: list[tuple[dict, str, str, str, str | None]]
+    ) -> tuple[list[tuple[int, str, str, str, Filter | None]], str | None]:
+        """Install capture for the bindings' tables; return subscriptions or a problem."""
         assert self.hub is not None and self._capture is not None
         capture, hub = self._capture, self.hub
         published = await capture.published_tables()
@@ -299,7 +309,7 @@ class Realtime:
             t == "*" for *_, t, _ in parsed
         ):
             published = await capture.sync_published_tables()
-        subs: list[Subscription] = []
+        specs: list[tuple[int, str, str, str, Filter | None]] = []
         for _, event, schema, table, filt in parsed:
             problem = None
             if table != "*" and (schema, table) not in published:
@@ -318,23 +328,14 @@ class Realtime:
                         problem = str(exc)
             if problem is not None:
                 log.info("realtime: refusing binding %s.%s (%s)", schema, table, problem)
-                channel.system(
-                    "error",
+                return [], (
                     "Unable to subscribe to changes with given parameters. Please check "
                     "Realtime is enabled for the given connect parameters: "
                     f"[event: {event}, schema: {schema}, table: {table}, filters: "
-                    f"[{filt or ''}]]",
+                    f"[{filt or ''}]]"
                 )
-                return
-            subs.append(
-                Subscription(
-                    channel, binding_id(event, schema, table, filt), event, schema, table, flt
-                )
-            )
-        if channel.conn.channels.get(channel.topic) is not channel:
-            return  # left or replaced while we were installing
-        hub.add_subscriptions(channel, subs)
-        channel.system("ok", "Subscribed to PostgreSQL")
+            specs.append((binding_id(event, schema, table, filt), event, schema, table, flt))
+        return specs, None
 
     # -- REST broadcast --------------------------------------------------------------
 

@@ -1,0 +1,349 @@
+"""Fan-out latency of supabase_local Realtime: one committed row to N subscribers.
+
+    .venv/bin/python bench/supabase_local_fanout.py                  # starts a server
+    .venv/bin/python bench/supabase_local_fanout.py --url http://127.0.0.1:54321 \\
+        --database-url postgresql://postgres@127.0.0.1:5432/supabase_local
+
+N subscribers (default 1,000) join one topic with a ``postgres_changes`` INSERT binding
+on ``public.monitoring_events``: most are raw WebSocket clients speaking vsn 1.0.0,
+spread over worker processes (load generators, not conformance clients); a few are the
+official Python ``realtime`` client. The main process then inserts rows through plain
+SQL at a steady rate; each row carries ``payload.t``, the wall-clock time just before
+its single-statement (autocommit) INSERT. Every receiver computes ``now - t`` on the
+same machine clock, so the figure is commit-to-receipt latency including the database
+commit, change capture, RLS and fan-out. Prints p50/p95/p99/max over all deliveries and
+how many deliveries arrived out of how many expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from supabase_local.auth import mint_token  # noqa: E402
+from supabase_local.config import DEV_JWT_SECRET  # noqa: E402
+
+TOPIC = "realtime:bench-fanout"
+BINDING = {"event": "INSERT", "schema": "public", "table": "monitoring_events"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ws_url(url: str, key: str, vsn: str = "1.0.0") -> str:
+    base = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
+    return f"{base}/realtime/v1/websocket?apikey={key}&vsn={vsn}"
+
+
+# -- load-generating subscribers (worker processes) ------------------------------------
+
+
+class _RawSubscriber(asyncio.Protocol):
+    """A minimal WebSocket client: a load generator, not a conformance client.
+
+    It does the RFC 6455 handshake, sends a masked vsn 1.0.0 ``phx_join``, and parses
+    only what it needs from the unmasked server frames (the ``t`` stamp), so that on
+    this 2-core machine the bench measures the server rather than client libraries.
+    """
+
+    def __init__(self, path: str, host: str, state: dict) -> None:
+        self.path, self.host, self.state = path, host, state
+        self.buf = bytearray()
+        self.handshaken = False
+
+    def connection_made(self, transport) -> None:  # noqa: ANN001
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def _send_text(self, text: str) -> None:
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        header = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.transport.write(header + mask + masked)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.buf += data
+        if not self.handshaken:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buf.startswith(b"HTTP/1.1 101"):
+                self.state["errors"] += 1
+                self.transport.close()
+                return
+            del self.buf[: end + 4]
+            self.handshaken = True
+            join = {
+                "topic": TOPIC,
+                "event": "phx_join",
+                "ref": "1",
+                "join_ref": "1",
+                "payload": {"config": {"postgres_changes": [BINDING]}},
+            }
+            self._send_text(json.dumps(join))
+        buf = self.buf
+        while len(buf) >= 2:
+            n, offset = buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n, offset = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n, offset = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < offset + n:
+                return
+            payload = bytes(buf[offset : offset + n])
+            del buf[: offset + n]
+            m = _STAMP.search(payload)
+            if m is not None and b'"postgres_changes"' in payload[:100]:
+                self.state["latencies"].append(now - float(m.group(1)))
+            elif b"Subscribed to PostgreSQL" in payload:
+                self.state["joined"] += 1
+                if self.state["joined"] == self.state["count"]:
+                    self.state["ready"].set()
+
+
+_STAMP = re.compile(rb'"t":\s*([0-9.]+)')
+
+
+async def _worker_main(url: str, count: int, conn) -> None:  # noqa: ANN001
+    parsed = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    state = {"latencies": [], "joined": 0, "count": count, "errors": 0, "ready": asyncio.Event()}
+    path = f"{parsed.path}?{parsed.query}"
+    transports = []
+    for _ in range(count):
+        transport, _proto = await loop.create_connection(
+            lambda: _RawSubscriber(path, parsed.netloc, state), parsed.hostname, parsed.port
+        )
+        transports.append(transport)
+    try:
+        await asyncio.wait_for(state["ready"].wait(), 60)
+    except TimeoutError:
+        conn.send(("error", f"only {state['joined']}/{count} joined"))
+        return
+    conn.send(("ready", state["joined"]))
+    await loop.run_in_executor(None, conn.recv)  # wait for "stop"
+    conn.send(("latencies", state["latencies"]))
+    for transport in transports:
+        transport.close()
+
+
+def _worker(url: str, count: int, conn) -> None:  # noqa: ANN001
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(_worker_main(url, count, conn))
+
+
+# -- official clients (main process) ----------------------------------------------------
+
+
+async def _official_clients(url: str, key: str, n: int, out: list[float]) -> list:
+    from realtime import AsyncRealtimeClient
+
+    clients = []
+    for _ in range(n):
+        client = AsyncRealtimeClient(f"{url}/realtime/v1", key, auto_reconnect=False)
+        channel = client.channel(TOPIC.removeprefix("realtime:"))
+
+        def on_change(payload, _out=out) -> None:  # noqa: ANN001
+            t = payload["data"]["record"]["payload"].get("t")
+            if t is not None:
+                _out.append(time.time() - t)
+
+        channel.on_postgres_changes("INSERT", on_change, table="monitoring_events")
+        await channel.subscribe()
+        clients.append(client)
+    return clients
+
+
+# -- server ----------------------------------------------------------------------------
+
+
+def _start_server(database_url: str, secret: str) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "supabase_local",
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--jwt-secret",
+            secret,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return proc, f"http://127.0.0.1:{port}"
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.2)
+    raise SystemExit("server did not start within 60 s")
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def _run(args: argparse.Namespace) -> int:
+    server = None
+    url = args.url
+    if url is None:
+        server, url = _start_server(args.database_url, args.jwt_secret)
+    key = mint_token(secret=args.jwt_secret, role="service_role", expires_in=3600)
+    try:
+        official_lat: list[float] = []
+        official = await _official_clients(url, key, args.official, official_lat)
+        raw_count = args.subscribers - args.official
+        per_worker = [
+            raw_count // args.workers + (i < raw_count % args.workers) for i in range(args.workers)
+        ]
+        ctx = mp.get_context("spawn")
+        pipes, procs = [], []
+        for count in per_worker:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(_ws_url(url, key), count, child))
+            proc.start()
+            pipes.append(parent)
+            procs.append(proc)
+        loop = asyncio.get_running_loop()
+        for pipe in pipes:
+            kind, value = await loop.run_in_executor(None, pipe.recv)
+            if kind != "ready":
+                raise SystemExit(f"worker failed: {value}")
+        print(
+            f"{args.subscribers} subscribers joined "
+            f"({raw_count} raw vsn 1.0.0 over {args.workers} processes, "
+            f"{args.official} official Python clients)"
+        )
+
+        conn = await asyncpg.connect(args.database_url)
+        base = int(time.time() * 1000) * 1000
+        interval = 1.0 / args.rate
+        total = int(args.rate * args.duration)
+        start = time.perf_counter()
+        for i in range(total):
+            target = start + i * interval
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            payload = json.dumps({"t": time.time(), "i": i})
+            await conn.execute(
+                "INSERT INTO public.monitoring_events (seq, event_type, source, criticality,"
+                " occurred_at, received_at, payload, checksum)"
+                " VALUES ($1, 'bench.fanout', 'bench', 'debug', now(), now(), $2::jsonb, $3)",
+                base + i,
+                payload,
+                hashlib.sha256(payload.encode()).hexdigest(),
+            )
+        await asyncio.sleep(1.5)
+        latencies: list[float] = []
+        for pipe in pipes:
+            pipe.send("stop")
+        for pipe in pipes:
+            kind, value = await loop.run_in_executor(None, pipe.recv)
+            latencies.extend(value)
+        for proc in procs:
+            proc.join(10)
+        await conn.execute(
+            "DELETE FROM public.monitoring_events WHERE seq >= $1 AND seq < $2",
+            base,
+            base + total,
+        )
+        await conn.close()
+        for client in official:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+        every = latencies + official_lat
+        expected = total * args.subscribers
+        ms = [v * 1000 for v in every]
+        print(f"rows inserted: {total} at {args.rate}/s; deliveries: {len(every)}/{expected}")
+        print(
+            "commit->receipt latency ms: "
+            f"p50 {_pct(ms, 50):.1f}  p95 {_pct(ms, 95):.1f}  p99 {_pct(ms, 99):.1f}  "
+            f"max {max(ms) if ms else float('nan'):.1f}  mean {statistics.fmean(ms):.1f}"
+        )
+        if official_lat:
+            oms = [v * 1000 for v in official_lat]
+            print(f"  official clients only: p50 {_pct(oms, 50):.1f}  p95 {_pct(oms, 95):.1f}")
+        ok = len(every) == expected and _pct(ms, 95) <= args.target_p95_ms
+        verdict = "met" if ok else "NOT met"
+        print(f"target p95 <= {args.target_p95_ms:.0f} ms: {verdict}")
+        return 0 if ok else 1
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a running supabase_local (default: start one)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "SUPABASE_LOCAL_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/supabase_bench"
+        ),
+    )
+    parser.add_argument("--jwt-secret", default=DEV_JWT_SECRET)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--official", type=int, default=3, help="official Python clients")
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--rate", type=float, default=20.0, help="rows per second")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of inserts")
+    parser.add_argument("--target-p95-ms", type=float, default=50.0)
+    args = parser.parse_args()
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
