@@ -83,7 +83,7 @@ ORDER BY n.nspname, c.relname, a.attnum
 """
 
 _KEYS_SQL = """
-SELECT n.nspname AS schema, c.relname AS name, con.contype AS kind,
+SELECT n.nspname AS schema, c.relname AS name, con.contype::text AS kind,
        array_agg(a.attname ORDER BY k.ord) AS columns
 FROM pg_constraint con
 JOIN pg_class c ON c.oid = con.conrelid

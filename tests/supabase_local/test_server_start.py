@@ -1,0 +1,65 @@
+"""The server process: CLI, keys, bootstrap, migrations recorded once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+
+from supabase_local.auth import verify_token
+
+
+def test_printed_keys_are_signed_with_the_secret_and_carry_their_role(supabase_local):
+    anon = verify_token(supabase_local.anon_key, secret=supabase_local.jwt_secret)
+    service = verify_token(supabase_local.service_role_key, secret=supabase_local.jwt_secret)
+    assert (anon.role, service.role) == ("anon", "service_role")
+
+
+def test_health_answers(supabase_local):
+    assert httpx.get(f"{supabase_local.url}/health").json() == {"status": "ok"}
+
+
+def test_every_migration_is_recorded_once(supabase_local):
+    from supabase_local.config import DEFAULT_MIGRATIONS_DIR
+
+    files = sorted(p.name for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql"))
+    rows = supabase_local.sql("SELECT name FROM supabase_local.schema_migrations ORDER BY name")
+    assert [row["name"] for row in rows] == files
+
+
+def test_supabase_roles_and_publication_exist(supabase_local):
+    roles = supabase_local.sql(
+        "SELECT rolname, rolbypassrls, rolcanlogin FROM pg_roles"
+        " WHERE rolname IN ('anon', 'authenticated', 'service_role') ORDER BY rolname"
+    )
+    assert [(r["rolname"], r["rolbypassrls"], r["rolcanlogin"]) for r in roles] == [
+        ("anon", False, False),
+        ("authenticated", False, False),
+        ("service_role", True, False),
+    ]
+    tables = supabase_local.sql(
+        "SELECT schemaname, tablename FROM pg_publication_tables"
+        " WHERE pubname = 'supabase_realtime'"
+    )
+    assert {"schemaname": "public", "tablename": "monitoring_events"} in tables
+
+
+def test_cli_refuses_a_non_loopback_host():
+    result = subprocess.run(
+        [sys.executable, "-m", "supabase_local", "--host", "0.0.0.0",
+         "--database-url", "postgresql://postgres@127.0.0.1:5432/unused"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "loopback" in result.stderr
+
+
+def test_cli_refuses_a_short_jwt_secret():
+    result = subprocess.run(
+        [sys.executable, "-m", "supabase_local", "--jwt-secret", "short",
+         "--database-url", "postgresql://postgres@127.0.0.1:5432/unused"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "32 characters" in result.stderr
