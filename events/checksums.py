@@ -1,0 +1,49 @@
+"""The canonical form of an event and its SHA-256 checksum.
+
+The canonical form is the UTF-8 encoding of a JSON object with exactly the keys
+``seq, event_type, source, criticality, occurred_at, received_at, payload``, keys sorted,
+no insignificant white space (``separators=(",", ":")``), non-ASCII characters written as
+themselves. Timestamps are UTC in the form ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. The payload is
+the normalised payload (see ``events.validation.normalise_payload``), which is exactly what
+PostgreSQL's ``jsonb`` gives back, so the checksum can be recomputed from either copy of
+the event. ``docs/architecture.md`` documents the same form for other implementations.
+"""
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def canonical_event_bytes(
+    *,
+    seq: int,
+    event_type: str,
+    source: str,
+    criticality: str,
+    occurred_at: datetime,
+    received_at: datetime,
+    payload: dict[str, Any],
+) -> bytes:
+    document = {
+        "seq": seq,
+        "event_type": event_type,
+        "source": source,
+        "criticality": criticality,
+        "occurred_at": format_timestamp(occurred_at),
+        "received_at": format_timestamp(received_at),
+        "payload": payload,
+    }
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def event_checksum(**fields: Any) -> str:
+    return hashlib.sha256(canonical_event_bytes(**fields)).hexdigest()

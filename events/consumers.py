@@ -1,0 +1,155 @@
+"""The legacy live feed: ``/ws/events/`` over Django Channels.
+
+Protocol (JSON text frames):
+- connect to ``/ws/events/`` (optionally ``?after=N``); signed-in users only, others are
+  refused at the handshake. The server sends ``{"type": "welcome", "latest_seq": N}``.
+- client ``{"type": "resume", "after": N}``: every event with seq > N is replayed from the
+  log, then ``{"type": "resumed", "seq": M}``; live events follow.
+- server ``{"type": "event", "event": {...}}`` for each event, each seq at most once per
+  connection, in seq order except for history the client asks for after live events
+  have already been sent to it.
+- client ``{"type": "ping"}`` → ``{"type": "pong", "latest_seq": N}``.
+- anything else → ``{"type": "error", "code", "message"}``; the connection stays open.
+
+Exactly once, in order: ``cursor`` is the highest seq sent such that every routed seq at or
+below it has been sent. Seq is gapless and follows commit order, so a live event above
+``cursor + 1`` means messages were lost in the channel layer, and the missing events are
+read from the log before it is sent. Live events at or below ``cursor`` are duplicates.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from events import selectors
+from events.models import Sink
+from events.sinks import FEED_GROUP
+
+REPLAY_PAGE_SIZE = 500
+CLOSE_UNAUTHENTICATED = 4401
+
+
+@database_sync_to_async
+def _feed_page(after: int, up_to: int | None) -> list[dict[str, Any]]:
+    events = selectors.events_after(
+        after=after, limit=REPLAY_PAGE_SIZE, up_to=up_to, sink=Sink.WEBSOCKET
+    )
+    return [selectors.event_to_wire(event) for event in events]
+
+
+async def _feed_from_log(after: int, up_to: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Routed events with ``after < seq (<= up_to)`` from the log, page by page."""
+    while True:
+        page = await _feed_page(after, up_to)
+        for event in page:
+            yield event
+        if len(page) < REPLAY_PAGE_SIZE:
+            return
+        after = page[-1]["seq"]
+
+
+@database_sync_to_async
+def _latest_seq() -> int:
+    return selectors.event_latest_seq()
+
+
+def _parse_after(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        return None
+    return value
+
+
+class EventFeedConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        # Join before reading the log, so nothing committed from here on is missed.
+        await self.channel_layer.group_add(FEED_GROUP, self.channel_name)
+        await self.accept()
+        latest = await _latest_seq()
+        self.cursor: int = latest
+        self.lowest_sent: int | None = None
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        await self.send_json({"type": "welcome", "latest_seq": latest})
+        if "after" in query:
+            try:
+                after = _parse_after(int(query["after"][0]))
+            except ValueError:
+                after = None
+            if after is None:
+                await self._send_error("invalid_after", "after must be a non-negative integer")
+            else:
+                await self._resume(after)
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(FEED_GROUP, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self._send_error("unsupported", "send JSON text frames")
+            return
+        try:
+            content = json.loads(text_data)
+        except (ValueError, RecursionError):
+            await self._send_error("malformed_json", "the message is not valid JSON")
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict):
+            await self._send_error("invalid", "a message must be a JSON object")
+            return
+        kind = content.get("type")
+        if kind == "resume":
+            after = _parse_after(content.get("after"))
+            if after is None:
+                await self._send_error("invalid_after", "after must be a non-negative integer")
+                return
+            await self._resume(after)
+        elif kind == "ping":
+            await self.send_json({"type": "pong", "latest_seq": self.cursor})
+        else:
+            await self._send_error("unknown_type", "type must be resume or ping")
+
+    async def events_batch(self, message: dict[str, Any]) -> None:
+        """Live events from the websocket sink (group message ``events.batch``)."""
+        for event in sorted(message["events"], key=lambda item: item["seq"]):
+            await self._deliver_live(event)
+
+    async def _deliver_live(self, event: dict[str, Any]) -> None:
+        seq = event["seq"]
+        if seq <= self.cursor:
+            return
+        if seq > self.cursor + 1:
+            async for missing in _feed_from_log(self.cursor, seq - 1):
+                await self._send_event(missing)
+        await self._send_event(event)
+        self.cursor = seq
+
+    async def _resume(self, after: int) -> None:
+        if self.lowest_sent is None:
+            # Nothing sent yet: history and live continue from ``after`` in order.
+            self.cursor = after
+            async for event in _feed_from_log(after):
+                await self._send_event(event)
+                self.cursor = event["seq"]
+        elif after < self.lowest_sent - 1:
+            # Live events went out first; send only the older history, never a duplicate.
+            async for event in _feed_from_log(after, self.lowest_sent - 1):
+                await self._send_event(event)
+        await self.send_json({"type": "resumed", "seq": self.cursor})
+
+    async def _send_event(self, event: dict[str, Any]) -> None:
+        seq = event["seq"]
+        if self.lowest_sent is None or seq < self.lowest_sent:
+            self.lowest_sent = seq
+        await self.send_json({"type": "event", "event": event})
+
+    async def _send_error(self, code: str, message: str) -> None:
+        await self.send_json({"type": "error", "code": code, "message": message})

@@ -1,0 +1,243 @@
+"""Writes to the event log.
+
+``event_publish_batch`` is the one way an event enters the system. It validates and
+classifies outside the transaction, then in ONE transaction allocates seqs from the locked
+``SeqCounter`` row, writes the events and one delivery per sink, and only after commit
+hands the events to the websocket sink. Holding the counter lock until commit makes seq
+order equal commit order, so a follower that has seen seq N has seen every seq below it.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from events import sinks, tokens
+from events.checksums import event_checksum
+from events.classification import classify
+from events.models import Delivery, DeliveryStatus, Event, Producer, SeqCounter, Sink
+from events.selectors import RouteDecision, routing_table
+from events.validation import EventInput, EventInputError, parse_event_input
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key was reused for an event with different content."""
+
+    def __init__(self, *, idempotency_key: str, seq: int):
+        super().__init__(
+            f"idempotency key {idempotency_key!r} was already used for event {seq} "
+            "with different content"
+        )
+        self.idempotency_key = idempotency_key
+        self.seq = seq
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    seq: int
+    duplicate: bool
+    event: Event
+
+
+def _supabase_sampled(*, seq: int, route: RouteDecision) -> bool:
+    """A stable per-seq decision, so a retried publish samples the same way."""
+    if route.supabase_sample_percent >= 100:
+        return True
+    if route.supabase_sample_percent <= 0:
+        return False
+    bucket = int.from_bytes(hashlib.sha256(f"sample:{seq}".encode()).digest()[:4], "big") % 10_000
+    return bucket < int(route.supabase_sample_percent * 100)
+
+
+def _same_content(existing: Event, candidate: EventInput) -> bool:
+    if candidate.occurred_at is not None and candidate.occurred_at != existing.occurred_at:
+        return False
+    return (
+        existing.event_type == candidate.event_type
+        and existing.source == candidate.source
+        and existing.payload == candidate.payload
+    )
+
+
+def _seq_counter_lock() -> int:
+    """Lock the counter row until commit and return the last seq handed out.
+
+    An upsert rather than a plain SELECT FOR UPDATE, so that a database whose counter row
+    is missing (a truncated test database) starts again from the highest stored seq.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {SeqCounter._meta.db_table} (id, last_seq)
+            VALUES (1, (SELECT coalesce(max(seq), 0) FROM {Event._meta.db_table}))
+            ON CONFLICT (id) DO UPDATE SET last_seq = {SeqCounter._meta.db_table}.last_seq
+            RETURNING last_seq
+            """
+        )
+        return cursor.fetchone()[0]
+
+
+def _coerce_inputs(events: Sequence[EventInput | dict[str, Any]]) -> list[EventInput]:
+    return [
+        item
+        if isinstance(item, EventInput)
+        else parse_event_input(item, field_prefix=f"events[{i}].")
+        for i, item in enumerate(events)
+    ]
+
+
+def event_publish_batch(
+    *, events: Sequence[EventInput | dict[str, Any]], producer: Producer | None = None
+) -> list[PublishResult]:
+    """Store events once each, in order, and schedule their delivery.
+
+    Raises ``EventInputError`` for bad input and ``IdempotencyConflict`` for a reused key
+    with other content; in both cases nothing is written.
+    """
+    inputs = _coerce_inputs(events)
+    if not inputs:
+        return []
+    table = routing_table()
+    criticalities = [
+        classify(event_type=item.event_type, payload=item.payload, rules=table.rules)
+        for item in inputs
+    ]
+
+    with transaction.atomic():
+        last_seq = _seq_counter_lock()
+        # Checked under the counter lock: every publisher serialises here, so a key
+        # committed by another publisher is visible to this read.
+        keys = {item.idempotency_key for item in inputs if item.idempotency_key}
+        existing_by_key = {}
+        if keys:
+            existing_by_key = {
+                event.idempotency_key: event
+                for event in Event.objects.filter(producer=producer, idempotency_key__in=keys)
+            }
+
+        received_at = timezone.now()
+        next_seq = last_seq
+        new_events: list[Event] = []
+        results: list[PublishResult] = []
+        for item, criticality in zip(inputs, criticalities, strict=True):
+            earlier = existing_by_key.get(item.idempotency_key) if item.idempotency_key else None
+            if earlier is not None:
+                if not _same_content(earlier, item):
+                    raise IdempotencyConflict(idempotency_key=item.idempotency_key, seq=earlier.seq)
+                results.append(PublishResult(seq=earlier.seq, duplicate=True, event=earlier))
+                continue
+            next_seq += 1
+            occurred_at: datetime = item.occurred_at or received_at
+            event = Event(
+                seq=next_seq,
+                event_type=item.event_type,
+                source=item.source,
+                criticality=criticality,
+                occurred_at=occurred_at,
+                received_at=received_at,
+                payload=item.payload,
+                producer=producer,
+                idempotency_key=item.idempotency_key,
+            )
+            event.checksum = event_checksum(
+                seq=event.seq,
+                event_type=event.event_type,
+                source=event.source,
+                criticality=event.criticality,
+                occurred_at=event.occurred_at,
+                received_at=event.received_at,
+                payload=event.payload,
+            )
+            new_events.append(event)
+            if item.idempotency_key:
+                existing_by_key[item.idempotency_key] = event
+            results.append(PublishResult(seq=event.seq, duplicate=False, event=event))
+
+        if new_events:
+            Event.objects.bulk_create(new_events)
+            Delivery.objects.bulk_create(_deliveries_for(new_events, table=table))
+            SeqCounter.objects.filter(pk=1).update(last_seq=next_seq)
+            to_websocket = [
+                event for event in new_events if table.route_for(event.criticality).to_websocket
+            ]
+            transaction.on_commit(lambda: sinks.websocket_sink_send(events=to_websocket))
+    return results
+
+
+def _deliveries_for(events: list[Event], *, table) -> list[Delivery]:
+    deliveries = []
+    for event in events:
+        route = table.route_for(event.criticality)
+        deliveries.append(
+            Delivery(
+                event=event,
+                sink=Sink.WEBSOCKET,
+                status=DeliveryStatus.PENDING if route.to_websocket else DeliveryStatus.SKIPPED,
+            )
+        )
+        to_supabase = route.to_supabase and _supabase_sampled(seq=event.seq, route=route)
+        deliveries.append(
+            Delivery(
+                event=event,
+                sink=Sink.SUPABASE,
+                status=DeliveryStatus.PENDING if to_supabase else DeliveryStatus.SKIPPED,
+            )
+        )
+    return deliveries
+
+
+def event_publish(
+    *,
+    event_type: str,
+    source: str,
+    payload: dict[str, Any] | None = None,
+    occurred_at: datetime | str | None = None,
+    idempotency_key: str | None = None,
+    producer: Producer | None = None,
+) -> PublishResult:
+    """Publish one event; see ``event_publish_batch``."""
+    data: dict[str, Any] = {"event_type": event_type, "source": source, "payload": payload or {}}
+    if occurred_at is not None:
+        data["occurred_at"] = (
+            occurred_at.isoformat() if isinstance(occurred_at, datetime) else occurred_at
+        )
+    if idempotency_key is not None:
+        data["idempotency_key"] = idempotency_key
+    (result,) = event_publish_batch(events=[parse_event_input(data)], producer=producer)
+    return result
+
+
+# --- Producers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    producer: Producer
+    token: str
+
+
+def producer_create(*, name: str) -> IssuedToken:
+    """Create a producer and return its token, which is stored only as a hash."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise EventInputError(field="name", message="must be 1-100 characters")
+    if Producer.objects.filter(name=name).exists():
+        raise EventInputError(field="name", message=f"a producer named {name!r} already exists")
+    issued = tokens.token_new()
+    producer = Producer.objects.create(
+        name=name, token_prefix=issued.prefix, token_hash=tokens.token_hash(issued.token)
+    )
+    return IssuedToken(producer=producer, token=issued.token)
+
+
+def producer_token_rotate(*, producer: Producer) -> IssuedToken:
+    """Replace a producer's token; the old one stops working at once."""
+    issued = tokens.token_new()
+    producer.token_prefix = issued.prefix
+    producer.token_hash = tokens.token_hash(issued.token)
+    producer.save(update_fields=["token_prefix", "token_hash"])
+    return IssuedToken(producer=producer, token=issued.token)

@@ -1,0 +1,72 @@
+"""Sinks: where a stored event goes after commit.
+
+The websocket sink hands events to the channel layer group that every legacy feed
+consumer listens on. Channels is at-most-once, so a lost group message is not a lost
+event: consumers notice the gap in seq and read the missing events from the log.
+"""
+
+import json
+import logging
+from collections.abc import Iterator
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db.models import F
+from django.utils import timezone
+
+from events.models import Delivery, DeliveryStatus, Event, Sink
+from events.selectors import event_to_wire
+
+logger = logging.getLogger(__name__)
+
+FEED_GROUP = "events.feed"
+FEED_MESSAGE_TYPE = "events.batch"
+# Large batches are split so that one channel-layer message stays small.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+def _chunks(wire_events: list[dict]) -> Iterator[list[dict]]:
+    chunk: list[dict] = []
+    size = 0
+    for item in wire_events:
+        item_size = len(json.dumps(item["payload"])) + 512
+        if chunk and size + item_size > MAX_MESSAGE_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item_size
+    if chunk:
+        yield chunk
+
+
+def websocket_sink_send(*, events: list[Event]) -> None:
+    """Broadcast committed events to the legacy feed and record the outcome.
+
+    Called from ``transaction.on_commit``; it never raises, because the events are
+    already durable and the publisher's answer must not depend on Redis.
+    """
+    if not events:
+        return
+    seqs = [event.seq for event in events]
+    outstanding = Delivery.objects.filter(
+        event_id__in=seqs, sink=Sink.WEBSOCKET, status=DeliveryStatus.PENDING
+    )
+    try:
+        layer = get_channel_layer()
+        for chunk in _chunks([event_to_wire(event) for event in events]):
+            async_to_sync(layer.group_send)(
+                FEED_GROUP, {"type": FEED_MESSAGE_TYPE, "events": chunk}
+            )
+    except Exception as exc:
+        logger.warning("websocket sink failed for seqs %s..%s: %s", seqs[0], seqs[-1], exc)
+        outstanding.update(
+            status=DeliveryStatus.FAILED,
+            attempts=F("attempts") + 1,
+            last_error=f"{type(exc).__name__}: {exc}"[:1000],
+            updated_at=timezone.now(),
+        )
+        return
+    now = timezone.now()
+    outstanding.update(
+        status=DeliveryStatus.SENT, attempts=F("attempts") + 1, sent_at=now, updated_at=now
+    )

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from events import api, views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("api/events", api.events_collection, name="events-api"),
+]

@@ -1,0 +1,19 @@
+"""Settings for the test suite: the machine's PostgreSQL and Redis on loopback.
+
+Tests use Redis database 1 and their own key prefixes so that a developer's running
+stack on database 0 and the tests never read each other's messages.
+"""
+
+from monitor_project.settings.base import *  # noqa: F403
+from monitor_project.settings.base import CACHES, CHANNEL_LAYERS, env
+
+DEBUG = False
+REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/1")
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [REDIS_URL]
+CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "monitor-test"
+CACHES["default"]["LOCATION"] = REDIS_URL
+CACHES["default"]["KEY_PREFIX"] = "monitor-test"
+CELERY_BROKER_URL = REDIS_URL
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EVENTS_RULES_CACHE_SECONDS = 0.0

@@ -1,0 +1,1 @@
+"""Reconciliation: hourly proof that the Supabase copy holds exactly the local log."""

@@ -1,0 +1,1 @@
+"""Rollout: the waffle flag with sticky buckets, stages, kill switch, health and rollback."""

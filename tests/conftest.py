@@ -1,0 +1,53 @@
+"""Shared fixtures: signed-in users, producers and a clean channel layer.
+
+Tests run against the machine's PostgreSQL and Redis (see monitor_project/settings/test.py);
+``make test`` starts them when they are down.
+"""
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings
+
+from events import services
+
+pytest_plugins = ["tests.fixtures.supabase_local"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_test_redis() -> Iterator[None]:
+    """Start from an empty test Redis database (never the developer's database 0)."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    assert client.connection_pool.connection_kwargs.get("db", 0) != 0, "tests must not use db 0"
+    client.flushdb()
+    yield
+    client.close()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="ada", password="pw-for-tests-1")
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="grace", password="pw-for-tests-2", is_staff=True
+    )
+
+
+@pytest.fixture
+def signed_in_client(client, user):
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def producer_token(db) -> str:
+    return services.producer_create(name="test-producer").token
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Fast tests first; the slow real-process suites (``@pytest.mark.slow``) run last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

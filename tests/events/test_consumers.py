@@ -1,0 +1,209 @@
+"""The legacy live feed at /ws/events/, through the real ASGI stack and Redis."""
+
+import asyncio
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import close_old_connections, connection
+from django.test import Client
+
+from events import sinks
+from events.services import event_publish, event_publish_batch
+from monitor_project.asgi import application
+
+# serialized_rollback keeps the seeded classification rules and routes between tests.
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.timeout(120),
+]
+
+RECEIVE_TIMEOUT = 10
+
+
+async def open_feed(user, *, query: str = "", origin: bytes = b"http://127.0.0.1:8000"):
+    headers = [(b"origin", origin), (b"host", b"127.0.0.1:8000")]
+    if user is not None:
+        client = Client()
+        await sync_to_async(client.force_login)(user)
+        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
+    communicator = WebsocketCommunicator(application, f"/ws/events/{query}", headers=headers)
+    connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+    return communicator, connected
+
+
+async def next_message(communicator) -> dict:
+    return await communicator.receive_json_from(timeout=RECEIVE_TIMEOUT)
+
+
+async def collect_events(communicator, *, until_seq: int) -> list[int]:
+    seqs: list[int] = []
+    while not seqs or seqs[-1] < until_seq:
+        message = await next_message(communicator)
+        if message["type"] == "event":
+            seqs.append(message["event"]["seq"])
+    return seqs
+
+
+async def publish(count: int, **fields) -> list[int]:
+    events = [{"event_type": "tool.call", "source": "test", **fields} for _ in range(count)]
+    results = await sync_to_async(event_publish_batch)(events=events)
+    return [r.seq for r in results]
+
+
+async def test_anonymous_users_are_refused_at_the_handshake():
+    communicator, connected = await open_feed(None)
+    assert not connected
+
+
+async def test_a_foreign_origin_is_refused(user):
+    communicator, connected = await open_feed(user, origin=b"http://evil.example")
+    assert not connected
+
+
+async def test_a_signed_in_user_receives_live_events(user):
+    communicator, connected = await open_feed(user)
+    assert connected
+    welcome = await next_message(communicator)
+    assert welcome["type"] == "welcome"
+    published = await sync_to_async(event_publish)(
+        event_type="tool.error", source="worker", payload={"error": "boom"}
+    )
+    message = await next_message(communicator)
+    assert message["type"] == "event"
+    event = message["event"]
+    assert event["seq"] == published.seq == welcome["latest_seq"] + 1
+    assert (event["criticality"], event["payload"]) == ("critical", {"error": "boom"})
+    assert event["checksum"] == published.event.checksum
+    await communicator.disconnect()
+
+
+async def test_resume_replays_then_goes_live_with_no_gap_or_duplicate(user):
+    history = await publish(30)
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)  # welcome
+
+    # Publishers keep going while the replay runs, so live events race the seam.
+    racing = asyncio.ensure_future(asyncio.gather(*(publish(10) for _ in range(4))))
+    await communicator.send_json_to({"type": "resume", "after": history[4]})
+    live = await racing
+    last = max(max(batch) for batch in live)
+    received = await collect_events(communicator, until_seq=last)
+    assert received == list(range(history[5], last + 1))
+    await communicator.disconnect()
+
+
+async def test_resume_in_the_url_is_the_same_as_a_resume_message(user):
+    history = await publish(5)
+    communicator, _ = await open_feed(user, query=f"?after={history[1]}")
+    assert (await next_message(communicator))["type"] == "welcome"
+    assert await collect_events(communicator, until_seq=history[-1]) == history[2:]
+    assert await next_message(communicator) == {"type": "resumed", "seq": history[-1]}
+
+
+async def test_history_asked_for_after_live_events_is_sent_without_duplicates(user):
+    history = await publish(5)
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    live = await publish(2)
+    assert await collect_events(communicator, until_seq=live[-1]) == live
+    await communicator.send_json_to({"type": "resume", "after": history[1]})
+    assert await collect_events(communicator, until_seq=history[-1]) == history[2:]
+    assert await next_message(communicator) == {"type": "resumed", "seq": live[-1]}
+    more = await publish(1)
+    assert await collect_events(communicator, until_seq=more[-1]) == more
+
+
+async def test_events_lost_by_the_channel_layer_are_filled_from_the_log(user, monkeypatch):
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    real_send = sinks.websocket_sink_send
+    calls = {"n": 0}
+
+    def lose_the_first_batch(*, events):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            real_send(events=events)
+
+    monkeypatch.setattr(sinks, "websocket_sink_send", lose_the_first_batch)
+    lost = await publish(3)
+    delivered = await publish(1)
+    assert await collect_events(communicator, until_seq=delivered[0]) == lost + delivered
+
+
+async def test_debug_events_routed_away_from_websocket_are_not_sent(user):
+    from events.models import Route
+
+    await sync_to_async(Route.objects.filter(criticality="debug").update)(to_websocket=False)
+    await sync_to_async(lambda: Route.objects.get(criticality="debug").save())()
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    hidden = await publish(2, event_type="debug.trace")
+    shown = await publish(1)
+    await communicator.send_json_to({"type": "resume", "after": hidden[0] - 1})
+    received = await collect_events(communicator, until_seq=shown[0])
+    assert hidden[0] not in received and hidden[1] not in received
+    assert received == shown
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{not json", "malformed_json"),
+        ("[1, 2]", "invalid"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "resume", "after": -1}', "invalid_after"),
+        ('{"type": "resume", "after": "7"}', "invalid_after"),
+        ('{"type": "resume", "after": 1e400}', "invalid_after"),
+        ('{"type": "resume", "after": true}', "invalid_after"),
+    ],
+)
+async def test_bad_messages_get_an_error_and_the_feed_stays_open(user, raw, code):
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    await communicator.send_to(text_data=raw)
+    error = await next_message(communicator)
+    assert (error["type"], error["code"]) == ("error", code)
+    await communicator.send_json_to({"type": "ping"})
+    assert (await next_message(communicator))["type"] == "pong"
+
+
+async def test_concurrent_publishers_never_make_a_follower_skip_or_repeat(user):
+    """Eight threads publish at once; the follower sees every seq once, in order."""
+    communicator, _ = await open_feed(user)
+    start = (await next_message(communicator))["latest_seq"]
+    threads, per_thread, published = 8, 40, []
+    lock = threading.Lock()
+
+    def publisher() -> None:
+        try:
+            for index in range(per_thread):
+                if index % 4 == 0:
+                    seqs = [
+                        r.seq
+                        for r in event_publish_batch(
+                            events=[{"event_type": "a", "source": "t"}] * 3
+                        )
+                    ]
+                else:
+                    seqs = [event_publish(event_type="a", source="t").seq]
+                with lock:
+                    published.extend(seqs)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    def run_all() -> None:
+        workers = [threading.Thread(target=publisher) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    await asyncio.to_thread(run_all)
+    expected = list(range(start + 1, start + len(published) + 1))
+    assert sorted(published) == expected
+    received = await collect_events(communicator, until_seq=expected[-1])
+    assert received == expected
+    await communicator.disconnect()
