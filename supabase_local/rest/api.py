@@ -66,6 +66,7 @@ class RestApi:
         self.catalog = Catalog(config.exposed_schemas)
         self.pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        self._background: set[asyncio.Task[bool]] = set()  # strong refs until done
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -87,7 +88,9 @@ class RestApi:
 
     def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         if payload in ("", "reload schema") and self.pool is not None:
-            asyncio.get_running_loop().create_task(self.catalog.reload_after_miss(self.pool))
+            task = asyncio.get_running_loop().create_task(self.catalog.reload_after_miss(self.pool))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def routes(self) -> list[Route]:
         return [

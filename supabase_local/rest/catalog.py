@@ -2,8 +2,9 @@
 
 Every identifier the REST layer puts into SQL comes from here, quoted with ``quote``;
 a name from the request is only ever used as a key to look one up. The cache is loaded
-at start, reloaded on a miss (at most once per ``RELOAD_INTERVAL`` so unknown names can
-not cause a reload storm) and on ``NOTIFY pgrst, 'reload schema'`` like PostgREST.
+at start, on ``NOTIFY pgrst, 'reload schema'`` like PostgREST, and on a miss: a request
+that misses reloads unless a load started after the request looked (concurrent misses
+share one reload), so a table created behind the server's back is found at once.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import time
 from dataclasses import dataclass, field
 
 import asyncpg
-
-RELOAD_INTERVAL = 0.5
 
 
 def quote(identifier: str) -> str:
@@ -122,22 +121,27 @@ class Catalog:
         self.schemas = schemas
         self.tables: dict[tuple[str, str], Table] = {}
         self.functions: dict[tuple[str, str], list[Function]] = {}
-        self._loaded_at = 0.0
+        self._load_started_at = 0.0
         self._lock = asyncio.Lock()
 
     async def load(self, connection: asyncpg.Connection) -> None:
         async with self._lock:
-            tables = await _load_tables(connection, self.schemas)
-            functions = await _load_functions(connection, self.schemas)
-            self.tables, self.functions = tables, functions
-            self._loaded_at = time.monotonic()
+            await self._load_locked(connection)
+
+    async def _load_locked(self, connection: asyncpg.Connection) -> None:
+        self._load_started_at = time.monotonic()
+        tables = await _load_tables(connection, self.schemas)
+        functions = await _load_functions(connection, self.schemas)
+        self.tables, self.functions = tables, functions
 
     async def reload_after_miss(self, pool: asyncpg.Pool) -> bool:
-        """Reload unless a reload just happened; True when the cache was reloaded."""
-        if time.monotonic() - self._loaded_at < RELOAD_INTERVAL:
-            return False
-        async with pool.acquire() as connection:
-            await self.load(connection)
+        """Reload unless a load began after this miss; True when a reload ran or was joined."""
+        missed_at = time.monotonic()
+        async with self._lock:
+            if self._load_started_at > missed_at:
+                return True  # someone else reloaded while we waited for the lock
+            async with pool.acquire() as connection:
+                await self._load_locked(connection)
         return True
 
     async def table(self, pool: asyncpg.Pool, schema: str, name: str) -> Table | None:
