@@ -122,6 +122,11 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
         for event in sorted(message["events"], key=lambda item: item["seq"]):
             await self._deliver_live(event)
 
+    async def control_message(self, message: dict[str, Any]) -> None:
+        """A rollout control message (group message ``control.message``), e.g. "switch to
+        the legacy path now"; passed to the page as ``{"type": "control", ...}``."""
+        await self.send_json({"type": "control", **message["control"]})
+
     async def _deliver_live(self, event: dict[str, Any]) -> None:
         seq = event["seq"]
         if seq <= self.cursor:

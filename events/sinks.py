@@ -70,3 +70,12 @@ def websocket_sink_send(*, events: list[Event]) -> None:
     outstanding.update(
         status=DeliveryStatus.SENT, attempts=F("attempts") + 1, sent_at=now, updated_at=now
     )
+
+
+def control_broadcast_legacy(*, control: dict) -> None:
+    """Send a control message to every open legacy feed (e.g. a rollback's switch order).
+
+    Raises when the channel layer cannot be reached; the caller decides what that means.
+    """
+    layer = get_channel_layer()
+    async_to_sync(layer.group_send)(FEED_GROUP, {"type": "control.message", "control": control})

@@ -51,3 +51,14 @@ def producer_token(db) -> str:
 def pytest_collection_modifyitems(config, items) -> None:
     """Fast tests first; the slow real-process suites (``@pytest.mark.slow``) run last."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
+@pytest.fixture
+def django_supabase(settings, supabase_local):
+    """Point the Django app at the test supabase_local server, with an empty table."""
+    settings.SUPABASE_URL = supabase_local.url
+    settings.SUPABASE_ANON_KEY = supabase_local.anon_key
+    settings.SUPABASE_SERVICE_ROLE_KEY = supabase_local.service_role_key
+    settings.SUPABASE_JWT_SECRET = supabase_local.jwt_secret
+    supabase_local.truncate()
+    return supabase_local

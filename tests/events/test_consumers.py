@@ -207,3 +207,16 @@ async def test_concurrent_publishers_never_make_a_follower_skip_or_repeat(user):
     received = await collect_events(communicator, until_seq=expected[-1])
     assert received == expected
     await communicator.disconnect()
+
+
+async def test_control_messages_reach_every_open_feed(user):
+    from events.sinks import control_broadcast_legacy
+
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    await sync_to_async(control_broadcast_legacy)(control={"action": "switch", "to": "websocket"})
+    assert await next_message(communicator) == {
+        "type": "control",
+        "action": "switch",
+        "to": "websocket",
+    }

@@ -1,0 +1,3 @@
+"""URLs of the reconciliation app (mounted at the root)."""
+
+urlpatterns: list = []

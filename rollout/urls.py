@@ -1,0 +1,3 @@
+"""URLs of the rollout app (mounted at the root)."""
+
+urlpatterns: list = []
