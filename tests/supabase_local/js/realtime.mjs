@@ -2,8 +2,8 @@
 //
 // usage: node realtime.mjs URL KEY VSN TOPIC
 //   VSN is "1.0.0" or "2.0.0" (supabase-js's default); "default" leaves it unset.
-// Prints one JSON object per line on stdout: {"type": "status"|"system"|"change"|
-// "broadcast"|"ack"|"error", ...}. Reads commands from stdin, one per line:
+// Prints one JSON object per line on stdout: {"type": "vsn"|"status"|"system"|"change"|
+// "broadcast"|"ack"|"heartbeat"|"error", ...}. Reads commands from stdin, one per line:
 //   broadcast EVENT JSON   push a broadcast on the channel and print its ack
 //   http EVENT JSON        send a broadcast through the REST endpoint (httpSend)
 //   quit                   leave the channel and exit
@@ -14,7 +14,11 @@ import readline from 'node:readline'
 const [url, key, vsn, topic] = process.argv.slice(2)
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 
-const realtime = { transport: WebSocket, heartbeatIntervalMs: 1000 }
+const realtime = {
+  transport: WebSocket,
+  heartbeatIntervalMs: 1000,
+  heartbeatCallback: (status) => { if (status !== 'sent') out({ type: 'heartbeat', status }) },
+}
 if (vsn && vsn !== 'default') realtime.vsn = vsn
 const supabase = createClient(url, key, {
   realtime,

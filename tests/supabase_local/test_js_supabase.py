@@ -1,0 +1,186 @@
+"""supabase_local driven by the official JavaScript client, ``@supabase/supabase-js``.
+
+Node scripts under ``js/`` print JSON lines; these tests start them, feed them commands,
+and assert on what the client surfaced. Node 20 has no native WebSocket, so the scripts
+pass the ``ws`` package as the realtime transport, as supabase-js documents. The
+packages come from ``package.json`` (``npm ci``, run by ``make``); without
+``node_modules`` the tests fail and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JS_DIR = Path(__file__).resolve().parent / "js"
+WAIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    path = shutil.which("node")
+    if path is None:
+        pytest.fail("node is not installed; supabase-js conformance needs Node 20+")
+    if not (REPO_ROOT / "node_modules" / "@supabase" / "supabase-js").is_dir():
+        pytest.fail("node_modules is missing: run `npm ci` in the repository root first")
+    return path
+
+
+@pytest.fixture
+def js_seqs(supabase_local: Any) -> Iterator[Callable[[int], list[int]]]:
+    """Like ``seq_block``, but below 2**53: JavaScript numbers hold int8 exactly only there
+    (supabase-js turns int8 columns into numbers, as it does against real Supabase)."""
+    taken: list[tuple[int, int]] = []
+
+    def allocate(count: int) -> list[int]:
+        start = secrets.randbelow(2**52) + 2**50
+        taken.append((start, start + count))
+        return list(range(start, start + count))
+
+    yield allocate
+    for start, end in taken:
+        supabase_local.sql(
+            "DELETE FROM public.monitoring_events WHERE seq >= %s AND seq < %s", start, end
+        )
+
+
+def insert_row(server: Any, seq: int) -> None:
+    server.sql(
+        "INSERT INTO public.monitoring_events (seq, event_type, source, criticality,"
+        " occurred_at, received_at, payload, checksum)"
+        " VALUES (%s, 'js.realtime', 'tests', 'system', now(), now(), %s::jsonb, %s)",
+        seq,
+        json.dumps({"n": seq}),
+        f"{seq:064x}",
+    )
+
+
+# -- REST ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rest_through_supabase_js(node, supabase_local, js_seqs):
+    seq = js_seqs(4)[0]
+    user = supabase_local.mint("authenticated", sub=str(uuid.uuid4()))
+    forged = supabase_local.mint("service_role")[:-4] + "AAAA"
+    result = subprocess.run(
+        [node, str(JS_DIR / "rest.mjs"), supabase_local.url, supabase_local.anon_key,
+         supabase_local.service_role_key, user, forged, str(seq)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    steps = {s["step"]: s for s in map(json.loads, result.stdout.splitlines())}
+
+    insert = steps["service insert"]
+    assert (insert["status"], insert["error"]) == (201, None)
+    assert sorted(r["seq"] for r in insert["data"]) == [seq, seq + 1]
+
+    select = steps["service select"]
+    assert select["status"] == 200 and select["count"] == 2
+    assert [r["seq"] for r in select["data"]] == [seq + 1, seq]
+    assert select["data"][1]["payload"] == {"from": "supabase-js", "n": seq}
+
+    duplicate = steps["duplicate insert"]
+    assert duplicate["status"] == 409 and duplicate["error"]["code"] == "23505"
+
+    # anon holds no grant on the table: PostgREST answers 401 with 42501 for anon.
+    anon_select = steps["anon select"]
+    assert (anon_select["status"], anon_select["error"]["code"]) == (401, "42501")
+    assert steps["anon insert"]["error"]["code"] == "42501"
+    assert steps["user select"]["data"] == {"seq": seq}  # .single() -> one object
+    assert steps["user insert"]["error"]["code"] == "42501"  # authenticated cannot write
+
+    unknown_table = steps["unknown table"]
+    assert unknown_table["status"] == 404 and unknown_table["error"]["code"] == "PGRST205"
+    unknown_column = steps["unknown column"]
+    assert unknown_column["status"] == 400 and unknown_column["error"]["code"] == "42703"
+
+    forged_step = steps["forged key"]
+    assert forged_step["status"] == 401 and forged_step["data"] is None
+    assert steps["service delete"]["status"] == 204
+
+
+# -- Realtime -----------------------------------------------------------------------------
+
+
+class NodeScript:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+
+    async def expect(self, **fields: Any) -> dict[str, Any]:
+        """The next line (already read or coming) whose fields include ``fields``."""
+
+        def matches(line: dict[str, Any]) -> bool:
+            return all(line.get(k) == v for k, v in fields.items())
+
+        for line in self.lines:
+            if matches(line):
+                self.lines.remove(line)
+                return line
+        while True:
+            raw = await asyncio.wait_for(self.proc.stdout.readline(), WAIT)
+            if not raw:
+                err = (await self.proc.stderr.read()).decode()
+                pytest.fail(f"node exited before {fields}: {self.lines}\n{err}")
+            line = json.loads(raw)
+            if matches(line):
+                return line
+            self.lines.append(line)
+
+    async def send(self, command: str) -> None:
+        self.proc.stdin.write(command.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vsn", ["1.0.0", "default"])
+async def test_realtime_through_supabase_js(node, supabase_local, js_seqs, vsn):
+    [seq] = js_seqs(1)
+    topic = f"js-{uuid.uuid4().hex[:8]}"
+    proc = await asyncio.create_subprocess_exec(
+        node, str(JS_DIR / "realtime.mjs"), supabase_local.url,
+        supabase_local.service_role_key, vsn, topic,
+        cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    script = NodeScript(proc)
+    try:
+        chosen = await script.expect(type="vsn")
+        assert chosen["vsn"] == ("2.0.0" if vsn == "default" else vsn)
+        await script.expect(type="status", status="SUBSCRIBED")
+        await script.expect(type="system", status="ok", message="Subscribed to PostgreSQL")
+
+        insert_row(supabase_local, seq)
+        change = await script.expect(type="change")
+        assert change["eventType"] == "INSERT" and change["table"] == "monitoring_events"
+        assert change["new"]["seq"] == seq and change["new"]["payload"] == {"n": seq}
+        assert change["errors"] is None and change["old"] == {}
+
+        # A WebSocket broadcast: with vsn 2.0.0 supabase-js pushes a binary frame and the
+        # server answers with one; self: true echoes it, ack: true confirms it.
+        await script.send('broadcast ping {"hello": "ws"}')
+        assert (await script.expect(type="broadcast", event="ping"))["payload"] == {"hello": "ws"}
+        assert (await script.expect(type="ack"))["result"] == "ok"
+
+        await script.send('http pong {"hello": "rest"}')
+        assert (await script.expect(type="broadcast", event="pong"))["payload"] == {"hello": "rest"}
+        assert (await script.expect(type="ack"))["result"] == {"success": True}
+
+        await script.expect(type="heartbeat", status="ok")
+        await script.send("quit")
+        await script.expect(type="status", status="CLOSED")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
