@@ -173,12 +173,32 @@ class ChangeCapture:
                 f"DELETE FROM {SCHEMA}.outbox WHERE commit_ts < now() - interval '1 minute'"
             )
         await self.sync_published_tables()
-        self._listen_conn = await asyncpg.connect(self._dsn)
-        await self._listen_conn.add_listener(CHANNEL, self._on_notify)
+        await self._listen()
         self._tasks = [
             asyncio.create_task(self._consume(), name="realtime-capture-consume"),
             asyncio.create_task(self._sweep(), name="realtime-capture-sweep"),
+            asyncio.create_task(self._watch_listener(), name="realtime-capture-watch"),
         ]
+
+    async def _listen(self) -> None:
+        self._listen_conn = await asyncpg.connect(self._dsn)
+        await self._listen_conn.add_listener(CHANNEL, self._on_notify)
+
+    async def _watch_listener(self) -> None:
+        """Re-LISTEN after the connection drops (database restart, terminated backend).
+
+        Changes committed while nobody listened are not replayed (Realtime is
+        at-most-once too); their outbox rows are swept by age.
+        """
+        while True:
+            await asyncio.sleep(1.0)
+            if self._listen_conn is not None and not self._listen_conn.is_closed():
+                continue
+            log.warning("realtime: LISTEN connection lost; reconnecting")
+            try:
+                await self._listen()
+            except (OSError, asyncpg.PostgresError):
+                log.warning("realtime: reconnecting the listener failed; retrying")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -240,9 +260,13 @@ class ChangeCapture:
             try:
                 changes = await self._read(txids)
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-                log.exception("realtime: reading the outbox failed")
+                log.warning("realtime: reading the outbox failed; reconnecting", exc_info=True)
                 await self._reconnect_reader()
-                continue
+                try:
+                    changes = await self._read(txids)
+                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                    log.exception("realtime: lost transactions %s", txids)
+                    continue
             by_tx: dict[int, list[Change]] = {}
             for change in changes:
                 by_tx.setdefault(change.txid, []).append(change)

@@ -150,7 +150,12 @@ class Realtime:
                 except protocol.ProtocolError as exc:
                     log.info("realtime: dropping malformed frame: %s", exc)
                     continue
-                await self._handle(conn, msg)
+                try:
+                    await self._handle(conn, msg)
+                except Exception:
+                    # Phoenix: a crashed channel process reaches the client as phx_error.
+                    log.exception("realtime: handling %s on %s failed", msg.event, msg.topic)
+                    self._crash(conn, msg)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -187,6 +192,15 @@ class Realtime:
             self._presence(channel, msg, payload)
         else:
             conn.send(protocol.reply(msg, "error", {"reason": f"unknown event {msg.event!r}"}))
+
+    def _crash(self, conn: Connection, msg: protocol.Message) -> None:
+        assert self.hub is not None
+        channel = conn.channels.get(msg.topic)
+        if msg.ref is not None:
+            conn.send(protocol.reply(msg, "error", {"reason": "internal server error"}))
+        if channel is not None:
+            channel.push("phx_error", {})
+            self.hub.remove_channel(channel)
 
     def _access_token(self, channel: Channel, token: Any) -> None:
         assert self.hub is not None

@@ -430,3 +430,27 @@ async def test_an_expired_access_token_on_join_is_refused(supabase_local):
         state, error = await states.get()
         assert state == RealtimeSubscribeStates.CHANNEL_ERROR
         assert "expired" in str(error)
+
+
+@pytest.mark.slow
+async def test_change_capture_survives_its_database_connections_being_killed(
+    supabase_local, seq_block
+):
+    seqs = seq_block(40)
+    async with realtime_client(supabase_local, supabase_local.service_role_key) as client:
+        _, changes, system, _ = await subscribe_changes(client, event="INSERT")
+        await subscribed(system)
+        # Kill the server's LISTEN and outbox-reader backends behind its back.
+        killed = supabase_local.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND (query ILIKE 'LISTEN%%' OR query ILIKE '%%supabase_local_realtime.outbox%%')"
+        )
+        assert killed, "no capture connection found to kill"
+        for seq in seqs:  # at-most-once: rows committed while nobody listened may be lost
+            insert_sql(supabase_local, seq)
+            with contextlib.suppress(TimeoutError):
+                await changes.get(lambda p: seq_of(p) in seqs, timeout=0.5)
+                break
+        else:
+            pytest.fail("no change arrived after the capture connections were killed")
