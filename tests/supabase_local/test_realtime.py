@@ -454,3 +454,49 @@ async def test_change_capture_survives_its_database_connections_being_killed(
                 break
         else:
             pytest.fail("no change arrived after the capture connections were killed")
+
+
+@pytest.fixture
+def owned_table(supabase_local) -> Any:
+    """A published table whose SELECT policy reads the subscriber's claims (auth.uid())."""
+    name = f"owned_{uuid.uuid4().hex[:8]}"
+    for statement in (
+        f"CREATE TABLE public.{name} (id bigint PRIMARY KEY, owner uuid NOT NULL, note text)",
+        f"ALTER TABLE public.{name} ENABLE ROW LEVEL SECURITY",
+        f"GRANT SELECT ON public.{name} TO authenticated",
+        f"CREATE POLICY owner_reads ON public.{name} FOR SELECT TO authenticated"
+        " USING (owner = auth.uid())",
+        f"ALTER PUBLICATION supabase_realtime ADD TABLE public.{name}",
+    ):
+        supabase_local.sql(statement)
+    yield name
+    supabase_local.sql(f"ALTER PUBLICATION supabase_realtime DROP TABLE public.{name}")
+    supabase_local.sql(f"DROP TABLE public.{name}")
+
+
+async def test_rls_policies_on_claims_are_checked_per_user(supabase_local, owned_table):
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    key = supabase_local.anon_key
+    async with realtime_client(supabase_local, key) as a, realtime_client(supabase_local, key) as b:
+        # The table was published after startup: joining installs its change capture.
+        _, alice_changes, alice_sys, _ = await subscribe_changes(
+            a, table=owned_table, access_token=supabase_local.mint("authenticated", sub=alice)
+        )
+        _, bob_changes, bob_sys, _ = await subscribe_changes(
+            b, table=owned_table, access_token=supabase_local.mint("authenticated", sub=bob)
+        )
+        await subscribed(alice_sys)
+        await subscribed(bob_sys)
+        # One transaction, two rows: each user must get exactly their own.
+        supabase_local.sql(
+            f"INSERT INTO public.{owned_table} (id, owner, note)"
+            " VALUES (1, %s, 'for alice'), (2, %s, 'for bob')",
+            alice,
+            bob,
+        )
+        mine = await alice_changes.get()
+        assert mine["data"]["record"] == {"id": 1, "owner": alice, "note": "for alice"}
+        theirs = await bob_changes.get()
+        assert theirs["data"]["record"]["id"] == 2
+        await alice_changes.nothing(lambda p: p["data"]["record"]["id"] == 2)
+        await bob_changes.nothing(lambda p: p["data"]["record"]["id"] == 1)
