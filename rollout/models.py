@@ -5,8 +5,10 @@ first migration of this app, because a swappable model cannot be introduced once
 database has been created with waffle's own.
 """
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 from waffle.models import AbstractUserFlag
 
 from rollout.buckets import in_percentage
@@ -47,3 +49,240 @@ class Flag(AbstractUserFlag):
                 return self.is_active_for_user_id(user.pk)
             return None
         return super()._is_active_for_percent(request, read_only)
+
+
+# --- Rollout state, preferences, audit -------------------------------------------------
+
+
+class Stage(models.TextChoices):
+    SHADOW = "shadow", "Shadow (0 %)"
+    TEN = "10", "10 %"
+    FIFTY = "50", "50 %"
+    HUNDRED = "100", "100 %"
+
+
+# The flag percent each stage stands for; the order of this dict is the promotion order.
+STAGE_PERCENT: dict[str, int] = {
+    Stage.SHADOW: 0,
+    Stage.TEN: 10,
+    Stage.FIFTY: 50,
+    Stage.HUNDRED: 100,
+}
+
+
+class Transport(models.TextChoices):
+    WEBSOCKET = "websocket", "WebSocket (legacy)"
+    SUPABASE = "supabase", "Supabase Realtime"
+
+
+class TransportChoice(models.TextChoices):
+    AUTO = "auto", "Automatic (follow the rollout)"
+    SUPABASE = "supabase", "Supabase Realtime"
+    WEBSOCKET = "websocket", "WebSocket (legacy)"
+
+
+class RolloutState(models.Model):
+    """The one row (id 1) saying where the migration stands.
+
+    ``stage`` and the ``supabase_realtime`` flag's percent are changed together, in one
+    transaction, by ``rollout.services.rollout_stage_set``; the kill switch overrides both
+    without touching them, so resuming returns to the stage that was in force.
+    """
+
+    stage = models.CharField(max_length=8, choices=Stage.choices, default=Stage.SHADOW)
+    killed = models.BooleanField(default=False, help_text="Kill switch: everyone on websocket.")
+    killed_at = models.DateTimeField(null=True, blank=True)
+    kill_reason = models.TextField(blank=True)
+    auto_promotion_enabled = models.BooleanField(default=False)
+    promotion_dwell_seconds = models.PositiveIntegerField(
+        default=3600, help_text="How long the health gates must hold before the next stage."
+    )
+    # Start of the current healthy dwell; a breach or any stage change resets it.
+    dwell_started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="rolloutstate_single_row")
+        ]
+
+    def __str__(self) -> str:
+        return f"stage {self.stage}{' (killed)' if self.killed else ''}"
+
+
+class TransportPreference(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="transport_preference"
+    )
+    choice = models.CharField(
+        max_length=12, choices=TransportChoice.choices, default=TransportChoice.AUTO
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.choice}"
+
+
+class AuditAction(models.TextChoices):
+    STAGE = "stage", "Stage change"
+    KILL = "kill", "Kill switch thrown"
+    RESUME = "resume", "Kill switch released"
+    PREFERENCE = "preference", "User transport preference"
+    PROMOTION = "promotion", "Automatic promotion settings"
+    THRESHOLDS = "thresholds", "Thresholds changed"
+
+
+class AuditEntry(models.Model):
+    """Who changed what, when, why, and how healthy both paths were at that moment."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when the system acted.",
+    )
+    # Kept as text too, so the record survives the user's deletion; "system" for automation.
+    actor_label = models.CharField(max_length=150)
+    action = models.CharField(max_length=16, choices=AuditAction.choices)
+    from_value = models.CharField(max_length=64, blank=True)
+    to_value = models.CharField(max_length=64, blank=True)
+    reason = models.TextField(blank=True)
+    figures = models.JSONField(default=dict, blank=True)
+    subject_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Whose preference changed (preference entries only).",
+    )
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.to_value}"
+
+
+# --- Health -----------------------------------------------------------------------------
+
+
+class SampleKind(models.TextChoices):
+    DELIVERY = "delivery", "Delivery (value 1 delivered, 0 lost)"
+    LATENCY = "latency", "End-to-end latency (ms)"
+    CONNECT = "connect", "Connection established"
+    CONNECT_FAILURE = "connect_failure", "Connection attempt failed"
+    ERROR = "error", "Error"
+
+
+class SampleOrigin(models.TextChoices):
+    PROBER = "prober", "Prober"
+    BROWSER = "browser", "Browser"
+
+
+class HealthSample(models.Model):
+    """One measurement. Counters may carry a ``weight`` > 1 (a page reporting 3 connects
+    in one request is one row), so volume grows with requests, not with counts."""
+
+    transport = models.CharField(max_length=12, choices=Transport.choices)
+    kind = models.CharField(max_length=16, choices=SampleKind.choices)
+    value = models.FloatField(default=1.0)
+    weight = models.PositiveIntegerField(default=1)
+    at = models.DateTimeField(default=timezone.now)
+    origin = models.CharField(max_length=8, choices=SampleOrigin.choices)
+
+    class Meta:
+        indexes = [
+            # Every health query is "this transport, since T"; pruning is "before T".
+            models.Index(fields=["transport", "at"], name="rollout_sample_transport_at"),
+            models.Index(fields=["at"], name="rollout_sample_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.transport} {self.kind} {self.value} @ {self.at:%H:%M:%S}"
+
+
+class Thresholds(models.Model):
+    """The one row (id 1) of rollback thresholds, edited in the admin."""
+
+    error_rate_max = models.FloatField(
+        default=0.05, help_text="Roll back when the Supabase error rate exceeds this (0.05 = 5 %)."
+    )
+    error_rate_window_seconds = models.PositiveIntegerField(default=300)
+    error_rate_min_samples = models.PositiveIntegerField(
+        default=20, help_text="Below this many samples in the window the error rate is not judged."
+    )
+    latency_ratio_max = models.FloatField(
+        default=2.0, help_text="Roll back when Supabase p95 exceeds this multiple of the baseline."
+    )
+    latency_window_seconds = models.PositiveIntegerField(default=600)
+    latency_min_samples = models.PositiveIntegerField(
+        default=20, help_text="Minimum Supabase latency samples before p95 is judged."
+    )
+    baseline_min_samples = models.PositiveIntegerField(
+        default=20,
+        help_text="Minimum legacy latency samples for the measured baseline; below it the "
+        "configured baseline (ROLLOUT_BASELINE_P95_MS) is used.",
+    )
+    consecutive_connect_failures_max = models.PositiveIntegerField(
+        default=3, help_text="Roll back at this many connection failures in a row."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "thresholds"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="thresholds_single_row")
+        ]
+
+    def __str__(self) -> str:
+        return "Rollback thresholds"
+
+
+# --- Alerts -----------------------------------------------------------------------------
+
+
+class AlertSeverity(models.TextChoices):
+    INFO = "info", "Info"
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+
+
+class Alert(models.Model):
+    """A condition someone should look at. At most one open (unacknowledged) alert per
+    kind: a repeat while one is open bumps its ``count`` and ``last_seen`` instead."""
+
+    kind = models.CharField(max_length=64)
+    severity = models.CharField(max_length=8, choices=AlertSeverity.choices)
+    message = models.TextField()
+    figures = models.JSONField(default=dict, blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    count = models.PositiveIntegerField(default=1)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-last_seen"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=models.Q(acknowledged_at__isnull=True),
+                name="rollout_alert_one_open_per_kind",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.kind} x{self.count}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.acknowledged_at is None

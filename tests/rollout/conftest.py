@@ -1,0 +1,18 @@
+"""Fixtures of the rollout tests."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from monitor_project.celery import app as celery_app
+
+
+@pytest.fixture
+def celery_eager() -> Iterator[None]:
+    """Run queued tasks in the calling process (on_commit callbacks still decide when)."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = previous
