@@ -100,6 +100,7 @@ SELECT o.txid, o.schema_name, o.table_name, o.op, o.record::text, o.old_record::
        to_char(o.commit_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 FROM {SCHEMA}.outbox o
 WHERE o.txid = ANY($1::bigint[])
+  AND (o.schema_name = ANY($2::text[]) OR o.schema_name || '.' || o.table_name = ANY($3::text[]))
 ORDER BY array_position($1::bigint[], o.txid), o.id
 """
 
@@ -149,12 +150,16 @@ class ChangeCapture:
         database_url: str,
         pool: asyncpg.Pool,
         on_transaction: Callable[[list[Change]], Awaitable[None]],
+        interest: Callable[[], tuple[list[str], list[str]]] = lambda: ([], []),
     ) -> None:
         self._dsn = database_url
         # The pool serves installs and cleanup; the reader has its own connection so
         # that delivery never waits behind them.
         self._pool = pool
         self._on_transaction = on_transaction
+        # (schemas watched whole, "schema.table" names watched): rows of other tables are
+        # not even fetched, so unwatched bulk writes cost the server nothing.
+        self._interest = interest
         self._listen_conn: asyncpg.Connection | None = None
         self._read_conn: asyncpg.Connection | None = None
         self._queue: asyncio.Queue[int] = asyncio.Queue()
@@ -281,7 +286,10 @@ class ChangeCapture:
 
     async def _read(self, txids: list[int]) -> list[Change]:
         assert self._read_conn is not None
-        rows = await self._read_conn.fetch(READ_SQL, txids)
+        schemas, tables = self._interest()
+        if not schemas and not tables:
+            return []
+        rows = await self._read_conn.fetch(READ_SQL, txids, schemas, tables)
         return [
             Change(
                 txid=r[0],

@@ -240,6 +240,12 @@ class Hub:
         # (schema, table) -> bucket signature -> bucket of identical subscriptions
         self.subs: dict[tuple[str, str], dict[tuple, _Bucket]] = {}
 
+    def interest(self) -> tuple[list[str], list[str]]:
+        """(schemas with a "*" table binding, "schema.table" names with a binding)."""
+        schemas = [schema for schema, table in self.subs if table == "*"]
+        tables = [f"{schema}.{table}" for schema, table in self.subs if table != "*"]
+        return schemas, tables
+
     # -- membership ------------------------------------------------------------------
 
     def add_channel(self, channel: Channel) -> None:

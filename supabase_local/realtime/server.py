@@ -70,7 +70,9 @@ class Realtime:
     async def startup(self) -> None:
         self._pool = await asyncpg.create_pool(self.config.database_url, min_size=1, max_size=4)
         self.hub = Hub(RlsChecker(self._pool), self.faults)
-        self._capture = ChangeCapture(self.config.database_url, self._pool, self.hub.dispatch)
+        self._capture = ChangeCapture(
+            self.config.database_url, self._pool, self.hub.dispatch, self.hub.interest
+        )
         await self._capture.start()
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="realtime-expiry"))
 
