@@ -171,12 +171,13 @@ async def _apply_migrations(
 
 
 async def create_pool(database_url: str, *, max_size: int) -> asyncpg.Pool:
-    # UTC like a Supabase project, so timestamptz renders with +00:00 as there.
+    # UTC like a Supabase project, so timestamptz renders with +00:00 as there. JIT off:
+    # compiling a 1,000-row INSERT ... SELECT (and its triggers) cost ~25 ms of ~70 ms here.
     return await asyncpg.create_pool(
         database_url,
         min_size=1,
         max_size=max_size,
-        server_settings={"timezone": "UTC", "application_name": "supabase_local"},
+        server_settings={"timezone": "UTC", "jit": "off", "application_name": "supabase_local"},
     )
 
 

@@ -298,30 +298,28 @@ class RestApi:
         single, strip_nulls = _accepted_shape(request)
         preferences = parse_prefer(request.headers.getlist("prefer"))
         raw = await request.body()
-        payload = _json_body(raw)
-        if isinstance(payload, dict):
-            rows, rows_text = [payload], "[" + raw.decode("utf-8") + "]"
-        elif isinstance(payload, list) and all(isinstance(row, dict) for row in payload):
-            rows, rows_text = payload, raw.decode("utf-8")
-        else:
-            raise RestError(
-                400,
-                "PGRST102",
-                "Empty or invalid json",
-                details="the body must be a JSON object or an array of objects",
-            )
         columns_param = request.query_params.get("columns")
-        if columns_param is not None:
-            names = [unquote(name.strip()) for name in columns_param.split(",") if name.strip()]
-        else:
+        names = (
+            [unquote(name.strip()) for name in columns_param.split(",") if name.strip()]
+            if columns_param is not None
+            else []
+        )
+        parsed_here = not names
+        if parsed_here:
+            rows_text, rows = _parsed_rows(raw)
             names = list(rows[0]) if rows else []
             if any(set(row) != set(names) for row in rows):
                 raise RestError(400, "PGRST102", "All object keys must match")
+        else:
+            # ``columns`` names the keys, so nothing needs checking row by row: PostgreSQL
+            # parses the body (a Python parse costs ~10 ms per 1,000 rows here) and its
+            # JSON errors are turned into PGRST102 below.
+            rows_text, rows = _unparsed_rows(raw)
         columns = [_body_column(table, name) for name in names]
         statement = Statement()
         body_param = statement.bind(rows_text, "jsonb" if preferences.missing_default else "json")
         column_list = ", ".join(quote(name) for name in columns)
-        if not rows:
+        if rows == []:
             return _mutation_response(
                 request,
                 table,
@@ -335,7 +333,7 @@ class RestApi:
             )
         if not columns:
             source_sql = f"INSERT INTO {table.qualified} DEFAULT VALUES"
-            if len(rows) != 1:
+            if rows is None or len(rows) != 1:
                 raise RestError(400, "PGRST102", "All object keys must match")
         elif preferences.missing_default:
             values = []
@@ -362,17 +360,24 @@ class RestApi:
                 " AS _pgrst_body"
             )
         source_sql += self._on_conflict_sql(request, table, columns, preferences)
-        return await self._run_mutation(
-            request,
-            claims,
-            table,
-            source_sql,
-            statement,
-            preferences,
-            single,
-            strip_nulls,
-            success_status=201,
-        )
+        try:
+            return await self._run_mutation(
+                request,
+                claims,
+                table,
+                source_sql,
+                statement,
+                preferences,
+                single,
+                strip_nulls,
+                success_status=201,
+            )
+        except asyncpg.PostgresError as error:
+            if not parsed_here and _is_json_error(error):
+                raise RestError(
+                    400, "PGRST102", "Empty or invalid json", details=error.message
+                ) from error
+            raise
 
     def _on_conflict_sql(
         self, request: Request, table: Table, columns: list[str], preferences: Preferences
@@ -657,6 +662,39 @@ def _json_body(raw: bytes, *, empty_ok: bool = False) -> Any:
         return json.loads(raw)
     except ValueError as error:
         raise RestError(400, "PGRST102", "Empty or invalid json", details=str(error)) from error
+
+
+def _parsed_rows(raw: bytes) -> tuple[str, list[dict[str, Any]]]:
+    """The body as the text of a JSON array of objects, and those objects."""
+    payload = _json_body(raw)
+    if isinstance(payload, dict):
+        return "[" + raw.decode("utf-8") + "]", [payload]
+    if isinstance(payload, list) and all(isinstance(row, dict) for row in payload):
+        return raw.decode("utf-8"), payload
+    raise RestError(
+        400,
+        "PGRST102",
+        "Empty or invalid json",
+        details="the body must be a JSON object or an array of objects",
+    )
+
+
+def _unparsed_rows(raw: bytes) -> tuple[str, list[Any] | None]:
+    """Like ``_parsed_rows`` without parsing: ``rows`` is None (unknown) or [] (empty)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RestError(400, "PGRST102", "Empty or invalid json", details=str(error)) from error
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return "[" + text + "]", None
+    if stripped.startswith("["):
+        return text, [] if stripped[1:].strip() == "]" else None
+    raise RestError(400, "PGRST102", "Empty or invalid json")
+
+
+def _is_json_error(error: asyncpg.PostgresError) -> bool:
+    return error.sqlstate in ("22P02", "22023") and "json" in (error.message or "")
 
 
 def _body_column(table: Table, name: str) -> str:

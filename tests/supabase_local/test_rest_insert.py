@@ -247,3 +247,22 @@ def test_headers_only_sets_location(supabase_local, seq_block):
     assert response.status_code == 201
     assert response.headers["location"] == f"/monitoring_events?seq=eq.{seq}"
     assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'[{"seq": 1,', b"[1, 2]", b'"text"', b"", b'[{"seq": 1}] trailing'],
+    ids=["truncated", "not-objects", "scalar", "empty", "trailing"],
+)
+def test_invalid_json_with_columns_is_pgrst102(supabase_local, body):
+    import httpx
+
+    response = httpx.post(
+        f"{supabase_local.url}/rest/v1/monitoring_events",
+        params={"columns": "seq,event_type"},
+        content=body,
+        headers={"apikey": supabase_local.service_role_key, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "PGRST102"
