@@ -6,14 +6,45 @@ Every function is keyword-only and transactional. Side effects that leave the da
 """
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from asgiref.sync import async_to_sync
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from rollout.models import Alert, AlertSeverity
+from rollout import selectors
+from rollout.conf import rollout_setting
+from rollout.models import (
+    STAGE_PERCENT,
+    SUPABASE_REALTIME_FLAG,
+    Alert,
+    AlertSeverity,
+    AuditAction,
+    AuditEntry,
+    Flag,
+    HealthSample,
+    RolloutState,
+    SampleKind,
+    SampleOrigin,
+    Stage,
+    Transport,
+    TransportChoice,
+    TransportPreference,
+)
 
 logger = logging.getLogger(__name__)
+
+SYSTEM = "system"
+# pg_try_advisory_xact_lock key of the health evaluation and promotion check ("rollout").
+EVALUATION_LOCK_KEY = 0x726F6C6C6F7574
+
+
+class RolloutError(ValueError):
+    """A refused rollout change (bad stage, missing reason, ...); the message says why."""
 
 
 # --- Alerts -------------------------------------------------------------------------------
@@ -109,3 +140,374 @@ def alert_deliver(*, alert_id: int) -> None:
     Alert.objects.filter(pk=alert_id).update(
         delivered_at=timezone.now(), delivery_error="; ".join(errors)[:2000]
     )
+
+
+# --- Control messages ------------------------------------------------------------------
+
+
+def control_broadcast(*, control: dict[str, Any]) -> dict[str, str | None]:
+    """Send a control message on BOTH transports; return each one's error (None: sent).
+
+    Each transport is tried on its own so that a dead Supabase never stops the legacy
+    feed from hearing "switch to websocket", which is the message that matters most.
+    """
+    from events import sinks, supabase_client
+
+    outcome: dict[str, str | None] = {}
+    try:
+        sinks.control_broadcast_legacy(control=control)
+        outcome[Transport.WEBSOCKET] = None
+    except Exception as exc:
+        logger.exception("control message on the legacy feed failed")
+        outcome[Transport.WEBSOCKET] = f"{type(exc).__name__}: {exc}"
+    if supabase_client.supabase_configured():
+        try:
+            async_to_sync(supabase_client.realtime_broadcast)(
+                topic=supabase_client.CONTROL_TOPIC, event="control", payload=control
+            )
+            outcome[Transport.SUPABASE] = None
+        except Exception as exc:
+            logger.exception("control message on Supabase Realtime failed")
+            outcome[Transport.SUPABASE] = f"{type(exc).__name__}: {exc}"
+    else:
+        outcome[Transport.SUPABASE] = "supabase not configured"
+    return outcome
+
+
+def _control_on_commit(control: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: control_broadcast(control=control))
+
+
+def switch_control(*, reason: str) -> dict[str, Any]:
+    return {"action": "switch_transport", "transport": Transport.WEBSOCKET.value, "reason": reason}
+
+
+def transport_changed_control(*, state: RolloutState, reason: str) -> dict[str, Any]:
+    """Pages re-read their transport (GET /api/transport) when they receive this."""
+    return {
+        "action": "transport_changed",
+        "stage": state.stage,
+        "killed": state.killed,
+        "reason": reason,
+    }
+
+
+# --- Stage, kill switch, preferences -----------------------------------------------------
+
+
+def _actor_fields(actor) -> dict[str, Any]:
+    if actor is None:
+        return {"actor": None, "actor_label": SYSTEM}
+    return {"actor": actor, "actor_label": actor.get_username()}
+
+
+def _reason_required(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise RolloutError("a reason is required")
+    return reason
+
+
+def _state_locked() -> RolloutState:
+    RolloutState.objects.get_or_create(id=1)
+    return RolloutState.objects.select_for_update().get(id=1)
+
+
+def _figures_now() -> dict[str, Any]:
+    try:
+        return selectors.health_report().figures()
+    except Exception as exc:  # the audit entry matters more than its figures
+        logger.exception("health figures unavailable")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def audit_record(
+    *,
+    actor,
+    action: str,
+    from_value: str,
+    to_value: str,
+    reason: str,
+    figures: dict[str, Any] | None = None,
+    subject_user=None,
+) -> AuditEntry:
+    return AuditEntry.objects.create(
+        **_actor_fields(actor),
+        action=action,
+        from_value=from_value,
+        to_value=to_value,
+        reason=reason,
+        figures=figures if figures is not None else _figures_now(),
+        subject_user=subject_user,
+    )
+
+
+def rollout_stage_set(*, stage: str, actor, reason: str) -> RolloutState:
+    """Move to ``stage`` (shadow, 10, 50, 100): the flag's percent follows in the same
+    transaction. ``actor`` None means the system (automatic promotion)."""
+    if stage not in STAGE_PERCENT:
+        raise RolloutError(f"unknown stage {stage!r}: choose one of {', '.join(STAGE_PERCENT)}")
+    reason = _reason_required(reason)
+    with transaction.atomic():
+        state = _state_locked()
+        previous = state.stage
+        flag, _ = Flag.objects.select_for_update().get_or_create(
+            name=SUPABASE_REALTIME_FLAG, defaults={"superusers": False}
+        )
+        flag.percent = Decimal(STAGE_PERCENT[stage])
+        flag.save(update_fields=["percent", "modified"])
+        state.stage = stage
+        # A stage change restarts the promotion dwell: the new cohort must prove itself.
+        state.dwell_started_at = timezone.now() if state.auto_promotion_enabled else None
+        state.save(update_fields=["stage", "dwell_started_at", "updated_at"])
+        audit_record(
+            actor=actor, action=AuditAction.STAGE, from_value=previous, to_value=stage,
+            reason=reason,
+        )  # fmt: skip
+        # While killed nobody moves, so only an effective change is announced.
+        if previous != stage and not state.killed:
+            _control_on_commit(transport_changed_control(state=state, reason=reason))
+    return state
+
+
+def rollout_kill(
+    *, actor, reason: str, figures: dict[str, Any] | None = None
+) -> tuple[RolloutState, bool]:
+    """Throw the kill switch: everyone to websocket until staff resume.
+
+    Returns ``(state, changed)``; throwing it again while it is on changes nothing and
+    sends nothing (idempotent), so a breach seen on every evaluation rolls back once.
+    """
+    reason = _reason_required(reason)
+    with transaction.atomic():
+        state = _state_locked()
+        if state.killed:
+            return state, False
+        state.killed = True
+        state.killed_at = timezone.now()
+        state.kill_reason = reason
+        state.dwell_started_at = None
+        state.save(
+            update_fields=["killed", "killed_at", "kill_reason", "dwell_started_at", "updated_at"]
+        )
+        audit_record(
+            actor=actor, action=AuditAction.KILL, from_value=f"stage {state.stage}",
+            to_value="killed", reason=reason, figures=figures,
+        )  # fmt: skip
+        _control_on_commit(switch_control(reason=reason))
+    return state, True
+
+
+def rollout_resume(*, actor, reason: str) -> tuple[RolloutState, bool]:
+    """Release the kill switch: users return to the stage in force (a person's decision;
+    the system never resumes by itself)."""
+    reason = _reason_required(reason)
+    with transaction.atomic():
+        state = _state_locked()
+        if not state.killed:
+            return state, False
+        state.killed = False
+        state.kill_reason = ""
+        state.dwell_started_at = timezone.now() if state.auto_promotion_enabled else None
+        state.save(update_fields=["killed", "kill_reason", "dwell_started_at", "updated_at"])
+        audit_record(
+            actor=actor, action=AuditAction.RESUME, from_value="killed",
+            to_value=f"stage {state.stage}", reason=reason,
+        )  # fmt: skip
+        _control_on_commit(transport_changed_control(state=state, reason=reason))
+    return state, True
+
+
+def rollout_promotion_configure(
+    *, enabled: bool, dwell_seconds: int, actor, reason: str
+) -> RolloutState:
+    reason = _reason_required(reason)
+    if dwell_seconds < 0:
+        raise RolloutError("dwell must be zero or more seconds")
+    with transaction.atomic():
+        state = _state_locked()
+        switch = "on" if state.auto_promotion_enabled else "off"
+        before = f"{switch}/{state.promotion_dwell_seconds}s"
+        state.auto_promotion_enabled = enabled
+        state.promotion_dwell_seconds = dwell_seconds
+        state.dwell_started_at = None
+        state.save(
+            update_fields=[
+                "auto_promotion_enabled", "promotion_dwell_seconds", "dwell_started_at",
+                "updated_at",
+            ]
+        )  # fmt: skip
+        audit_record(
+            actor=actor, action=AuditAction.PROMOTION, from_value=before,
+            to_value=f"{'on' if enabled else 'off'}/{dwell_seconds}s", reason=reason,
+        )  # fmt: skip
+    return state
+
+
+def user_transport_preference_set(*, user, choice: str, reason: str = "") -> TransportPreference:
+    """A user's own transport choice (auto, supabase, websocket), audited."""
+    if choice not in TransportChoice.values:
+        raise RolloutError(
+            f"unknown transport choice {choice!r}: "
+            f"choose one of {', '.join(TransportChoice.values)}"
+        )
+    with transaction.atomic():
+        preference, _ = TransportPreference.objects.select_for_update().get_or_create(user=user)
+        previous = preference.choice
+        if previous != choice:
+            preference.choice = choice
+            preference.save(update_fields=["choice", "updated_at"])
+            audit_record(
+                actor=user, action=AuditAction.PREFERENCE, from_value=previous, to_value=choice,
+                reason=reason or "changed on the settings page", subject_user=user, figures={},
+            )  # fmt: skip
+    return preference
+
+
+# --- Health samples ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleInput:
+    transport: str
+    kind: str
+    value: float = 1.0
+    weight: int = 1
+    at: datetime | None = None
+
+
+def health_samples_record(*, origin: str, samples: Iterable[SampleInput]) -> int:
+    """Store samples in one INSERT; returns how many rows were written."""
+    if origin not in SampleOrigin.values:
+        raise ValueError(f"unknown origin {origin!r}")
+    now = timezone.now()
+    rows = []
+    for sample in samples:
+        if sample.transport not in Transport.values or sample.kind not in SampleKind.values:
+            raise ValueError(f"bad sample {sample!r}")
+        if sample.weight < 1:
+            continue
+        rows.append(
+            HealthSample(
+                transport=sample.transport,
+                kind=sample.kind,
+                value=float(sample.value),
+                weight=sample.weight,
+                at=sample.at or now,
+                origin=origin,
+            )
+        )
+    HealthSample.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
+
+
+def health_samples_prune(*, older_than: timedelta | None = None) -> int:
+    """Delete samples past the retention (ROLLOUT_SAMPLE_RETENTION_HOURS), in chunks so
+    that one run never holds a long lock."""
+    older_than = older_than or timedelta(hours=rollout_setting("ROLLOUT_SAMPLE_RETENTION_HOURS"))
+    cutoff = timezone.now() - older_than
+    table = HealthSample._meta.db_table
+    deleted = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE id IN "
+                f"(SELECT id FROM {table} WHERE at < %s ORDER BY at LIMIT 10000)",
+                [cutoff],
+            )
+            deleted += cursor.rowcount
+            if cursor.rowcount < 10000:
+                return deleted
+
+
+# --- Evaluation: rollback and promotion -----------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    ran: bool  # False: another evaluation held the lock
+    breaches: list[str] = field(default_factory=list)
+    rolled_back: bool = False
+    promoted_to: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _evaluation_lock() -> bool:
+    """Take the evaluation's advisory lock for this transaction, without waiting, and
+    bound the transaction's statements so a stuck query cannot outlive the next run."""
+    limit_ms = int(rollout_setting("ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS") * 1000)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(limit_ms)])
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [EVALUATION_LOCK_KEY])
+        (locked,) = cursor.fetchone()
+    return bool(locked)
+
+
+def rollout_health_evaluate(*, now: datetime | None = None) -> Evaluation:
+    """Judge the Supabase path against the thresholds; on a breach throw the kill switch
+    (once), audit it with the figures, raise an alert and tell every open page to switch.
+
+    Never runs twice at once (advisory lock; a run that finds it taken does nothing).
+    """
+    with transaction.atomic():
+        if not _evaluation_lock():
+            return Evaluation(ran=False)
+        report = selectors.health_report(now=now)
+        figures = report.figures()
+        evaluation = Evaluation(
+            ran=True, breaches=[b.message for b in report.breaches], figures=figures
+        )
+        if not report.breaches:
+            return evaluation
+        state = _state_locked()
+        if state.dwell_started_at is not None:
+            state.dwell_started_at = None  # a breach during the dwell restarts it
+            state.save(update_fields=["dwell_started_at", "updated_at"])
+        reason = "automatic rollback: " + "; ".join(evaluation.breaches)
+        _, evaluation.rolled_back = rollout_kill(actor=None, reason=reason, figures=figures)
+        if evaluation.rolled_back:
+            alert_raise(
+                kind="rollback", severity=AlertSeverity.CRITICAL,
+                message=f"Supabase Realtime rolled back to websocket (stage {state.stage}): "
+                + "; ".join(evaluation.breaches),
+                figures=figures,
+            )  # fmt: skip
+        return evaluation
+
+
+_NEXT_STAGE = dict(zip(list(STAGE_PERCENT)[:-1], list(STAGE_PERCENT)[1:], strict=True))
+
+
+def rollout_promotion_check(*, now: datetime | None = None) -> Evaluation:
+    """Advance one stage when automatic promotion is on and the health gates have held
+    (enough samples, no breach) for the dwell time; a breach resets the dwell."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        if not _evaluation_lock():
+            return Evaluation(ran=False)
+        state = _state_locked()
+        if not state.auto_promotion_enabled or state.killed or state.stage == Stage.HUNDRED:
+            return Evaluation(ran=True)
+        report = selectors.health_report(now=now)
+        evaluation = Evaluation(
+            ran=True, breaches=[b.message for b in report.breaches], figures=report.figures()
+        )
+        if report.breaches or not report.gates_have_data:
+            if state.dwell_started_at is not None:
+                state.dwell_started_at = None
+                state.save(update_fields=["dwell_started_at", "updated_at"])
+            return evaluation
+        if state.dwell_started_at is None:
+            state.dwell_started_at = now
+            state.save(update_fields=["dwell_started_at", "updated_at"])
+            return evaluation
+        held = (now - state.dwell_started_at).total_seconds()
+        if held < state.promotion_dwell_seconds:
+            return evaluation
+        target = _NEXT_STAGE[state.stage]
+        rollout_stage_set(
+            stage=target, actor=None,
+            reason=f"automatic promotion: health gates held for {int(held)} s",
+        )  # fmt: skip
+        evaluation.promoted_to = target
+        return evaluation

@@ -8,3 +8,20 @@ from rollout import services
 @shared_task(ignore_result=True, soft_time_limit=30, time_limit=60)
 def alert_deliver(alert_id: int) -> None:
     services.alert_deliver(alert_id=alert_id)
+
+
+# The evaluation runs every 15 s: a run that takes longer is cut short rather than
+# overlapping the next (the advisory lock would make the next one skip anyway).
+@shared_task(ignore_result=True, soft_time_limit=12, time_limit=14, expires=15)
+def rollout_health_evaluate() -> None:
+    services.rollout_health_evaluate()
+
+
+@shared_task(ignore_result=True, soft_time_limit=12, time_limit=14, expires=60)
+def rollout_promotion_check() -> None:
+    services.rollout_promotion_check()
+
+
+@shared_task(ignore_result=True, soft_time_limit=240, time_limit=300)
+def health_samples_prune() -> None:
+    services.health_samples_prune()
