@@ -547,6 +547,7 @@ class RestApi:
         ]
         preferences = parse_prefer(request.headers.getlist("prefer"))
         statement = Statement()
+        page_offset = 0
         if arguments:
             args_param = statement.bind(json.dumps(arguments), "json")
             record_columns = ", ".join(
@@ -579,12 +580,12 @@ class RestApi:
             ordering = order_sql(
                 parse_order(query.get("order")), columns, function.name, "_pgrst_row"
             )
-            offset, limit = page_window(
+            page_offset, limit = page_window(
                 parse_non_negative("limit", query.get("limit")),
                 parse_non_negative("offset", query.get("offset")),
                 parse_range_header(request.headers.get("range")),
             )
-            page = page_sql(statement, offset, limit)
+            page = page_sql(statement, page_offset, limit)
             row_json = row_json_sql(statement, items, columns, function.name, "_pgrst_page")
             inner = f"SELECT _pgrst_row.* FROM {source} WHERE {where}"
             total = (
@@ -630,7 +631,7 @@ class RestApi:
             return _read_response(
                 request,
                 body=row["body"],
-                offset=0,
+                offset=page_offset,
                 page_count=row["page_count"],
                 total=row["total"],
                 single=single,

@@ -248,3 +248,28 @@ def test_canonical_payload_text_is_jsonb_output(both):
     # jsonb orders keys by length then bytes and prints ", " and ": " separators.
     assert text == '{"a": {"b": "c\\nd"}, "i": 0, "zz": [1, 2.5, null, true], "é": "ü"}'
     assert json.loads(text) == _dataset(base)[0]["payload"]
+
+
+def test_row_digests_add_up_to_the_chunk_digest(both):
+    client, direct_db, base = both
+
+    rows = client.rpc(
+        "monitoring_events_row_digests", {"from_seq": base, "to_seq": base + ROWS}
+    ).execute()
+    direct = _direct(
+        direct_db,
+        "SELECT seq, digest FROM public.monitoring_events_row_digests(%s, %s)",
+        base,
+        base + ROWS,
+    )
+    ((chunk_digest,),) = _direct(
+        direct_db,
+        "SELECT digest FROM public.monitoring_events_chunk_digests(%s, %s, %s)",
+        base,
+        base + ROWS,
+        ROWS,
+    )
+
+    assert [(r["seq"], r["digest"]) for r in rows.data] == direct
+    assert [r["seq"] for r in rows.data] == list(range(base, base + ROWS))
+    assert str(sum(int(r["digest"]) for r in rows.data) % 2**64) == chunk_digest

@@ -54,7 +54,8 @@ def test_latency_is_added(supabase_faults_cleared, service_client):
     assert time.monotonic() - started >= 0.3
 
 
-def test_delete_clears_and_get_shows(supabase_local, service_client):
+def test_delete_clears_and_get_shows(supabase_faults_cleared, service_client):
+    supabase_local = supabase_faults_cleared
     supabase_local.set_faults(rest_error_rate=0.5, realtime_drop_rate=0.25)
     shown = httpx.get(f"{supabase_local.url}/__faults").json()
     cleared = supabase_local.clear_faults()

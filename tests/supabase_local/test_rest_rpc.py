@@ -196,3 +196,17 @@ def test_rpc_get_runs_read_only(supabase_local, seq_block):
         assert response.json()["code"] == "25006"
     finally:
         supabase_local.sql("DROP FUNCTION public.sl_writes(bigint)")
+
+
+@pytest.mark.usefixtures("helper_functions")
+def test_rpc_table_result_pages_with_count(supabase_local):
+    response = httpx.post(
+        f"{supabase_local.url}/rest/v1/rpc/sl_pairs",
+        params={"select": "k", "order": "k", "offset": "2", "limit": "3"},
+        json={"n": 10},
+        headers={"apikey": supabase_local.service_role_key, "Prefer": "count=exact"},
+    )
+
+    assert response.status_code == 206
+    assert response.json() == [{"k": 3}, {"k": 4}, {"k": 5}]
+    assert response.headers["content-range"] == "2-4/10"
