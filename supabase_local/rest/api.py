@@ -262,7 +262,7 @@ class RestApi:
         statement = Statement()
         qualified = table.qualified
         where = where_sql(statement, logic, table.columns, table.name, qualified)
-        ordering = order_sql(order, table.columns, table.name, qualified)
+        ordering = order_sql(statement, order, table.columns, table.name, qualified)
         page = page_sql(statement, offset, limit)
         row_json = row_json_sql(statement, items, table.columns, table.name, "_pgrst_row")
         total = (
@@ -578,7 +578,7 @@ class RestApi:
             items = parse_select(query.get("select"))
             where = where_sql(statement, logic, columns, function.name, "_pgrst_row")
             ordering = order_sql(
-                parse_order(query.get("order")), columns, function.name, "_pgrst_row"
+                statement, parse_order(query.get("order")), columns, function.name, "_pgrst_row"
             )
             page_offset, limit = page_window(
                 parse_non_negative("limit", query.get("limit")),

@@ -216,9 +216,21 @@ def parse_filters(params: list[tuple[str, str]], skip: set[str]) -> Logic:
     return Logic("AND", tuple(children))
 
 
-_SELECT_ITEM = re.compile(
-    r'^(?:(?P<alias>[^:"]+|"[^"]+"):(?!:))?(?P<column>\*|[^:()!.\->]+|"[^"]+")$'
-)
+_SELECT_ITEM = re.compile(r'^(?:(?P<alias>[^:"]+|"[^"]+"):(?!:))?(?P<column>\*|[^:()!.]+|"[^"]+")$')
+_JSON_STEP = re.compile(r"(->>?)")
+
+
+def split_json_path(reference: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``payload->a->>b`` -> ("payload", (("->", "a"), ("->>", "b"))); a column alone
+    has no steps. Keys stay request text: the SQL layer binds them as parameters."""
+    pieces = _JSON_STEP.split(reference)
+    column = unquote(pieces[0])
+    steps = []
+    for operator, key in zip(pieces[1::2], pieces[2::2], strict=True):
+        if key == "":
+            raise bad_query(f'"failed to parse json path ({reference})"', "empty key")
+        steps.append((operator, unquote(key)))
+    return column, tuple(steps)
 
 
 def parse_select(text: str | None) -> list[SelectItem]:
@@ -239,10 +251,15 @@ def parse_select(text: str | None) -> list[SelectItem]:
         if not match:
             raise bad_query(
                 f'"failed to parse select parameter ({text})"',
-                f"unsupported select item {part!r} (casts and JSON paths are not supported)",
+                f"unsupported select item {part!r} (casts are not supported)",
             )
         alias = match.group("alias")
-        items.append(SelectItem(unquote(match.group("column")), unquote(alias) if alias else None))
+        column = match.group("column")
+        items.append(
+            SelectItem(
+                column if "->" in column else unquote(column), unquote(alias) if alias else None
+            )
+        )
     return items
 
 

@@ -20,6 +20,7 @@ from supabase_local.rest.query import (
     Logic,
     OrderTerm,
     SelectItem,
+    split_json_path,
 )
 
 
@@ -42,6 +43,31 @@ def resolve(columns: Mapping[str, Column], relation_name: str, name: str) -> Col
     if column is None:
         raise undefined_column(relation_name, name)
     return column
+
+
+def reference_sql(
+    statement: Statement,
+    reference: str,
+    columns: Mapping[str, Column],
+    relation_name: str,
+    qualifier: str,
+) -> tuple[str, str, str]:
+    """SQL, type and output name of ``col`` or a JSON path ``col->a->>b``.
+
+    Path keys are bound parameters (integers for array positions, as in PostgREST);
+    ``->`` keeps the column's json/jsonb type, ``->>`` yields text.
+    """
+    name, steps = split_json_path(reference)
+    column = resolve(columns, relation_name, name)
+    sql = f"{qualifier}.{quote(column.name)}"
+    sql_type = column.type
+    output_name = column.name
+    for operator, key in steps:
+        cast = "integer" if key.lstrip("-").isdigit() else "text"
+        sql = f"({sql} {operator} {statement.bind(int(key) if cast == 'integer' else key, cast)})"
+        sql_type = "text" if operator == "->>" else column.type
+        output_name = key
+    return sql, sql_type, output_name
 
 
 def where_sql(
@@ -69,32 +95,37 @@ def _condition_sql(
     relation_name: str,
     qualifier: str,
 ) -> str:
-    column = resolve(columns, relation_name, condition.column)
-    target = f"{qualifier}.{quote(column.name)}"
+    target, target_type, _ = reference_sql(
+        statement, condition.column, columns, relation_name, qualifier
+    )
     if condition.operator == "is":
         sql = f"{target} IS {IS_VALUES[str(condition.value)]}"
     elif condition.operator == "in":
         values = list(condition.value)
-        sql = f"{target} = ANY({statement.bind(values, 'text[]')}::{column.type}[])"
+        sql = f"{target} = ANY({statement.bind(values, 'text[]')}::{target_type}[])"
     else:
         operator = COMPARISON_OPERATORS[condition.operator]
         value = statement.bind(condition.value, "text")
         if condition.operator in ("like", "ilike", "match", "imatch"):
             sql = f"{target}::text {operator} {value}"
         else:
-            sql = f"{target} {operator} {value}::{column.type}"
+            sql = f"{target} {operator} {value}::{target_type}"
     return f"NOT ({sql})" if condition.negated else sql
 
 
 def order_sql(
-    terms: list[OrderTerm], columns: Mapping[str, Column], relation_name: str, qualifier: str
+    statement: Statement,
+    terms: list[OrderTerm],
+    columns: Mapping[str, Column],
+    relation_name: str,
+    qualifier: str,
 ) -> str:
     if not terms:
         return ""
     rendered = []
     for term in terms:
-        column = resolve(columns, relation_name, term.column)
-        piece = f"{qualifier}.{quote(column.name)} {'DESC' if term.descending else 'ASC'}"
+        target, _, _ = reference_sql(statement, term.column, columns, relation_name, qualifier)
+        piece = f"{target} {'DESC' if term.descending else 'ASC'}"
         if term.nulls:
             piece += f" NULLS {term.nulls}"
         rendered.append(piece)
@@ -123,12 +154,14 @@ def row_json_sql(
     pairs = []
     for item in items:
         if item.column == "*":
-            chosen = [(column.name, column.name) for column in columns.values()]
-        else:
-            column = resolve(columns, relation_name, item.column)
-            chosen = [(item.alias or column.name, column.name)]
-        for key, name in chosen:
-            pairs.append(f"{statement.bind(key, 'text')}, {row_alias}.{quote(name)}")
+            for column in columns.values():
+                key = statement.bind(column.name, "text")
+                pairs.append(f"{key}, {row_alias}.{quote(column.name)}")
+            continue
+        target, _, output_name = reference_sql(
+            statement, item.column, columns, relation_name, row_alias
+        )
+        pairs.append(f"{statement.bind(item.alias or output_name, 'text')}, {target}")
     if len(pairs) > 50:
         # json_build_object takes at most 100 arguments.
         raise RestError(400, "PGRST100", "select lists more than 50 columns")

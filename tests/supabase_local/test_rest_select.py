@@ -211,3 +211,36 @@ def test_embedding_is_refused_clearly(supabase_local, items_table):
 
     assert response.status_code == 400
     assert response.json()["code"] == "PGRST200"
+
+
+def test_json_paths_in_select_filter_and_order(items):
+    response = (
+        items()
+        .select("id,k:meta->k,kt:meta->>k")
+        .gte("meta->>k", "3")
+        .order("meta->k", desc=True)
+        .execute()
+    )
+
+    assert response.data == [{"id": 4, "k": 4, "kt": "4"}, {"id": 3, "k": 3, "kt": "3"}]
+
+
+def test_json_path_equality_on_jsonb_and_array_positions(service_client, seq_block):
+    from tests.supabase_local.conftest import event_row
+
+    seqs = seq_block(3)
+    service_client.table("monitoring_events").insert(
+        [event_row(seq) for seq in seqs], returning="minimal"
+    ).execute()
+
+    response = (
+        service_client.table("monitoring_events")
+        .select("seq,payload->nested->>ok,first_tag:payload->tags->>0")
+        .in_("seq", seqs)
+        .eq("payload->n", seqs[1])
+        .execute()
+    )
+
+    assert response.data == [
+        {"seq": seqs[1], "ok": str(seqs[1] % 2 == 0).lower(), "first_tag": "a"}
+    ]
