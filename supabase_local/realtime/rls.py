@@ -16,18 +16,23 @@ DELETE follows Realtime: RLS cannot be applied to a row that no longer exists, s
 delete goes to every role with SELECT privilege on the table, and its ``old_record``
 holds only the primary key unless the table has REPLICA IDENTITY FULL and RLS off.
 
-Catalogue facts are cached for :data:`CACHE_TTL_S` seconds.
+Catalogue facts are cached for :data:`CACHE_TTL_S` seconds and refreshed in the
+background (a change is judged with facts at most one refresh old).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 CACHE_TTL_S = 2.0
 ROLES = ("anon", "authenticated", "service_role")
@@ -109,13 +114,26 @@ class RlsChecker:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._tables: dict[tuple[str, str], TableInfo] = {}
+        self._refreshing: dict[tuple[str, str], asyncio.Task[TableInfo | None]] = {}
 
     async def table(self, schema: str, table: str) -> TableInfo | None:
         key = (schema, table)
         info = self._tables.get(key)
-        if info is not None and time.monotonic() - info.loaded_at < CACHE_TTL_S:
-            return info
-        info = await self._load(schema, table)
+        if info is None:
+            return await self._refresh(key)
+        if time.monotonic() - info.loaded_at >= CACHE_TTL_S and key not in self._refreshing:
+            # Stale-while-revalidate: delivery never waits for the catalogue.
+            task = asyncio.create_task(self._refresh(key))
+            self._refreshing[key] = task
+            task.add_done_callback(lambda _t, k=key: self._refreshing.pop(k, None))
+        return info
+
+    async def _refresh(self, key: tuple[str, str]) -> TableInfo | None:
+        try:
+            info = await self._load(*key)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            log.warning("realtime: reloading %s.%s from the catalogue failed", *key)
+            return self._tables.get(key)
         if info is None:
             self._tables.pop(key, None)
         else:
