@@ -1,0 +1,584 @@
+"""The comparison itself: bisection over chunk digests, then row-by-row judgement.
+
+``compare_range`` is pure reading (no writes anywhere): it returns a ``Comparison`` that
+``reconciliation.services`` stores. The steps:
+
+1. First level: the range is cut into windows of ``chunk_size * max_chunks_per_call``
+   seqs; for each, ONE RPC call returns every chunk's (count, digest) on the Supabase side
+   (calls run ``remote_concurrency`` at a time in worker threads) while the calling thread
+   computes the same chunks locally. With the defaults, 1,000,000 seqs are 4 calls.
+2. Unequal chunks are split ``fanout`` ways and re-digested; unequal chunks close to each
+   other (``merge_gap_rows``) share one call, which never asks for more than
+   ``max_chunks_per_call`` chunks. This repeats until a chunk holds ``leaf_rows`` seqs
+   or fewer.
+3. Leaf chunks are fetched on both sides (several ranges per request) and judged row by
+   row into the categories of ``reconciliation.models.Category``. Should a leaf differ in
+   digest while no field differs in Python (a number whose jsonb text differs but whose
+   value does not), per-row digests decide.
+4. When the range is open-ended, Supabase rows above the local log's highest seq are
+   fetched too: they can only be extras.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection
+
+from events.checksums import event_checksum
+from events.models import Delivery, DeliveryStatus, Event, Sink
+from reconciliation import digest
+from reconciliation.digest import ChunkDigest, EventRow, Meter
+from reconciliation.models import Category
+
+ProgressCallback = Callable[[str, int, int], None]
+# First-level windows one local query covers: a few scans of the delivery table instead of
+# one per window, while a huge range still comes back in pieces.
+LOCAL_WINDOWS_PER_QUERY = 8
+FIELD_ORDER = digest.CONTENT_FIELDS
+
+
+class TimeLimitExceeded(Exception):
+    """The run's time limit passed; what was compared so far is kept."""
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    chunk_size: int = 256
+    max_chunks_per_call: int = 1000
+    fanout: int = 16
+    leaf_rows: int = 16
+    merge_gap_rows: int = 2048
+    remote_concurrency: int = 2
+    expected_absent_sample: int = 100
+    tail_limit: int = 1000
+
+
+@dataclass(frozen=True)
+class Finding:
+    seq: int
+    category: Category
+    fields: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    criticality: str = ""
+
+
+@dataclass
+class Comparison:
+    from_seq: int
+    to_seq: int  # exclusive
+    findings: list[Finding] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    chunks_compared: int = 0
+    local_expected: int = 0  # events expected in Supabase in the range (digest counts)
+    young_in_range: int = 0
+    young_seen: set[int] = field(default_factory=set)
+    extras_judged: int = 0
+    meter: Meter = field(default_factory=Meter)
+    levels: int = 0
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        self.counts[finding.category.value] = self.counts.get(finding.category.value, 0) + 1
+
+    @property
+    def error_findings(self) -> list[Finding]:
+        return [f for f in self.findings if f.category != Category.EXPECTED_ABSENT]
+
+    @property
+    def judged(self) -> int:
+        return max(self.local_expected - self.young_in_range, 0) + self.extras_judged
+
+    @property
+    def agreeing(self) -> int:
+        return max(self.judged - len(self.error_findings), 0)
+
+
+# --- row judgement --------------------------------------------------------------------------
+
+
+def _micros(value: datetime) -> int:
+    delta = value.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _field_key(name: str, value: Any) -> Any:
+    if name in ("occurred_at", "received_at"):
+        return _micros(value)
+    if name == "payload":
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return str(value).rstrip() if name == "checksum" else value
+
+
+def differing_fields(local: EventRow, remote: EventRow) -> tuple[str, ...]:
+    return tuple(
+        name
+        for name in FIELD_ORDER
+        if _field_key(name, getattr(local, name)) != _field_key(name, getattr(remote, name))
+    )
+
+
+def checksum_valid(row: EventRow) -> bool:
+    try:
+        return event_checksum(**row.content()) == str(row.checksum).rstrip()
+    except (TypeError, ValueError):
+        return False
+
+
+def judge_pair(
+    *, seq: int, local: EventRow | None, remote: EventRow | None, cutoff: datetime
+) -> Finding | None | str:
+    """One seq: a ``Finding``, ``None`` when both sides agree, or ``"young"`` when the
+    event is inside the grace period (not judged)."""
+    if local is not None and local.received_at > cutoff:
+        if remote is None and local.delivery_status in (
+            DeliveryStatus.PENDING,
+            DeliveryStatus.FAILED,
+        ):
+            return Finding(
+                seq,
+                Category.EXPECTED_ABSENT,
+                details={"reason": f"delivery {local.delivery_status} within the grace period"},
+                criticality=local.criticality,
+            )
+        return "young"
+    if local is None and remote is None:
+        return None
+    if remote is None:
+        if local.delivery_status == DeliveryStatus.SKIPPED:
+            return Finding(
+                seq,
+                Category.EXPECTED_ABSENT,
+                details={"reason": "delivery skipped by route"},
+                criticality=local.criticality,
+            )
+        return Finding(
+            seq,
+            Category.MISSING_IN_SUPABASE,
+            details={
+                "delivery_status": local.delivery_status,
+                "delivery_attempts": local.delivery_attempts,
+                "delivery_error": local.delivery_error[:500],
+                "local_checksum_valid": checksum_valid(local),
+            },
+            criticality=local.criticality,
+        )
+    if local is None:
+        if remote.received_at > cutoff:
+            return "young"
+        return Finding(
+            seq,
+            Category.EXTRA_IN_SUPABASE,
+            details={"supabase_checksum_valid": checksum_valid(remote)},
+            criticality=remote.criticality,
+        )
+    fields = differing_fields(local, remote)
+    local_ok, remote_ok = checksum_valid(local), checksum_valid(remote)
+    if not (local_ok and remote_ok):
+        side = "both" if not (local_ok or remote_ok) else ("local" if not local_ok else "supabase")
+        return Finding(
+            seq,
+            Category.CHECKSUM_INVALID,
+            fields=fields,
+            details={"side": side, **_values(local, remote, fields)},
+            criticality=local.criticality,
+        )
+    if fields:
+        return Finding(
+            seq,
+            Category.CONTENT_MISMATCH,
+            fields=fields,
+            details=_values(local, remote, fields),
+            criticality=local.criticality,
+        )
+    return None
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return value if len(text) <= 500 else text[:500] + "…"
+
+
+def _values(local: EventRow, remote: EventRow, fields: Sequence[str]) -> dict[str, Any]:
+    return {
+        "local": {name: _short(getattr(local, name)) for name in fields},
+        "supabase": {name: _short(getattr(remote, name)) for name in fields},
+    }
+
+
+def judge_rows(
+    *,
+    seqs: Iterable[int],
+    local_rows: Iterable[EventRow],
+    remote_rows: Iterable[EventRow],
+    cutoff: datetime,
+) -> tuple[list[Finding], set[int], set[int]]:
+    """Judge every seq; returns (findings, young seqs, seqs that agree)."""
+    local = {row.seq: row for row in local_rows}
+    remote = {row.seq: row for row in remote_rows}
+    findings, young, agreeing = [], set(), set()
+    for seq in sorted(set(seqs) | local.keys() | remote.keys()):
+        outcome = judge_pair(seq=seq, local=local.get(seq), remote=remote.get(seq), cutoff=cutoff)
+        if outcome == "young":
+            young.add(seq)
+        elif outcome is None:
+            agreeing.add(seq)
+        else:
+            findings.append(outcome)
+    return findings, young, agreeing
+
+
+# --- bisection ------------------------------------------------------------------------------
+
+
+def _unequal(local: list[ChunkDigest], remote: list[ChunkDigest]) -> list[tuple[int, int]]:
+    mine = {c.start: c for c in local}
+    theirs = {c.start: c for c in remote}
+    out = []
+    for start in sorted(mine.keys() | theirs.keys()):
+        a, b = mine.get(start), theirs.get(start)
+        if a is None or b is None or a.count != b.count or a.digest != b.digest:
+            out.append((start, (a or b).end))
+    return out
+
+
+def _spans(
+    chunks: list[tuple[int, int]], *, sub_size: int, config: CompareConfig
+) -> list[tuple[int, int]]:
+    """Group unequal chunks into calls: neighbours closer than ``merge_gap_rows`` share a
+    call as long as it asks for at most ``max_chunks_per_call`` sub-chunks."""
+    spans: list[list[int]] = []
+    limit = sub_size * config.max_chunks_per_call
+    for start, end in chunks:
+        if spans:
+            span = spans[-1]
+            if start - span[1] <= config.merge_gap_rows and end - span[0] <= limit:
+                span[1] = end
+                continue
+        spans.append([start, end])
+    return [(a, b) for a, b in spans]
+
+
+class _Bisector:
+    def __init__(
+        self,
+        *,
+        config: CompareConfig,
+        comparison: Comparison,
+        deadline: float,
+        progress: ProgressCallback | None,
+        pool: ThreadPoolExecutor,
+    ):
+        self.config = config
+        self.comparison = comparison
+        self.meter = comparison.meter
+        self.deadline = deadline
+        self.progress = progress or (lambda phase, done, total: None)
+        self.pool = pool
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TimeLimitExceeded("the run's time limit passed")
+
+    def digest_spans(
+        self,
+        spans: list[tuple[int, int]],
+        *,
+        chunk_size: int,
+        phase: str,
+        local_group: int = 1,
+    ) -> list[tuple[int, int]]:
+        """Digest ``spans`` on both sides in ``chunk_size`` chunks; return unequal chunks.
+
+        Supabase gets one call per span (a bounded answer each); locally, ``local_group``
+        contiguous spans share one query (the chunk grid is the same).
+        """
+        futures = [
+            self.pool.submit(
+                digest.remote_chunk_digests,
+                from_seq=a,
+                to_seq=b,
+                chunk_size=chunk_size,
+                meter=self.meter,
+            )
+            for a, b in spans
+        ]
+        groups = [
+            list(range(i, min(i + local_group, len(spans))))
+            for i in range(0, len(spans), local_group)
+        ]
+        unequal: list[tuple[int, int]] = []
+        try:
+            for done, group in enumerate(groups, start=1):
+                self.check_time()
+                local = digest.local_chunk_digests(
+                    from_seq=spans[group[0]][0],
+                    to_seq=spans[group[-1]][1],
+                    chunk_size=chunk_size,
+                    meter=self.meter,
+                )
+                remote = [chunk for i in group for chunk in futures[i].result()]
+                if phase == "hashing":
+                    self.comparison.local_expected += sum(c.count for c in local)
+                self.comparison.chunks_compared += len({c.start for c in local + remote})
+                unequal.extend(_unequal(local, remote))
+                self.progress(phase, done, len(groups))
+        finally:
+            for future in futures:
+                future.cancel()
+        return unequal
+
+    def run(self, from_seq: int, to_seq: int) -> list[tuple[int, int]]:
+        """Return the leaf ranges (half-open) whose rows must be compared."""
+        config = self.config
+        window = config.chunk_size * config.max_chunks_per_call
+        spans = [(a, min(a + window, to_seq)) for a in range(from_seq, to_seq, window)]
+        size = config.chunk_size
+        unequal = self.digest_spans(
+            spans, chunk_size=size, phase="hashing", local_group=LOCAL_WINDOWS_PER_QUERY
+        )
+        self.comparison.levels = 1
+        leaves: list[tuple[int, int]] = []
+        while unequal:
+            self.check_time()
+            small = [(a, b) for a, b in unequal if b - a <= config.leaf_rows]
+            leaves.extend(small)
+            big = [(a, b) for a, b in unequal if b - a > config.leaf_rows]
+            if not big:
+                break
+            size = max(config.leaf_rows, math.ceil(size / config.fanout))
+            spans = _spans(big, sub_size=size, config=config)
+            unequal = self.digest_spans(spans, chunk_size=size, phase="bisecting")
+            self.comparison.levels += 1
+        return sorted(leaves)
+
+
+def _batches(ranges: list[tuple[int, int]], *, max_rows: int) -> list[list[tuple[int, int]]]:
+    batches: list[list[tuple[int, int]]] = []
+    rows = 0
+    for start, end in ranges:
+        if (
+            batches
+            and rows + (end - start) <= max_rows
+            and (len(batches[-1]) < digest.MAX_RANGES_PER_REQUEST)
+        ):
+            batches[-1].append((start, end))
+            rows += end - start
+        else:
+            batches.append([(start, end)])
+            rows = end - start
+    return batches
+
+
+def _row_digest_check(ranges: list[tuple[int, int]], *, meter: Meter) -> list[int]:
+    """Seqs whose per-row digests differ (chunk size 1) in the given leaf ranges."""
+    seqs: list[int] = []
+    for a, b in ranges:
+        local = digest.local_chunk_digests(from_seq=a, to_seq=b, chunk_size=1, meter=meter)
+        remote = digest.remote_chunk_digests(from_seq=a, to_seq=b, chunk_size=1, meter=meter)
+        seqs.extend(start for start, _ in _unequal(local, remote))
+    return seqs
+
+
+def _local_young_count(*, from_seq: int, to_seq: int, cutoff: datetime, meter: Meter) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT count(*) FROM {Event._meta.db_table} AS e
+            WHERE e.seq >= %s AND e.seq < %s AND e.received_at > %s
+              AND NOT EXISTS (
+                  SELECT 1 FROM {Delivery._meta.db_table} AS d
+                  WHERE d.event_id = e.seq AND d.sink = %s AND d.status = %s
+              )
+            """,
+            [from_seq, to_seq, cutoff, Sink.SUPABASE, DeliveryStatus.SKIPPED],
+        )
+        (count,) = cursor.fetchone()
+    meter.local()
+    return count
+
+
+def _expected_absent(
+    *, from_seq: int, to_seq: int, cutoff: datetime, sample: int, meter: Meter
+) -> tuple[int, list[Finding]]:
+    """Skipped deliveries in the range, and pending/failed ones still inside the grace
+    period (anywhere from ``from_seq`` on): never errors, counted, a sample kept."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT e.seq, e.criticality, d.status, count(*) OVER () AS total
+            FROM {Event._meta.db_table} AS e
+            JOIN {Delivery._meta.db_table} AS d
+              ON d.event_id = e.seq AND d.sink = %s
+            WHERE e.seq >= %s AND (
+                (e.seq < %s AND d.status = %s)
+                OR (e.received_at > %s AND d.status IN (%s, %s))
+            )
+            ORDER BY e.seq
+            LIMIT %s
+            """,
+            [
+                Sink.SUPABASE,
+                from_seq,
+                to_seq,
+                DeliveryStatus.SKIPPED,
+                cutoff,
+                DeliveryStatus.PENDING,
+                DeliveryStatus.FAILED,
+                max(sample, 1),
+            ],
+        )
+        rows = cursor.fetchall()
+    meter.local(len(rows))
+    total = rows[0][3] if rows else 0
+    rows = rows[:sample]
+    findings = [
+        Finding(
+            seq,
+            Category.EXPECTED_ABSENT,
+            details={
+                "reason": "delivery skipped by route"
+                if status == DeliveryStatus.SKIPPED
+                else f"delivery {status} within the grace period"
+            },
+            criticality=criticality,
+        )
+        for seq, criticality, status, _ in rows
+    ]
+    return total, findings
+
+
+def compare_range(
+    *,
+    from_seq: int,
+    to_seq: int,
+    cutoff: datetime,
+    open_ended: bool,
+    local_max_seq: int,
+    config: CompareConfig,
+    deadline: float,
+    progress: ProgressCallback | None = None,
+    comparison: Comparison | None = None,
+) -> Comparison:
+    """Compare ``[from_seq, to_seq)``; events received after ``cutoff`` are not judged.
+
+    ``comparison`` may be passed in so that a caller keeps the figures gathered before a
+    ``TimeLimitExceeded``.
+    """
+    comparison = comparison or Comparison(from_seq=from_seq, to_seq=to_seq)
+    meter = comparison.meter
+    with ThreadPoolExecutor(
+        max_workers=max(1, config.remote_concurrency), thread_name_prefix="reconcile"
+    ) as pool:
+        bisector = _Bisector(
+            config=config, comparison=comparison, deadline=deadline, progress=progress, pool=pool
+        )
+        leaves = bisector.run(from_seq, to_seq) if to_seq > from_seq else []
+
+    # Leaf rows, both sides, judged one by one.
+    batches = _batches(leaves, max_rows=config.max_chunks_per_call)
+    findings: list[Finding] = []
+    young: set[int] = set()
+    for index, batch in enumerate(batches):
+        bisector.check_time()
+        local_rows = digest.local_rows_in_ranges(ranges=batch, meter=meter)
+        remote_rows = digest.remote_rows_in_ranges(ranges=batch, meter=meter)
+        batch_findings, batch_young, _ = judge_rows(
+            seqs=(), local_rows=local_rows, remote_rows=remote_rows, cutoff=cutoff
+        )
+        found = {f.seq for f in batch_findings} | batch_young
+        # Skipped events present in a leaf are counted by _expected_absent already.
+        batch_findings = [
+            f
+            for f in batch_findings
+            if not (
+                f.category == Category.EXPECTED_ABSENT
+                and f.details.get("reason") == "delivery skipped by route"
+            )
+        ]
+        silent = [(a, b) for a, b in batch if not any(a <= seq < b for seq in found)]
+        if silent:
+            # The digests differ but no field does as Python sees it: let per-row
+            # digests name the seqs.
+            by_seq = {row.seq: row for row in local_rows}
+            for seq in _row_digest_check(silent, meter=meter):
+                local = by_seq.get(seq)
+                if local is not None and local.delivery_status == DeliveryStatus.SKIPPED:
+                    continue  # a skipped event Supabase holds anyway, and holds equal
+                criticality = local.criticality if local else ""
+                batch_findings.append(
+                    Finding(
+                        seq,
+                        Category.CONTENT_MISMATCH,
+                        fields=("payload",),
+                        details={"note": "row digests differ (jsonb text), values compare equal"},
+                        criticality=criticality,
+                    )
+                )
+        findings.extend(batch_findings)
+        young |= batch_young
+        if progress:
+            progress("comparing rows", index + 1, len(batches))
+
+    # Open-ended: Supabase rows above the local log's highest seq can only be extras.
+    if open_ended:
+        bisector.check_time()
+        tail = digest.remote_rows_after(
+            after_seq=max(local_max_seq, to_seq - 1),
+            received_before=cutoff,
+            limit=config.tail_limit,
+            meter=meter,
+        )
+        if tail:
+            present = {
+                r.seq for r in digest.local_rows_by_seq(seqs=[r.seq for r in tail], meter=meter)
+            }
+            for row in tail:
+                if row.seq not in present:
+                    findings.append(
+                        Finding(
+                            row.seq,
+                            Category.EXTRA_IN_SUPABASE,
+                            details={
+                                "supabase_checksum_valid": checksum_valid(row),
+                                "above_local_log": True,
+                            },
+                            criticality=row.criticality,
+                        )
+                    )
+
+    for finding in findings:
+        comparison.add(finding)
+        if finding.category == Category.EXTRA_IN_SUPABASE:
+            comparison.extras_judged += 1
+    comparison.young_seen = young
+
+    # Counted, never judged.
+    comparison.young_in_range = _local_young_count(
+        from_seq=from_seq, to_seq=to_seq, cutoff=cutoff, meter=meter
+    )
+    expected_total, sample = _expected_absent(
+        from_seq=from_seq,
+        to_seq=to_seq,
+        cutoff=cutoff,
+        sample=config.expected_absent_sample,
+        meter=meter,
+    )
+    already = {f.seq for f in comparison.findings}
+    for finding in sample:
+        if finding.seq not in already:
+            comparison.findings.append(finding)
+    counted = sum(1 for f in comparison.findings if f.category == Category.EXPECTED_ABSENT)
+    comparison.counts[Category.EXPECTED_ABSENT.value] = max(expected_total, counted)
+    if not comparison.counts[Category.EXPECTED_ABSENT.value]:
+        del comparison.counts[Category.EXPECTED_ABSENT.value]
+    return comparison
