@@ -145,7 +145,11 @@ def parse_list(text: str) -> tuple[str, ...]:
     inner = text[1:-1]
     if inner == "":
         return ()
-    return tuple(unquote(item.strip()) for item in split_top_level(inner))
+    # Whitespace is part of an unquoted value (as in PostgREST); around quotes it is not.
+    return tuple(
+        unquote(item.strip()) if item.strip().startswith('"') else item
+        for item in split_top_level(inner)
+    )
 
 
 def parse_condition(column: str, expression: str, *, in_logic: bool = False) -> Condition:
@@ -212,7 +216,9 @@ def parse_filters(params: list[tuple[str, str]], skip: set[str]) -> Logic:
         if key in LOGIC_PARAMS:
             children.append(parse_logic(key, value))
         else:
-            children.append(parse_condition(key, value))
+            # Clients quote names holding reserved characters (``"a,b"=eq.1``).
+            column = key if "->" in key else unquote(key)
+            children.append(parse_condition(column, value))
     return Logic("AND", tuple(children))
 
 
