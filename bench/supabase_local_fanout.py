@@ -320,6 +320,8 @@ async def _run(args: argparse.Namespace) -> int:
             oms = [v * 1000 for v in official_lat]
             print(f"  official clients only: p50 {_pct(oms, 50):.1f}  p95 {_pct(oms, 95):.1f}")
         ok = len(every) == expected and _pct(ms, 95) <= args.target_p95_ms
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"load average at the end (1, 5, 15 min): {load}  [{os.cpu_count()} CPUs]")
         verdict = "met" if ok else "NOT met"
         print(f"target p95 <= {args.target_p95_ms:.0f} ms: {verdict}")
         return 0 if ok else 1
