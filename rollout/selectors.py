@@ -77,9 +77,7 @@ def user_transport(user) -> str:
 
 
 def user_transport_choice(user) -> str:
-    choice = (
-        TransportPreference.objects.filter(user=user).values_list("choice", flat=True).first()
-    )
+    choice = TransportPreference.objects.filter(user=user).values_list("choice", flat=True).first()
     return str(choice or TransportChoice.AUTO)
 
 
@@ -350,3 +348,9 @@ def health_series(
         for bucket, p95, operations, failures in rows
         if 0 <= bucket < buckets
     ]
+
+
+def open_alerts(*, limit: int = 50) -> list:
+    from rollout.models import Alert
+
+    return list(Alert.objects.filter(acknowledged_at__isnull=True)[:limit])

@@ -511,3 +511,63 @@ def rollout_promotion_check(*, now: datetime | None = None) -> Evaluation:
         )  # fmt: skip
         evaluation.promoted_to = target
         return evaluation
+
+
+def telemetry_record(*, report) -> int:
+    """Store a page's report (``rollout.telemetry.TelemetryReport``) as browser samples.
+
+    Counters become one weighted row each; each latency is a row (the percentiles need
+    the values) and together they count as that many successful deliveries.
+    """
+    transport = report.transport
+    samples = [
+        SampleInput(transport, SampleKind.CONNECT, weight=report.connects),
+        SampleInput(transport, SampleKind.CONNECT_FAILURE, weight=report.connect_failures),
+        SampleInput(transport, SampleKind.ERROR, weight=report.errors),
+        SampleInput(transport, SampleKind.DELIVERY, 1.0, weight=len(report.latencies_ms)),
+        *(SampleInput(transport, SampleKind.LATENCY, value) for value in report.latencies_ms),
+    ]
+    return health_samples_record(origin=SampleOrigin.BROWSER, samples=samples)
+
+
+# --- Prober ----------------------------------------------------------------------------------
+
+
+def prober_user_get_or_create():
+    """The prober's service user: no usable password, not staff, created on first use."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    user, created = User.objects.get_or_create(
+        username=rollout_setting("ROLLOUT_PROBER_USERNAME"),
+        defaults={"is_staff": False, "is_superuser": False},
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def prober_session_create(*, user_id: int) -> str:
+    """A server-side session signed in as the prober user; returns its key.
+
+    Built the way ``django.contrib.auth.login`` fills a session, so the Channels auth
+    middleware accepts its cookie like any browser's.
+    """
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+    )
+
+    user = get_user_model().objects.get(pk=user_id)
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return store.session_key

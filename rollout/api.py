@@ -1,0 +1,122 @@
+"""JSON endpoints of the rollout app.
+
+- ``GET /api/time``: the server clock, for pages to measure their offset.
+- ``GET /api/transport``: the signed-in user's transport (pages re-read it when a
+  ``transport_changed`` control message arrives).
+- ``POST /api/telemetry``: a page's health report. Signed-in and CSRF-protected like any
+  form of the site (the page sends the ``X-CSRFToken`` header), rate-limited per user.
+
+Errors are JSON ``{"error": {"code", "message", "field"?}}`` as in the events API.
+"""
+
+import json
+import logging
+import time
+from functools import wraps
+from typing import Any
+
+from django.core.cache import cache
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from rollout import selectors, services
+from rollout.conf import rollout_setting
+from rollout.telemetry import TelemetryInputError, telemetry_parse
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(
+    *, status: int, code: str, message: str, field: str | None = None, headers=None
+) -> JsonResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return JsonResponse({"error": body}, status=status, headers=headers)
+
+
+def signed_in_json(view):
+    """401 JSON for anonymous callers (an API answers; it does not redirect to a form)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return error_response(status=401, code="unauthorized", message="sign in first")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@never_cache
+@require_GET
+def server_time(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"now_ms": time.time() * 1000})
+
+
+@never_cache
+@require_GET
+@signed_in_json
+def transport(request: HttpRequest) -> JsonResponse:
+    state = selectors.rollout_state_get()
+    return JsonResponse(
+        {
+            "transport": selectors.user_transport(request.user),
+            "choice": selectors.user_transport_choice(request.user),
+            "stage": state.stage,
+            "killed": state.killed,
+        }
+    )
+
+
+def _rate_limited(user_id: int) -> int | None:
+    """Seconds to wait when the user is over the per-minute budget, else None.
+
+    A fixed one-minute window counted in Redis (``cache.incr`` is atomic there), so the
+    limit holds across every daphne process.
+    """
+    limit = int(rollout_setting("ROLLOUT_TELEMETRY_RATE_PER_MINUTE"))
+    now = time.time()
+    window = int(now // 60)
+    key = f"rollout:telemetry:{user_id}:{window}"
+    cache.add(key, 0, timeout=120)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=120)
+        count = 1
+    if count > limit:
+        return max(1, int((window + 1) * 60 - now))
+    return None
+
+
+@require_POST
+@signed_in_json
+def telemetry(request: HttpRequest) -> JsonResponse:
+    if (request.content_type or "") != "application/json":
+        return error_response(
+            status=415, code="unsupported_media_type", message="send application/json",
+            field="body",
+        )  # fmt: skip
+    wait = _rate_limited(request.user.pk)
+    if wait is not None:
+        return error_response(
+            status=429, code="rate_limited", message="too many telemetry reports; slow down",
+            headers={"Retry-After": str(wait)},
+        )  # fmt: skip
+    try:
+        data = json.loads(request.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return error_response(
+            status=400, code="malformed_json", message="the body is not JSON", field="body"
+        )
+    try:
+        report = telemetry_parse(data)
+    except TelemetryInputError as exc:
+        return error_response(status=400, code="invalid", message=exc.message, field=exc.field)
+    try:
+        recorded = services.telemetry_record(report=report)
+    except Exception:  # a page's report must never produce a 500; it can retry
+        logger.exception("telemetry could not be stored")
+        return error_response(status=503, code="unavailable", message="try again later")
+    return JsonResponse({"recorded": recorded}, status=202)

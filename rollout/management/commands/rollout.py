@@ -1,0 +1,128 @@
+"""``manage.py rollout status|stage S|kill --reason R|resume --reason R``: the rollout for
+operators without a browser. Changes are audited as the system user ("system") unless
+``--as USERNAME`` names the operator."""
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from rich.console import Console
+from rich.table import Table
+
+from rollout import selectors, services
+from rollout.models import STAGE_PERCENT
+
+
+def _fmt(value, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}{suffix}"
+    return f"{value}{suffix}"
+
+
+class Command(BaseCommand):
+    help = "Show or change the Supabase Realtime rollout (stage, kill switch)."
+
+    def add_arguments(self, parser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        sub.add_parser("status", help="stage, kill switch, cohorts, health, open alerts")
+        stage = sub.add_parser("stage", help="move to a stage")
+        stage.add_argument("stage", choices=[str(s) for s in STAGE_PERCENT])
+        stage.add_argument("--reason", default="set from the command line")
+        for name, text in (("kill", "throw the kill switch"), ("resume", "release it")):
+            command = sub.add_parser(name, help=text)
+            command.add_argument("--reason", required=True)
+        for command in sub.choices.values():
+            command.add_argument("--as", dest="username", help="audit as this (staff) user")
+
+    def handle(self, *args, action: str, username: str | None = None, **options) -> None:
+        self.console = Console(file=self.stdout, width=120)
+        if action == "status":
+            self._status()
+            return
+        actor = self._actor(username)
+        reason = (options.get("reason") or "").strip()
+        if not reason:
+            raise CommandError("--reason must not be empty")
+        try:
+            if action == "stage":
+                state = services.rollout_stage_set(
+                    stage=options["stage"], actor=actor, reason=reason
+                )
+                self.stdout.write(f"stage is now {state.stage}")
+            elif action == "kill":
+                _, changed = services.rollout_kill(actor=actor, reason=reason)
+                self.stdout.write("kill switch thrown" if changed else "kill switch already on")
+            elif action == "resume":
+                state, changed = services.rollout_resume(actor=actor, reason=reason)
+                self.stdout.write(
+                    f"resumed at stage {state.stage}" if changed else "kill switch was not on"
+                )
+        except services.RolloutError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _actor(self, username: str | None):
+        if username is None:
+            return None
+        user = get_user_model().objects.filter(username=username, is_staff=True).first()
+        if user is None:
+            raise CommandError(f"no staff user named {username!r}")
+        return user
+
+    def _status(self) -> None:
+        state = selectors.rollout_state_get()
+        report = selectors.health_report()
+        sizes = selectors.cohort_sizes()
+        summary = Table(title="Rollout", show_header=False)
+        summary.add_row("stage", f"{state.stage} ({selectors.supabase_flag_percent():g} %)")
+        summary.add_row(
+            "kill switch",
+            f"[bold red]ON[/] since {state.killed_at:%Y-%m-%d %H:%M:%S} — {state.kill_reason}"
+            if state.killed
+            else "off",
+        )
+        summary.add_row(
+            "auto promotion",
+            f"{'on' if state.auto_promotion_enabled else 'off'}, dwell "
+            f"{state.promotion_dwell_seconds} s",
+        )
+        summary.add_row("cohorts", f"websocket {sizes['websocket']}, supabase {sizes['supabase']}")
+        self.console.print(summary)
+
+        health = Table(title="Health")
+        for column in (
+            "transport", "window", "ops", "failures", "error rate", "latency n",
+            "p50 ms", "p95 ms", "p99 ms", "conn. failures in a row",
+        ):  # fmt: skip
+            health.add_column(column, justify="right" if column != "transport" else "left")
+        for item in (
+            report.supabase_short, report.supabase_long, report.websocket_short,
+            report.websocket_long,
+        ):  # fmt: skip
+            health.add_row(
+                item.transport, f"{item.window_seconds} s", str(item.operations),
+                str(item.failures),
+                "-" if item.error_rate is None else f"{item.error_rate:.2%}",
+                str(item.latency_samples), _fmt(item.p50_ms), _fmt(item.p95_ms),
+                _fmt(item.p99_ms), str(item.consecutive_connect_failures),
+            )  # fmt: skip
+        self.console.print(health)
+        self.console.print(
+            f"latency baseline: {report.baseline.p95_ms:.1f} ms ({report.baseline.source})"
+        )
+        if report.breaches:
+            for breach in report.breaches:
+                self.console.print(f"[bold red]breach[/] {breach.message}")
+        else:
+            self.console.print("no threshold breached")
+
+        alerts = selectors.open_alerts()
+        if alerts:
+            table = Table(title="Open alerts")
+            for column in ("severity", "kind", "count", "last seen", "message"):
+                table.add_column(column)
+            for alert in alerts:
+                table.add_row(
+                    alert.severity, alert.kind, str(alert.count),
+                    f"{alert.last_seen:%Y-%m-%d %H:%M:%S}", alert.message[:80],
+                )  # fmt: skip
+            self.console.print(table)

@@ -1,0 +1,346 @@
+"""The prober: one process that watches both transports the way a browser does.
+
+It subscribes to the legacy feed (a real WebSocket to daphne, signed in with a session
+made on the server for a service user) and to Supabase Realtime (postgres_changes INSERT
+on ``public.monitoring_events`` with the official async client and a user token), then
+publishes a ``monitor.probe`` event every ``interval`` seconds through ``event_publish``.
+
+Every measurement is taken with ``time.time()`` of this one process, so sending and
+receiving are on the same clock: latency is receipt time minus the time just before the
+publish call. Per transport it records (as ``HealthSample`` rows, origin ``prober``):
+``delivery`` 1 or 0 (lost: not seen within ``loss_timeout``), ``latency`` in ms,
+``connect`` and ``connect_failure`` for every connection attempt, and ``error`` when an
+established connection drops or the server reports an error. It reconnects with
+exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import websockets
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from rollout import services
+from rollout.models import SampleKind, SampleOrigin, Transport
+from rollout.services import SampleInput
+
+logger = logging.getLogger(__name__)
+
+PROBE_EVENT_TYPE = "monitor.probe"
+PROBE_SOURCE = "prober"
+CONNECT_TIMEOUT_SECONDS = 10.0
+# Tokens are minted for an hour and the subscription is renewed before they expire.
+TOKEN_SECONDS = 3600
+TOKEN_RENEW_SECONDS = 3000
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset after a connection that worked."""
+
+    def __init__(self, *, first: float = 0.5, cap: float = 10.0) -> None:
+        self.first, self.cap, self.failures = first, cap, 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        ceiling = min(self.cap, self.first * 2 ** (self.failures - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class Probe:
+    probe_id: str
+    sent_at: float
+    delivered: set[str] = field(default_factory=set)
+    lost: set[str] = field(default_factory=set)
+
+
+class Prober:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        user_id: int,
+        interval: float = 5.0,
+        loss_timeout: float = 10.0,
+        supabase: bool = True,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        self.feed_url = f"{scheme}://{parts.netloc}/ws/events/"
+        self.user_id = user_id
+        self.interval = interval
+        self.loss_timeout = loss_timeout
+        self.transports = [Transport.WEBSOCKET.value] + (
+            [Transport.SUPABASE.value] if supabase else []
+        )
+        self.pending: dict[str, Probe] = {}
+        self.samples: list[SampleInput] = []
+        self.stopping = asyncio.Event()
+        self.legacy_after: int | None = None
+        self.session_key: str | None = None
+        self.counts: dict[str, int] = {}
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    def record(self, transport: str, kind: str, value: float = 1.0, at: float | None = None):
+        at = time.time() if at is None else at
+        self.samples.append(
+            SampleInput(transport, kind, value, at=datetime.fromtimestamp(at, tz=UTC))
+        )
+        key = f"{transport}.{kind}" + (".lost" if kind == SampleKind.DELIVERY and not value else "")
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def delivered(self, transport: str, payload: dict, received_at: float) -> None:
+        probe = self.pending.get(str(payload.get("probe_id")))
+        if probe is None or transport in probe.delivered or transport in probe.lost:
+            return  # not ours, a duplicate, or already counted as lost
+        probe.delivered.add(transport)
+        self.record(transport, SampleKind.DELIVERY, 1.0, at=received_at)
+        self.record(
+            transport, SampleKind.LATENCY, (received_at - probe.sent_at) * 1000, received_at
+        )
+        self._forget_if_done(probe)
+
+    def _forget_if_done(self, probe: Probe) -> None:
+        if len(probe.delivered) + len(probe.lost) >= len(self.transports):
+            self.pending.pop(probe.probe_id, None)
+
+    def reap(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for probe in list(self.pending.values()):
+            if now - probe.sent_at < self.loss_timeout:
+                continue
+            for transport in self.transports:
+                if transport not in probe.delivered and transport not in probe.lost:
+                    probe.lost.add(transport)
+                    self.record(transport, SampleKind.DELIVERY, 0.0, at=now)
+            self._forget_if_done(probe)
+
+    async def flush(self) -> None:
+        samples, self.samples = self.samples, []
+        if not samples:
+            return
+        try:
+            await sync_to_async(services.health_samples_record)(
+                origin=SampleOrigin.PROBER, samples=samples
+            )
+        except Exception:
+            logger.exception("prober: could not store %s samples; keeping them", len(samples))
+            self.samples = samples + self.samples
+
+    # --- loops ----------------------------------------------------------------------------
+
+    async def run(self, *, duration: float | None = None) -> None:
+        tasks = [
+            asyncio.create_task(self._publish_loop(), name="publish"),
+            asyncio.create_task(self._legacy_loop(), name="legacy"),
+            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+        ]
+        if Transport.SUPABASE in self.transports:
+            tasks.append(asyncio.create_task(self._supabase_loop(), name="supabase"))
+        try:
+            if duration is None:
+                await self.stopping.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), duration)
+        finally:
+            self.stopping.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.flush()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _publish_loop(self) -> None:
+        from events.services import event_publish
+
+        while not self.stopping.is_set():
+            probe = Probe(probe_id=uuid.uuid4().hex, sent_at=time.time())
+            self.pending[probe.probe_id] = probe
+            try:
+                await sync_to_async(event_publish)(
+                    event_type=PROBE_EVENT_TYPE,
+                    source=PROBE_SOURCE,
+                    payload={"probe_id": probe.probe_id, "sent_at": probe.sent_at},
+                )
+            except Exception:
+                # Not a transport's fault: the probe never left, so nobody can lose it.
+                logger.exception("prober: publishing a probe failed")
+                self.pending.pop(probe.probe_id, None)
+            await self._sleep(self.interval)
+
+    async def _housekeeping_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.reap()
+            await self.flush()
+            await self._sleep(0.5)
+
+    # --- legacy feed ------------------------------------------------------------------------
+
+    async def _session_cookie(self) -> str:
+        if self.session_key is None:
+            self.session_key = await sync_to_async(services.prober_session_create)(
+                user_id=self.user_id
+            )
+        return f"{settings.SESSION_COOKIE_NAME}={self.session_key}"
+
+    async def _legacy_loop(self) -> None:
+        backoff = Backoff()
+        while not self.stopping.is_set():
+            connected = False
+            try:
+                cookie = await self._session_cookie()
+                async with websockets.connect(
+                    self.feed_url,
+                    origin=self.base_url,
+                    additional_headers={"Cookie": cookie},
+                    open_timeout=CONNECT_TIMEOUT_SECONDS,
+                    max_size=None,
+                ) as socket:
+                    welcome = json.loads(
+                        await asyncio.wait_for(socket.recv(), CONNECT_TIMEOUT_SECONDS)
+                    )
+                    if welcome.get("type") != "welcome":
+                        raise ConnectionError(f"expected welcome, got {welcome.get('type')}")
+                    connected = True
+                    self.record(Transport.WEBSOCKET, SampleKind.CONNECT)
+                    backoff.reset()
+                    if self.legacy_after is not None:
+                        # Like a page: ask for what we missed while away.
+                        await socket.send(
+                            json.dumps({"type": "resume", "after": self.legacy_after})
+                        )
+                    else:
+                        self.legacy_after = welcome.get("latest_seq")
+                    async for raw in socket:
+                        self._legacy_message(json.loads(raw), time.time())
+                if not self.stopping.is_set():
+                    raise ConnectionError("the legacy feed closed the connection")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.stopping.is_set():
+                    return
+                if connected:
+                    logger.warning("prober: legacy feed dropped: %s", exc)
+                    self.record(Transport.WEBSOCKET, SampleKind.ERROR)
+                else:
+                    logger.warning("prober: legacy feed connect failed: %s", exc)
+                    self.record(Transport.WEBSOCKET, SampleKind.CONNECT_FAILURE)
+                    if "HTTP 403" in str(exc) or "4401" in str(exc):
+                        self.session_key = None  # the session may be gone: make a new one
+            await self._sleep(0 if connected else backoff.next_delay())
+
+    def _legacy_message(self, message: dict, received_at: float) -> None:
+        kind = message.get("type")
+        if kind == "event":
+            event = message.get("event") or {}
+            seq = event.get("seq")
+            if isinstance(seq, int) and (self.legacy_after is None or seq > self.legacy_after):
+                self.legacy_after = seq
+            if event.get("event_type") == PROBE_EVENT_TYPE:
+                self.delivered(Transport.WEBSOCKET, event.get("payload") or {}, received_at)
+        elif kind == "error":
+            logger.warning("prober: legacy feed error: %s", message)
+            self.record(Transport.WEBSOCKET, SampleKind.ERROR)
+        elif kind == "control":
+            logger.info("prober: control message: %s", message)
+
+    # --- Supabase Realtime --------------------------------------------------------------------
+
+    async def _supabase_loop(self) -> None:
+        from realtime import RealtimeSubscribeStates
+
+        from events import supabase_client
+
+        backoff = Backoff()
+        while not self.stopping.is_set():
+            connected = False
+            client = None
+            try:
+                token = await sync_to_async(supabase_client.user_access_token_mint)(
+                    user_id=self.user_id, expires_in=TOKEN_SECONDS
+                )
+                client = await supabase_client.async_client(access_token=token)
+                # Our own reconnect loop counts attempts and failures; the client's would
+                # hide them.
+                client.realtime.auto_reconnect = False
+                subscribed, ended = asyncio.Event(), asyncio.Event()
+
+                def on_state(state, error=None, subscribed=subscribed, ended=ended):
+                    if state == RealtimeSubscribeStates.SUBSCRIBED:
+                        subscribed.set()
+                    else:
+                        ended.set()
+
+                channel = client.channel(f"prober-{uuid.uuid4().hex[:12]}")
+                channel.on_postgres_changes(
+                    "INSERT",
+                    schema="public",
+                    table=supabase_client.MONITORING_EVENTS_TABLE,
+                    filter=f"event_type=eq.{PROBE_EVENT_TYPE}",
+                    callback=self._supabase_change,
+                )
+                await asyncio.wait_for(channel.subscribe(on_state), CONNECT_TIMEOUT_SECONDS)
+                if not subscribed.is_set():
+                    raise ConnectionError("the Realtime join did not succeed")
+                connected = True
+                self.record(Transport.SUPABASE, SampleKind.CONNECT)
+                backoff.reset()
+                renew_at = time.monotonic() + TOKEN_RENEW_SECONDS
+                while not self.stopping.is_set():
+                    if ended.is_set() or not client.realtime.is_connected:
+                        raise ConnectionError("the Realtime connection dropped")
+                    if time.monotonic() >= renew_at:
+                        token = await sync_to_async(supabase_client.user_access_token_mint)(
+                            user_id=self.user_id, expires_in=TOKEN_SECONDS
+                        )
+                        await client.realtime.set_auth(token)
+                        renew_at = time.monotonic() + TOKEN_RENEW_SECONDS
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ended.wait(), 0.5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.stopping.is_set():
+                    return
+                if connected:
+                    logger.warning("prober: Realtime dropped: %s", exc)
+                    self.record(Transport.SUPABASE, SampleKind.ERROR)
+                else:
+                    logger.warning("prober: Realtime connect failed: %r", exc)
+                    self.record(Transport.SUPABASE, SampleKind.CONNECT_FAILURE)
+            finally:
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(client.realtime.close(), 5)
+            await self._sleep(0 if connected else backoff.next_delay())
+
+    def _supabase_change(self, payload: dict) -> None:
+        received_at = time.time()
+        record = (payload.get("data") or {}).get("record") or {}
+        body = record.get("payload")
+        if isinstance(body, str):  # a jsonb column may arrive as text from some servers
+            with contextlib.suppress(ValueError):
+                body = json.loads(body)
+        if isinstance(body, dict):
+            self.delivered(Transport.SUPABASE, body, received_at)

@@ -1,0 +1,115 @@
+"""The prober's bookkeeping (deliveries, losses, latency on one clock), its service user and
+session, and the command's input checks. The prober against real processes is in
+test_e2e.py."""
+
+import io
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connections
+
+from rollout import services
+from rollout.models import HealthSample
+from rollout.prober import Backoff, Probe, Prober
+
+
+def _prober(**kwargs) -> Prober:
+    return Prober(base_url="http://127.0.0.1:8000", user_id=1, loss_timeout=10, **kwargs)
+
+
+def _kinds(prober: Prober) -> list[tuple[str, str, float]]:
+    return [(s.transport, s.kind, round(s.value, 3)) for s in prober.samples]
+
+
+def test_the_feed_url_follows_the_base_url():
+    assert _prober().feed_url == "ws://127.0.0.1:8000/ws/events/"
+    secure = Prober(base_url="https://monitor.example/", user_id=1)
+    assert secure.feed_url == "wss://monitor.example/ws/events/"
+
+
+def test_a_delivery_records_latency_on_the_probers_clock():
+    prober = _prober()
+    prober.pending["p1"] = Probe("p1", sent_at=100.0)
+    prober.delivered("websocket", {"probe_id": "p1"}, received_at=100.025)
+    prober.delivered("websocket", {"probe_id": "p1"}, received_at=100.030)  # duplicate
+    prober.delivered("supabase", {"probe_id": "other"}, received_at=100.030)  # not ours
+    assert _kinds(prober) == [("websocket", "delivery", 1.0), ("websocket", "latency", 25.0)]
+    assert "p1" in prober.pending  # supabase still outstanding
+
+
+def test_a_probe_not_seen_within_the_timeout_is_lost_on_that_transport_only():
+    prober = _prober()
+    prober.pending["p1"] = Probe("p1", sent_at=100.0)
+    prober.delivered("websocket", {"probe_id": "p1"}, received_at=100.01)
+    prober.reap(now=109.9)
+    assert ("supabase", "delivery", 0.0) not in _kinds(prober)
+    prober.reap(now=110.0)
+    assert _kinds(prober)[-1] == ("supabase", "delivery", 0.0)
+    assert not prober.pending
+    # A late arrival after the verdict changes nothing.
+    prober.delivered("supabase", {"probe_id": "p1"}, received_at=111.0)
+    assert len(prober.samples) == 3
+
+
+def test_without_supabase_only_the_legacy_path_is_expected():
+    prober = _prober(supabase=False)
+    prober.pending["p1"] = Probe("p1", sent_at=0.0)
+    prober.reap(now=100.0)
+    assert _kinds(prober) == [("websocket", "delivery", 0.0)]
+
+
+def test_supabase_rows_are_read_from_the_change_payload():
+    prober = _prober()
+    prober.pending["p1"] = Probe("p1", sent_at=0.0)
+    prober._supabase_change({"data": {"record": {"seq": 3, "payload": {"probe_id": "p1"}}}})
+    prober._supabase_change({"data": {"record": {"seq": 4, "payload": "not json"}}})
+    assert [s.kind for s in prober.samples] == ["delivery", "latency"]
+
+
+def test_backoff_grows_to_its_cap_and_resets():
+    backoff = Backoff(first=0.5, cap=4.0)
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert all(0.25 <= d <= 4.0 for d in delays)
+    assert delays[-1] >= 2.0
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_samples_are_stored_in_one_flush():
+    prober = _prober()
+    prober.record("websocket", "connect", at=1_700_000_000.0)
+    prober.record("supabase", "connect_failure", at=1_700_000_001.0)
+    await prober.flush()
+    assert not prober.samples
+    stored = [s async for s in HealthSample.objects.order_by("at")]
+    assert [(s.transport, s.kind, s.origin) for s in stored] == [
+        ("websocket", "connect", "prober"),
+        ("supabase", "connect_failure", "prober"),
+    ]
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.mark.django_db
+def test_the_service_user_has_no_password_and_no_staff_rights():
+    user = services.prober_user_get_or_create()
+    assert services.prober_user_get_or_create().pk == user.pk
+    assert not user.has_usable_password()
+    assert not user.is_staff and not user.is_superuser
+    key = services.prober_session_create(user_id=user.pk)
+    session = SessionStore(session_key=key)
+    assert session["_auth_user_id"] == str(user.pk)
+    assert session["_auth_user_hash"] == user.get_session_auth_hash()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "args",
+    [("--interval", "0"), ("--loss-timeout", "0.1"), ("--base-url", "ftp://x")],
+)
+def test_the_command_refuses_bad_options(args):
+    with pytest.raises(CommandError):
+        call_command("run_prober", *args, stdout=io.StringIO(), stderr=io.StringIO())
