@@ -525,3 +525,24 @@ async def test_private_channels_are_refused_to_anon(supabase_local):
         allowed = Inbox()
         await asyncio.wait_for(user.channel("private-room", private()).subscribe(allowed), WAIT)
         assert (await allowed.get())[0] == RealtimeSubscribeStates.SUBSCRIBED
+
+
+async def test_heartbeats_are_answered(supabase_local):
+    from realtime.message import Message
+
+    async with realtime_client(supabase_local, supabase_local.anon_key, hb_interval=1) as client:
+        await client.connect()
+        replies = Inbox()
+
+        class PhoenixTopic:  # the client routes parsed messages to channels by topic
+            def _handle_message(self, message: Any) -> None:
+                replies(message)
+
+        client.channels["phoenix"] = PhoenixTopic()  # type: ignore[assignment]
+        await client.send(Message(topic="phoenix", event="heartbeat", payload={}, ref="hb-1"))
+        reply = await replies.get(lambda m: m.ref == "hb-1")
+        assert (reply.event, reply.payload.status) == ("phx_reply", "ok")
+        # The client's own heartbeat task (every second here) is answered too.
+        await replies.get(lambda m: m.ref != "hb-1")
+        assert client.is_connected
+        del client.channels["phoenix"]
