@@ -211,6 +211,9 @@ def reconciliation_run(
             run.duration_ms = (time.monotonic() - started) * 1000
             run.save()
             return run
+        # The run's clock starts once it holds the lock, so runs' [started_at,
+        # finished_at] never overlap (finished_at is stored before the lock is released).
+        now = run.started_at = timezone.now()
         # We hold the lock, so any other "running" run died without finishing.
         ReconciliationRun.objects.filter(status=RunStatus.RUNNING).exclude(pk=run.pk).update(
             status=RunStatus.FAILED, error="interrupted (its process ended before it finished)"
