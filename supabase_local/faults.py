@@ -83,7 +83,9 @@ class FaultInjector:
             setattr(self.settings, name, value)
 
     def clear(self) -> None:
-        self.settings = FaultSettings()
+        # In place: a part that kept a reference to ``settings`` sees the change too.
+        for field in dataclasses.fields(FaultSettings):
+            setattr(self.settings, field.name, getattr(FaultSettings(), field.name))
 
     async def rest_fault(self) -> tuple[int, dict[str, Any]] | None:
         """Delay as configured; return (status, PostgREST-style error) to fail the request."""

@@ -121,6 +121,24 @@ class RestApi:
             return _error_response(error)
         except asyncpg.PostgresError as error:
             return _error_response(database_error(error, role=claims.role if claims else "anon"))
+        except (OSError, asyncpg.InterfaceError) as error:
+            # The database went away or the pool is closing: PostgREST answers 503.
+            log.warning("database unavailable: %s", error)
+            return _error_response(
+                RestError(
+                    503,
+                    "PGRST001",
+                    "Database client error. Retrying the connection.",
+                    details=str(error),
+                )
+            )
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.url.path)
+            return _error_response(
+                RestError(
+                    500, "PGRST000", "supabase_local: unexpected server error", hint="see its log"
+                )
+            )
 
     def _authenticate(self, request: Request) -> Claims:
         apikey = request.headers.get("apikey") or request.query_params.get("apikey")
