@@ -360,7 +360,6 @@ async def test_presence_two_clients_see_each_other_and_a_leave(supabase_local):
 # -- connection lifecycle -------------------------------------------------------------------
 
 
-@pytest.mark.slow
 async def test_client_reconnects_after_every_connection_is_closed(supabase_local, seq_block):
     seqs = seq_block(30)
     async with realtime_client(
@@ -400,7 +399,6 @@ async def test_a_forged_access_token_closes_the_channel_with_a_system_error(
         assert channel.is_closed
 
 
-@pytest.mark.slow
 async def test_token_expiry_while_joined_closes_the_channel(supabase_local):
     async with realtime_client(supabase_local, supabase_local.anon_key) as client:
         short = supabase_local.mint("authenticated", expires_in=2)
@@ -432,7 +430,6 @@ async def test_an_expired_access_token_on_join_is_refused(supabase_local):
         assert "expired" in str(error)
 
 
-@pytest.mark.slow
 async def test_change_capture_survives_its_database_connections_being_killed(
     supabase_local, seq_block
 ):
