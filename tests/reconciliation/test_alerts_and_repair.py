@@ -52,9 +52,7 @@ def test_a_clean_run_raises_nothing(log):
 def _damage(log, seqs):
     top = seqs[-1]
     log.sql("DELETE FROM public.monitoring_events WHERE seq = %s", seqs[1])
-    log.sql(
-        """UPDATE public.monitoring_events SET payload = '{"x": 1}' WHERE seq = %s""", seqs[2]
-    )
+    log.sql("""UPDATE public.monitoring_events SET payload = '{"x": 1}' WHERE seq = %s""", seqs[2])
     log.sql("UPDATE public.monitoring_events SET criticality = 'debug' WHERE seq = %s", seqs[3])
     log.sql(
         "INSERT INTO public.monitoring_events SELECT %s, event_type, source, criticality,"
@@ -78,9 +76,10 @@ def test_repair_makes_the_next_run_clean(log):
     assert (result.upserted, result.deleted, result.repaired) == (3, 1, 4)
     assert result.remaining == [] and result.not_attempted == {}
     assert first.discrepancies.filter(repaired_at__isnull=True).count() == 0
-    assert log.sql("SELECT count(*) AS n FROM public.monitoring_events WHERE seq = %s", extra)[0][
-        "n"
-    ] == 0
+    assert (
+        log.sql("SELECT count(*) AS n FROM public.monitoring_events WHERE seq = %s", extra)[0]["n"]
+        == 0
+    )
     second = reconciliation_run()
     assert second.status == RunStatus.CLEAN
     assert second.discrepancies.count() == 0

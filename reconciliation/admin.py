@@ -1,0 +1,257 @@
+"""Admin: runs with their figures and a consistency chart; discrepancies by category;
+repair actions behind a confirmation page (the work is done by the repair service)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from reconciliation import selectors, services
+from reconciliation.conf import reconciliation_setting
+from reconciliation.models import ERROR_CATEGORIES, Discrepancy, ReconciliationRun
+
+CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 760, 220, 40
+
+
+def consistency_chart(runs: list[ReconciliationRun], *, threshold: float) -> dict | None:
+    """Coordinates for the inline SVG chart: consistency rate per run, oldest left."""
+    if not runs:
+        return None
+    rates = [run.consistency_rate for run in runs]
+    low = min(min(rates), threshold)
+    low = max(0.0, low - max((1.0 - low) * 0.25, 0.00005))
+    span = (1.0 - low) or 1.0
+    inner_w, inner_h = CHART_WIDTH - 2 * CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
+    step = inner_w / max(len(runs) - 1, 1)
+
+    def y(rate: float) -> float:
+        return round(CHART_PAD + (1.0 - rate) / span * inner_h, 1)
+
+    points = [
+        {
+            "x": round(CHART_PAD + i * step, 1),
+            "y": y(run.consistency_rate),
+            "bad": run.consistency_rate < threshold,
+            "label": (
+                f"run #{run.pk} {run.started_at:%Y-%m-%d %H:%M} UTC: "
+                f"{run.consistency_rate:.4%} ({run.discrepancy_count} discrepancies)"
+            ),
+        }
+        for i, run in enumerate(runs)
+    ]
+    return {
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "pad": CHART_PAD,
+        "right": CHART_WIDTH - CHART_PAD,
+        "bottom": CHART_HEIGHT - CHART_PAD,
+        "polyline": " ".join(f"{p['x']},{p['y']}" for p in points),
+        "points": points,
+        "threshold_y": y(threshold),
+        "threshold": f"{threshold:.4%}",
+        "top_label": "100%",
+        "bottom_label": f"{low:.4%}",
+        "first": f"{runs[0].started_at:%Y-%m-%d %H:%M}",
+        "last": f"{runs[-1].started_at:%Y-%m-%d %H:%M}",
+    }
+
+
+def _repair_confirmation(
+    modeladmin, request: HttpRequest, queryset: QuerySet, *, action: str, discrepancies: QuerySet
+) -> TemplateResponse:
+    pending = discrepancies.filter(category__in=ERROR_CATEGORIES, repaired_at__isnull=True)
+    by_category: dict[str, int] = {}
+    for category in pending.values_list("category", flat=True):
+        by_category[category] = by_category.get(category, 0) + 1
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Repair the Supabase copy?",
+        "opts": modeladmin.model._meta,
+        "queryset": queryset,
+        "action": action,
+        "by_category": sorted(by_category.items()),
+        "total": sum(by_category.values()),
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/reconciliation/repair_confirmation.html", context)
+
+
+def _report(modeladmin, request: HttpRequest, results: list[services.RepairResult]) -> None:
+    upserted = sum(r.upserted for r in results)
+    deleted = sum(r.deleted for r in results)
+    repaired = sum(r.repaired for r in results)
+    remaining = sorted({seq for r in results for seq in r.remaining})
+    modeladmin.message_user(
+        request,
+        f"Repair: {upserted} rows re-sent, {deleted} extras deleted, {repaired} discrepancies "
+        f"verified fixed, {len(remaining)} remaining.",
+        messages.SUCCESS if not remaining else messages.WARNING,
+    )
+    skipped = {seq: why for r in results for seq, why in r.not_attempted.items()}
+    if skipped:
+        listed = "; ".join(f"{seq}: {why}" for seq, why in list(skipped.items())[:10])
+        modeladmin.message_user(request, f"Not repaired: {listed}", messages.WARNING)
+
+
+class DiscrepancyCountsMixin:
+    @admin.display(description="discrepancies")
+    def discrepancy_links(self, run: ReconciliationRun) -> str:
+        if not run.counts:
+            return "—"
+        url = reverse("admin:reconciliation_discrepancy_changelist")
+        return format_html_join(
+            mark_safe("<br>"),
+            '<a href="{}?run__id__exact={}&amp;category__exact={}">{}: {}</a>',
+            ((url, run.pk, category, category, count) for category, count in run.counts.items()),
+        )
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(DiscrepancyCountsMixin, admin.ModelAdmin):
+    change_list_template = "admin/reconciliation/reconciliationrun/change_list.html"
+    list_display = [
+        "id",
+        "started_at",
+        "trigger",
+        "status",
+        "seq_range",
+        "events_judged",
+        "consistency",
+        "discrepancy_links",
+        "duration",
+        "round_trips_display",
+        "rows_fetched_display",
+    ]
+    list_filter = ["status", "trigger"]
+    date_hierarchy = "started_at"
+    actions = ["repair_runs", "repair_runs_and_delete_extras"]
+    readonly_fields = [f.name for f in ReconciliationRun._meta.fields] + ["discrepancy_links"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # runs come from the service (beat, the command)
+
+    @admin.display(description="seqs")
+    def seq_range(self, run: ReconciliationRun) -> str:
+        return f"{run.from_seq} – {run.to_seq}" if run.to_seq is not None else f"{run.from_seq} –"
+
+    @admin.display(description="consistency", ordering="consistency_rate")
+    def consistency(self, run: ReconciliationRun) -> str:
+        return "—" if run.consistency_rate is None else f"{run.consistency_rate:.4%}"
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, run: ReconciliationRun) -> str:
+        return "—" if run.duration_ms is None else f"{run.duration_ms / 1000:.2f} s"
+
+    @admin.display(description="round trips (supabase/local)")
+    def round_trips_display(self, run: ReconciliationRun) -> str:
+        return f"{run.round_trips_supabase} / {run.round_trips_local}"
+
+    @admin.display(description="rows fetched (supabase/local)")
+    def rows_fetched_display(self, run: ReconciliationRun) -> str:
+        return f"{run.rows_fetched_supabase:,} / {run.rows_fetched_local:,}"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        threshold = float(reconciliation_setting("RECONCILIATION_CONSISTENCY_THRESHOLD"))
+        chart = consistency_chart(selectors.runs_for_chart(limit=100), threshold=threshold)
+        return super().changelist_view(request, {**(extra_context or {}), "chart": chart})
+
+    def _repair(self, request: HttpRequest, queryset: QuerySet, *, delete_extras: bool, action):
+        if request.POST.get("post") != "yes":
+            discrepancies = Discrepancy.objects.filter(run__in=queryset)
+            return _repair_confirmation(
+                self, request, queryset, action=action, discrepancies=discrepancies
+            )
+        try:
+            results = [
+                services.reconciliation_repair(run_id=run.pk, delete_extras=delete_extras)
+                for run in queryset.order_by("started_at")
+            ]
+        except services.ReconciliationBusy as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return None
+        _report(self, request, results)
+        return None
+
+    @admin.action(description="Repair the selected runs' discrepancies", permissions=["change"])
+    def repair_runs(self, request: HttpRequest, queryset: QuerySet):
+        return self._repair(request, queryset, delete_extras=False, action="repair_runs")
+
+    @admin.action(
+        description="Repair the selected runs' discrepancies and delete extras in Supabase",
+        permissions=["change"],
+    )
+    def repair_runs_and_delete_extras(self, request: HttpRequest, queryset: QuerySet):
+        return self._repair(
+            request, queryset, delete_extras=True, action="repair_runs_and_delete_extras"
+        )
+
+
+class RepairedFilter(admin.SimpleListFilter):
+    title = "repaired"
+    parameter_name = "repaired"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Repaired"), ("no", "Not repaired")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(repaired_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(repaired_at__isnull=True)
+        return queryset
+
+
+@admin.register(Discrepancy)
+class DiscrepancyAdmin(admin.ModelAdmin):
+    list_display = ["seq", "category", "fields_display", "criticality", "run_link", "repaired_at"]
+    list_filter = ["category", "criticality", RepairedFilter, "run__trigger"]
+    search_fields = ["=seq"]
+    list_select_related = ["run"]
+    actions = ["repair_selected", "repair_selected_and_delete_extras"]
+    readonly_fields = [f.name for f in Discrepancy._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="fields")
+    def fields_display(self, discrepancy: Discrepancy) -> str:
+        return ", ".join(discrepancy.fields) or "—"
+
+    @admin.display(description="run", ordering="run__started_at")
+    def run_link(self, discrepancy: Discrepancy) -> str:
+        url = reverse("admin:reconciliation_reconciliationrun_change", args=[discrepancy.run_id])
+        return format_html('<a href="{}">#{}</a>', url, discrepancy.run_id)
+
+    def _repair(self, request: HttpRequest, queryset: QuerySet, *, delete_extras: bool, action):
+        if request.POST.get("post") != "yes":
+            return _repair_confirmation(
+                self, request, queryset, action=action, discrepancies=queryset
+            )
+        try:
+            result = services.reconciliation_repair(
+                discrepancy_ids=list(queryset.values_list("pk", flat=True)),
+                delete_extras=delete_extras,
+            )
+        except services.ReconciliationBusy as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return None
+        _report(self, request, [result])
+        return None
+
+    @admin.action(description="Repair the selected discrepancies", permissions=["change"])
+    def repair_selected(self, request: HttpRequest, queryset: QuerySet):
+        return self._repair(request, queryset, delete_extras=False, action="repair_selected")
+
+    @admin.action(
+        description="Repair the selected discrepancies and delete extras in Supabase",
+        permissions=["change"],
+    )
+    def repair_selected_and_delete_extras(self, request: HttpRequest, queryset: QuerySet):
+        return self._repair(
+            request, queryset, delete_extras=True, action="repair_selected_and_delete_extras"
+        )
