@@ -146,7 +146,7 @@ class NodeScript:
 @pytest.mark.slow
 @pytest.mark.parametrize("vsn", ["1.0.0", "default"])
 async def test_realtime_through_supabase_js(node, supabase_local, js_seqs, vsn):
-    [seq] = js_seqs(1)
+    seq = js_seqs(20)[0]
     topic = f"js-{uuid.uuid4().hex[:8]}"
     proc = await asyncio.create_subprocess_exec(
         node, str(JS_DIR / "realtime.mjs"), supabase_local.url,
@@ -178,6 +178,21 @@ async def test_realtime_through_supabase_js(node, supabase_local, js_seqs, vsn):
         assert (await script.expect(type="ack"))["result"] == {"success": True}
 
         await script.expect(type="heartbeat", status="ok")
+
+        # Every socket closed by the server: supabase-js reconnects and rejoins by itself.
+        await asyncio.to_thread(supabase_local.close_realtime_connections)
+        await script.expect(type="status", status="SUBSCRIBED")
+        for later in range(seq + 1, seq + 20):  # at-most-once: keep writing until one arrives
+            insert_row(supabase_local, later)
+            try:
+                change = await asyncio.wait_for(script.expect(type="change"), 1.0)
+                break
+            except TimeoutError:
+                continue
+        else:
+            pytest.fail("no change after the reconnect")
+        assert change["new"]["seq"] > seq
+
         await script.send("quit")
         await script.expect(type="status", status="CLOSED")
     finally:
