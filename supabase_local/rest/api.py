@@ -24,7 +24,15 @@ from supabase_local import db
 from supabase_local.auth import AuthError, Claims, verify_token
 from supabase_local.config import ServerConfig
 from supabase_local.faults import FaultInjector
-from supabase_local.rest.catalog import Catalog, Function, Table, quote
+from supabase_local.rest.bodies import (
+    body_column,
+    existing_column,
+    is_json_error,
+    json_body,
+    parsed_rows,
+    unparsed_rows,
+)
+from supabase_local.rest.catalog import Catalog, Table, quote
 from supabase_local.rest.errors import RestError, database_error
 from supabase_local.rest.query import (
     RESERVED_PARAMS,
@@ -38,6 +46,16 @@ from supabase_local.rest.query import (
     parse_select,
     unquote,
 )
+from supabase_local.rest.responses import (
+    JSON_TYPE,
+    accepted_shape,
+    error_response,
+    mutation_response,
+    not_single,
+    read_response,
+    stripped,
+)
+from supabase_local.rest.rpc import call_sql, choose_overload
 from supabase_local.rest.sql import (
     Statement,
     order_sql,
@@ -48,8 +66,6 @@ from supabase_local.rest.sql import (
 
 log = logging.getLogger(__name__)
 
-JSON_TYPE = "application/json; charset=utf-8"
-OBJECT_TYPE = "application/vnd.pgrst.object+json"
 # Query parameters that are never filters: the key may travel in the URL.
 AUTH_PARAMS = {"apikey"}
 
@@ -118,13 +134,13 @@ class RestApi:
             schema = self._profile(request)
             return await handler(request, claims, schema)
         except RestError as error:
-            return _error_response(error)
+            return error_response(error)
         except asyncpg.PostgresError as error:
-            return _error_response(database_error(error, role=claims.role if claims else "anon"))
+            return error_response(database_error(error, role=claims.role if claims else "anon"))
         except (OSError, asyncpg.InterfaceError) as error:
             # The database went away or the pool is closing: PostgREST answers 503.
             log.warning("database unavailable: %s", error)
-            return _error_response(
+            return error_response(
                 RestError(
                     503,
                     "PGRST001",
@@ -134,7 +150,7 @@ class RestApi:
             )
         except Exception:
             log.exception("unexpected error in %s %s", request.method, request.url.path)
-            return _error_response(
+            return error_response(
                 RestError(
                     500, "PGRST000", "supabase_local: unexpected server error", hint="see its log"
                 )
@@ -266,7 +282,7 @@ class RestApi:
     # --- read ------------------------------------------------------------------------
 
     async def _select(self, request: Request, claims: Claims, table: Table) -> Response:
-        single, strip_nulls = _accepted_shape(request)
+        single, strip_nulls = accepted_shape(request)
         query = request.query_params
         items = parse_select(query.get("select"))
         logic = parse_filters(list(query.multi_items()), skip=AUTH_PARAMS)
@@ -299,7 +315,7 @@ class RestApi:
             return await connection.fetchrow(sql, *statement.args)
 
         row = await self._in_transaction(request, claims, work, readonly=True)
-        return _read_response(
+        return read_response(
             request,
             body=row["body"],
             offset=offset,
@@ -313,7 +329,7 @@ class RestApi:
     # --- write -----------------------------------------------------------------------
 
     async def _insert(self, request: Request, claims: Claims, table: Table) -> Response:
-        single, strip_nulls = _accepted_shape(request)
+        single, strip_nulls = accepted_shape(request)
         preferences = parse_prefer(request.headers.getlist("prefer"))
         raw = await request.body()
         columns_param = request.query_params.get("columns")
@@ -324,7 +340,7 @@ class RestApi:
         )
         parsed_here = not names
         if parsed_here:
-            rows_text, rows = _parsed_rows(raw)
+            rows_text, rows = parsed_rows(raw)
             names = list(rows[0]) if rows else []
             if any(set(row) != set(names) for row in rows):
                 raise RestError(400, "PGRST102", "All object keys must match")
@@ -332,13 +348,13 @@ class RestApi:
             # ``columns`` names the keys, so nothing needs checking row by row: PostgreSQL
             # parses the body (a Python parse costs ~10 ms per 1,000 rows here) and its
             # JSON errors are turned into PGRST102 below.
-            rows_text, rows = _unparsed_rows(raw)
-        columns = [_body_column(table, name) for name in names]
+            rows_text, rows = unparsed_rows(raw)
+        columns = [body_column(table, name) for name in names]
         statement = Statement()
         body_param = statement.bind(rows_text, "jsonb" if preferences.missing_default else "json")
         column_list = ", ".join(quote(name) for name in columns)
         if rows == []:
-            return _mutation_response(
+            return mutation_response(
                 request,
                 table,
                 201,
@@ -391,7 +407,7 @@ class RestApi:
                 success_status=201,
             )
         except asyncpg.PostgresError as error:
-            if not parsed_here and _is_json_error(error):
+            if not parsed_here and is_json_error(error):
                 raise RestError(
                     400, "PGRST102", "Empty or invalid json", details=error.message
                 ) from error
@@ -405,7 +421,7 @@ class RestApi:
         on_conflict = request.query_params.get("on_conflict")
         if on_conflict:
             target = [
-                _existing_column(table, unquote(name.strip())) for name in on_conflict.split(",")
+                existing_column(table, unquote(name.strip())) for name in on_conflict.split(",")
             ]
         else:
             target = list(table.primary_key)
@@ -421,7 +437,7 @@ class RestApi:
         return f" ON CONFLICT ({target_sql}) DO UPDATE SET {assignments}"
 
     async def _update_or_delete(self, request: Request, claims: Claims, table: Table) -> Response:
-        single, strip_nulls = _accepted_shape(request)
+        single, strip_nulls = accepted_shape(request)
         preferences = parse_prefer(request.headers.getlist("prefer"))
         query = request.query_params
         logic = parse_filters(list(query.multi_items()), skip=AUTH_PARAMS)
@@ -437,14 +453,14 @@ class RestApi:
         statement = Statement()
         qualified = table.qualified
         if verb == "UPDATE":
-            payload = _json_body(await request.body())
+            payload = json_body(await request.body())
             if not isinstance(payload, dict):
                 raise RestError(
                     400, "PGRST102", "Empty or invalid json", details="PATCH takes one JSON object"
                 )
-            columns = [_body_column(table, name) for name in payload]
+            columns = [body_column(table, name) for name in payload]
             if not columns:
-                return _mutation_response(
+                return mutation_response(
                     request,
                     table,
                     200,
@@ -516,11 +532,11 @@ class RestApi:
         async def work(connection: asyncpg.Connection) -> asyncpg.Record:
             row = await connection.fetchrow(sql, *statement.args)
             if single and row["page_count"] != 1:
-                raise _not_single(row["page_count"])  # rolls the transaction back
+                raise not_single(row["page_count"])  # rolls the transaction back
             return row
 
         row = await self._in_transaction(request, claims, work)
-        return _mutation_response(
+        return mutation_response(
             request,
             table,
             success_status,
@@ -535,7 +551,7 @@ class RestApi:
 
     async def _call(self, request: Request, claims: Claims, schema: str, name: str) -> Response:
         assert self.pool is not None
-        single, strip_nulls = _accepted_shape(request)
+        single, strip_nulls = accepted_shape(request)
         reading = request.method in ("GET", "HEAD")
         query = request.query_params
         if reading:
@@ -545,7 +561,7 @@ class RestApi:
                 if key not in RESERVED_PARAMS and key not in AUTH_PARAMS
             }
         else:
-            payload = _json_body(await request.body(), empty_ok=True)
+            payload = json_body(await request.body(), empty_ok=True)
             if payload is None:
                 payload = {}
             if not isinstance(payload, dict):
@@ -557,87 +573,21 @@ class RestApi:
                 )
             candidates = payload
         overloads = await self.catalog.function_overloads(self.pool, schema, name)
-        function, arguments = _choose_overload(schema, name, overloads, candidates, reading)
+        function, arguments = choose_overload(schema, name, overloads, candidates, reading)
         filter_params = [
             (key, value)
             for key, value in query.multi_items()
             if key not in arguments and key not in AUTH_PARAMS
         ]
         preferences = parse_prefer(request.headers.getlist("prefer"))
-        statement = Statement()
-        page_offset = 0
-        if arguments:
-            args_param = statement.bind(json.dumps(arguments), "json")
-            record_columns = ", ".join(
-                f"{quote(arg.name)} {arg.type}"
-                for arg in function.arguments
-                if arg.name in arguments
-            )
-            call_args = ", ".join(
-                f"{quote(arg.name)} => _pgrst_args.{quote(arg.name)}"
-                for arg in function.arguments
-                if arg.name in arguments
-            )
-            source = (
-                f"json_to_record({args_param}) AS _pgrst_args({record_columns})"
-                f" CROSS JOIN LATERAL {function.qualified}({call_args}) AS _pgrst_row"
-            )
-        else:
-            source = f"{function.qualified}() AS _pgrst_row"
-
-        if function.returns_void:
-            sql = (
-                "SELECT NULL::bigint AS total, 1::bigint AS page_count, NULL::text AS body"
-                f" FROM {source}"
-            )
-        elif function.returns_rows:
-            columns = {column.name: column for column in function.output_columns}
-            logic = parse_filters(filter_params, skip=set())
-            items = parse_select(query.get("select"))
-            where = where_sql(statement, logic, columns, function.name, "_pgrst_row")
-            ordering = order_sql(
-                statement, parse_order(query.get("order")), columns, function.name, "_pgrst_row"
-            )
-            page_offset, limit = page_window(
-                parse_non_negative("limit", query.get("limit")),
-                parse_non_negative("offset", query.get("offset")),
-                parse_range_header(request.headers.get("range")),
-            )
-            page = page_sql(statement, page_offset, limit)
-            row_json = row_json_sql(statement, items, columns, function.name, "_pgrst_page")
-            inner = f"SELECT _pgrst_row.* FROM {source} WHERE {where}"
-            total = (
-                f"(SELECT pg_catalog.count(*) FROM ({inner}) AS _pgrst_all)"
-                if preferences.count
-                else "NULL::bigint"
-            )
-            if function.returns_set:
-                body = f"coalesce(json_agg({row_json}), '[]')::text"
-            else:
-                body = f"(array_agg({row_json}))[1]::text"
-            sql = (
-                f"WITH pgrst_source AS MATERIALIZED ({inner}{ordering}{page})"
-                f" SELECT {total} AS total, pg_catalog.count(*) AS page_count, {body} AS body"
-                " FROM pgrst_source AS _pgrst_page"
-            )
-            if preferences.count:
-                # Count over the materialised call, not by calling the function again.
-                sql = (
-                    f"WITH pgrst_all AS MATERIALIZED ({inner}),"
-                    f" pgrst_source AS (SELECT * FROM pgrst_all AS _pgrst_row{ordering}{page})"
-                    f" SELECT (SELECT pg_catalog.count(*) FROM pgrst_all) AS total,"
-                    f" pg_catalog.count(*) AS page_count, {body} AS body"
-                    " FROM pgrst_source AS _pgrst_page"
-                )
-        else:
-            if function.returns_set:
-                body = "coalesce(json_agg(_pgrst_row), '[]')::text"
-            else:
-                body = "(array_agg(to_json(_pgrst_row)))[1]::text"
-            sql = (
-                f"SELECT NULL::bigint AS total, pg_catalog.count(*) AS page_count,"
-                f" {body} AS body FROM {source}"
-            )
+        sql, statement, page_offset = call_sql(
+            function,
+            arguments,
+            filter_params,
+            query,
+            header_range=parse_range_header(request.headers.get("range")),
+            count=preferences.count,
+        )
 
         async def work(connection: asyncpg.Connection) -> asyncpg.Record:
             return await connection.fetchrow(sql, *statement.args)
@@ -646,7 +596,7 @@ class RestApi:
         if function.returns_void:
             return Response(status_code=204, headers={"Content-Range": "*/*"})
         if function.returns_set:
-            return _read_response(
+            return read_response(
                 request,
                 body=row["body"],
                 offset=page_offset,
@@ -658,236 +608,8 @@ class RestApi:
             )
         body = row["body"] if row["body"] is not None else "null"
         if strip_nulls:
-            body = json.dumps(_stripped(json.loads(body)))
+            body = json.dumps(stripped(json.loads(body)))
         content = b"" if request.method == "HEAD" else body.encode("utf-8")
         return Response(
             content, status_code=200, media_type=JSON_TYPE, headers={"Content-Range": "0-0/*"}
         )
-
-
-# --- helpers -------------------------------------------------------------------------
-
-
-def _error_response(error: RestError) -> Response:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-
-
-def _json_body(raw: bytes, *, empty_ok: bool = False) -> Any:
-    if not raw.strip():
-        if empty_ok:
-            return None
-        raise RestError(400, "PGRST102", "Empty or invalid json")
-    try:
-        return json.loads(raw)
-    except ValueError as error:
-        raise RestError(400, "PGRST102", "Empty or invalid json", details=str(error)) from error
-
-
-def _parsed_rows(raw: bytes) -> tuple[str, list[dict[str, Any]]]:
-    """The body as the text of a JSON array of objects, and those objects."""
-    payload = _json_body(raw)
-    if isinstance(payload, dict):
-        return "[" + raw.decode("utf-8") + "]", [payload]
-    if isinstance(payload, list) and all(isinstance(row, dict) for row in payload):
-        return raw.decode("utf-8"), payload
-    raise RestError(
-        400,
-        "PGRST102",
-        "Empty or invalid json",
-        details="the body must be a JSON object or an array of objects",
-    )
-
-
-def _unparsed_rows(raw: bytes) -> tuple[str, list[Any] | None]:
-    """Like ``_parsed_rows`` without parsing: ``rows`` is None (unknown) or [] (empty)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise RestError(400, "PGRST102", "Empty or invalid json", details=str(error)) from error
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        return "[" + text + "]", None
-    if stripped.startswith("["):
-        return text, [] if stripped[1:].strip() == "]" else None
-    raise RestError(400, "PGRST102", "Empty or invalid json")
-
-
-def _is_json_error(error: asyncpg.PostgresError) -> bool:
-    return error.sqlstate in ("22P02", "22023") and "json" in (error.message or "")
-
-
-def _body_column(table: Table, name: str) -> str:
-    if name not in table.columns:
-        raise RestError(
-            400,
-            "PGRST204",
-            f"Could not find the '{name}' column of '{table.name}' in the schema cache",
-        )
-    return name
-
-
-def _existing_column(table: Table, name: str) -> str:
-    if name not in table.columns:
-        raise RestError(400, "42703", f"column {table.name}.{name} does not exist")
-    return name
-
-
-def _accepted_shape(request: Request) -> tuple[bool, bool]:
-    """(single object wanted, nulls stripped) from Accept; 406 for what we cannot give."""
-    accept = request.headers.get("accept", "*/*")
-    for media_range in accept.split(","):
-        media_type, *parameters = (part.strip() for part in media_range.split(";"))
-        strip_nulls = "nulls=stripped" in parameters
-        if media_type in (OBJECT_TYPE, "application/vnd.pgrst.object"):
-            return True, strip_nulls
-        if media_type in ("application/json", "application/*", "*/*", ""):
-            return False, strip_nulls
-    raise RestError(406, "PGRST107", f"None of these media types are available: {accept}")
-
-
-def _not_single(row_count: int) -> RestError:
-    return RestError(
-        406,
-        "PGRST116",
-        "Cannot coerce the result to a single JSON object",
-        details=f"The result contains {row_count} rows",
-    )
-
-
-def _stripped(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _stripped(item) for key, item in value.items() if item is not None}
-    if isinstance(value, list):
-        return [_stripped(item) for item in value]
-    return value
-
-
-def _single_body(body: str, row_count: int, strip_nulls: bool) -> str:
-    if row_count != 1:
-        raise _not_single(row_count)
-    row = json.loads(body)[0]
-    return json.dumps(_stripped(row) if strip_nulls else row)
-
-
-def _content_range(lower: int, page_count: int, total: int | None) -> str:
-    upper = lower + page_count - 1
-    in_range = lower <= upper and total != 0
-    range_part = f"{lower}-{upper}" if in_range else "*"
-    return f"{range_part}/{'*' if total is None else total}"
-
-
-def _read_response(
-    request: Request,
-    *,
-    body: str,
-    offset: int,
-    page_count: int,
-    total: int | None,
-    single: bool,
-    strip_nulls: bool,
-    preferences: Preferences,
-) -> Response:
-    status = 200
-    if total is not None:
-        if offset > total:
-            raise RestError(
-                416,
-                "PGRST103",
-                "Requested range not satisfiable",
-                details=f"An offset of {offset} was requested, but there are only {total} rows.",
-                headers={"Content-Range": f"*/{total}"},
-            )
-        if page_count < total:
-            status = 206
-    headers = {"Content-Range": _content_range(offset, page_count, total)}
-    if preferences.applied:
-        headers["Preference-Applied"] = ", ".join(
-            p for p in preferences.applied if p.startswith("count=")
-        ) or ", ".join(preferences.applied)
-    media_type = JSON_TYPE
-    if single:
-        body = _single_body(body, page_count, strip_nulls)
-        media_type = OBJECT_TYPE + "; charset=utf-8"
-    elif strip_nulls:
-        body = json.dumps(_stripped(json.loads(body)))
-    content = b"" if request.method == "HEAD" else body.encode("utf-8")
-    return Response(content, status_code=status, media_type=media_type, headers=headers)
-
-
-def _mutation_response(
-    request: Request,
-    table: Table,
-    success_status: int,
-    body: str | None,
-    row_count: int,
-    preferences: Preferences,
-    single: bool,
-    strip_nulls: bool,
-    *,
-    body_if_representation: str | None = None,
-) -> Response:
-    headers = {"Content-Range": f"*/{row_count if preferences.count else '*'}"}
-    if preferences.applied:
-        headers["Preference-Applied"] = ", ".join(preferences.applied)
-    if preferences.returning == "representation":
-        text = body if body is not None else (body_if_representation or "[]")
-        media_type = JSON_TYPE
-        if single:
-            text = _single_body(text, row_count, strip_nulls)
-            media_type = OBJECT_TYPE + "; charset=utf-8"
-        elif strip_nulls:
-            text = json.dumps(_stripped(json.loads(text)))
-        return Response(
-            text.encode("utf-8"), status_code=success_status, media_type=media_type, headers=headers
-        )
-    if preferences.returning == "headers-only" and body and success_status == 201:
-        keys = json.loads(body)
-        if len(keys) == 1:
-            query = "&".join(f"{name}=eq.{value}" for name, value in keys[0].items())
-            headers["Location"] = f"/{table.name}?{query}"
-    status = 201 if success_status == 201 else 204
-    return Response(status_code=status, headers=headers)
-
-
-def _choose_overload(
-    schema: str,
-    name: str,
-    overloads: list[Function],
-    candidates: dict[str, Any],
-    reading: bool,
-) -> tuple[Function, dict[str, Any]]:
-    """The one function whose parameters fit the given names, and its arguments."""
-    fitting: list[tuple[Function, dict[str, Any]]] = []
-    for function in overloads:
-        names = {arg.name for arg in function.arguments}
-        if reading:
-            # On GET, parameters naming an argument are arguments; the rest are filters.
-            arguments = {key: value for key, value in candidates.items() if key in names}
-        else:
-            if not set(candidates) <= names:
-                continue
-            arguments = dict(candidates)
-        required = {arg.name for arg in function.arguments if not arg.has_default}
-        if required <= set(arguments):
-            fitting.append((function, arguments))
-    if len(fitting) == 1:
-        return fitting[0]
-    signature = ", ".join(sorted(candidates))
-    if not fitting:
-        raise RestError(
-            404,
-            "PGRST202",
-            f"Could not find the function {schema}.{name}({signature}) in the schema cache",
-            details=(
-                f"Searched for the function {schema}.{name} with parameters {signature} or with"
-                " a single unnamed json/jsonb parameter, but no matches were found in the"
-                " schema cache."
-            ),
-        )
-    raise RestError(
-        300,
-        "PGRST203",
-        "Could not choose the best candidate function between: "
-        + ", ".join(f"{f.schema}.{f.name}" for f, _ in fitting),
-        hint="Try renaming the parameters or the function itself in the database",
-    )

@@ -1,0 +1,138 @@
+"""Response shaping as PostgREST does it: media types, single objects, stripped
+nulls, ``Content-Range`` and the 200/206/416 and 201/204 statuses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from supabase_local.rest.catalog import Table
+from supabase_local.rest.errors import RestError
+from supabase_local.rest.query import Preferences
+
+JSON_TYPE = "application/json; charset=utf-8"
+OBJECT_TYPE = "application/vnd.pgrst.object+json"
+
+
+def error_response(error: RestError) -> Response:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def accepted_shape(request: Request) -> tuple[bool, bool]:
+    """(single object wanted, nulls stripped) from Accept; 406 for what we cannot give."""
+    accept = request.headers.get("accept", "*/*")
+    for media_range in accept.split(","):
+        media_type, *parameters = (part.strip() for part in media_range.split(";"))
+        strip_nulls = "nulls=stripped" in parameters
+        if media_type in (OBJECT_TYPE, "application/vnd.pgrst.object"):
+            return True, strip_nulls
+        if media_type in ("application/json", "application/*", "*/*", ""):
+            return False, strip_nulls
+    raise RestError(406, "PGRST107", f"None of these media types are available: {accept}")
+
+
+def not_single(row_count: int) -> RestError:
+    return RestError(
+        406,
+        "PGRST116",
+        "Cannot coerce the result to a single JSON object",
+        details=f"The result contains {row_count} rows",
+    )
+
+
+def stripped(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: stripped(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [stripped(item) for item in value]
+    return value
+
+
+def single_body(body: str, row_count: int, strip_nulls: bool) -> str:
+    if row_count != 1:
+        raise not_single(row_count)
+    row = json.loads(body)[0]
+    return json.dumps(stripped(row) if strip_nulls else row)
+
+
+def content_range(lower: int, page_count: int, total: int | None) -> str:
+    upper = lower + page_count - 1
+    in_range = lower <= upper and total != 0
+    range_part = f"{lower}-{upper}" if in_range else "*"
+    return f"{range_part}/{'*' if total is None else total}"
+
+
+def read_response(
+    request: Request,
+    *,
+    body: str,
+    offset: int,
+    page_count: int,
+    total: int | None,
+    single: bool,
+    strip_nulls: bool,
+    preferences: Preferences,
+) -> Response:
+    status = 200
+    if total is not None:
+        if offset > total:
+            raise RestError(
+                416,
+                "PGRST103",
+                "Requested range not satisfiable",
+                details=f"An offset of {offset} was requested, but there are only {total} rows.",
+                headers={"Content-Range": f"*/{total}"},
+            )
+        if page_count < total:
+            status = 206
+    headers = {"Content-Range": content_range(offset, page_count, total)}
+    if preferences.applied:
+        headers["Preference-Applied"] = ", ".join(
+            p for p in preferences.applied if p.startswith("count=")
+        ) or ", ".join(preferences.applied)
+    media_type = JSON_TYPE
+    if single:
+        body = single_body(body, page_count, strip_nulls)
+        media_type = OBJECT_TYPE + "; charset=utf-8"
+    elif strip_nulls:
+        body = json.dumps(stripped(json.loads(body)))
+    content = b"" if request.method == "HEAD" else body.encode("utf-8")
+    return Response(content, status_code=status, media_type=media_type, headers=headers)
+
+
+def mutation_response(
+    request: Request,
+    table: Table,
+    success_status: int,
+    body: str | None,
+    row_count: int,
+    preferences: Preferences,
+    single: bool,
+    strip_nulls: bool,
+    *,
+    body_if_representation: str | None = None,
+) -> Response:
+    headers = {"Content-Range": f"*/{row_count if preferences.count else '*'}"}
+    if preferences.applied:
+        headers["Preference-Applied"] = ", ".join(preferences.applied)
+    if preferences.returning == "representation":
+        text = body if body is not None else (body_if_representation or "[]")
+        media_type = JSON_TYPE
+        if single:
+            text = single_body(text, row_count, strip_nulls)
+            media_type = OBJECT_TYPE + "; charset=utf-8"
+        elif strip_nulls:
+            text = json.dumps(stripped(json.loads(text)))
+        return Response(
+            text.encode("utf-8"), status_code=success_status, media_type=media_type, headers=headers
+        )
+    if preferences.returning == "headers-only" and body and success_status == 201:
+        keys = json.loads(body)
+        if len(keys) == 1:
+            query = "&".join(f"{name}=eq.{value}" for name, value in keys[0].items())
+            headers["Location"] = f"/{table.name}?{query}"
+    status = 201 if success_status == 201 else 204
+    return Response(status_code=status, headers=headers)
