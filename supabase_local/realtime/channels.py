@@ -94,7 +94,8 @@ class Connection:
 
     def _give_up(self) -> None:
         if not self.closed:
-            log.warning("realtime: closing a socket that is closing or stopped reading")
+            # Usually a client that went away mid fan-out; else one that stopped reading.
+            log.info("realtime: closing a socket that is closing or stopped reading")
             self._loop.create_task(self.close())
 
     async def writer(self) -> None:
