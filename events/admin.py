@@ -4,7 +4,14 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from events import services
-from events.models import ClassificationRule, Delivery, Event, Producer, Route
+from events.models import (
+    BreakerStateChange,
+    ClassificationRule,
+    Delivery,
+    Event,
+    Producer,
+    Route,
+)
 
 
 @admin.register(Producer)
@@ -99,3 +106,15 @@ class ClassificationRuleAdmin(admin.ModelAdmin):
 class RouteAdmin(admin.ModelAdmin):
     list_display = ["criticality", "to_websocket", "to_supabase", "supabase_sample_percent"]
     list_editable = ["to_websocket", "to_supabase", "supabase_sample_percent"]
+
+
+@admin.register(BreakerStateChange)
+class BreakerStateChangeAdmin(admin.ModelAdmin):
+    list_display = ["at", "breaker", "old_state", "new_state", "last_error", "process"]
+    list_filter = ["new_state"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

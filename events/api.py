@@ -3,15 +3,18 @@
 Every error answer is JSON: ``{"error": {"code", "message", "field"?}}``.
 """
 
+import hmac
 import json
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from events import selectors, services
+from events.metrics import metrics_registry
 from events.models import Producer, Sink
 from events.validation import EventInputError, parse_event_input
 
@@ -160,3 +163,16 @@ def events_collection(request: HttpRequest) -> JsonResponse:
         message="use GET or POST",
         headers={"Allow": "GET, HEAD, POST"},
     )
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics of the sinks: for staff sessions or ``Bearer <METRICS_TOKEN>``."""
+    header = request.headers.get("Authorization", "")
+    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    allowed = (request.user.is_authenticated and request.user.is_staff) or (
+        settings.METRICS_TOKEN and token and hmac.compare_digest(token, settings.METRICS_TOKEN)
+    )
+    if not allowed:
+        return _unauthorized("staff sign-in or the metrics token is required")
+    body = generate_latest(metrics_registry())
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -6,4 +6,4 @@ class EventsConfig(AppConfig):
     verbose_name = "Events"
 
     def ready(self) -> None:
-        from events import signals  # noqa: F401  (cache invalidation on rule/route edits)
+        from events import checks, signals  # noqa: F401  (registers checks and receivers)

@@ -102,6 +102,8 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # A failed delivery is retried by the drain no earlier than this (exponential backoff).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     write_latency_ms = models.FloatField(null=True, blank=True)
 
     class Meta:
@@ -168,3 +170,20 @@ class Route(models.Model):
 
     def __str__(self) -> str:
         return f"route {self.criticality}"
+
+
+class BreakerStateChange(models.Model):
+    """A change of the Supabase circuit breaker's state, as seen by the process that made it."""
+
+    breaker = models.CharField(max_length=50)
+    old_state = models.CharField(max_length=16)
+    new_state = models.CharField(max_length=16)
+    at = models.DateTimeField(auto_now_add=True)
+    last_error = models.TextField(blank=True, default="")
+    process = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.breaker}: {self.old_state} → {self.new_state}"

@@ -8,6 +8,7 @@ order equal commit order, so a follower that has seen seq N has seen every seq b
 """
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,11 +17,12 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events import sinks, tokens
+from events import sink_scheduling, sinks, tokens
 from events.checksums import event_checksum
 from events.classification import classify
 from events.models import Delivery, DeliveryStatus, Event, Producer, SeqCounter, Sink
 from events.selectors import RouteDecision, routing_table
+from events.supabase_sink import supabase_sink_flush  # noqa: F401  (public surface)
 from events.validation import EventInput, EventInputError, parse_event_input
 
 
@@ -158,33 +160,90 @@ def event_publish_batch(
             results.append(PublishResult(seq=event.seq, duplicate=False, event=event))
 
         if new_events:
-            Event.objects.bulk_create(new_events)
-            Delivery.objects.bulk_create(_deliveries_for(new_events, table=table))
+            deliveries = _deliveries_for(new_events, table=table)
+            _insert_events(new_events)
+            _insert_deliveries(deliveries)
             SeqCounter.objects.filter(pk=1).update(last_seq=next_seq)
             to_websocket = [
                 event for event in new_events if table.route_for(event.criticality).to_websocket
             ]
             transaction.on_commit(lambda: sinks.websocket_sink_send(events=to_websocket))
+            if any(
+                d.sink == Sink.SUPABASE and d.status == DeliveryStatus.PENDING for d in deliveries
+            ):
+                transaction.on_commit(sink_scheduling.flush_schedule)
     return results
 
 
-def _deliveries_for(events: list[Event], *, table) -> list[Delivery]:
+def _insert_events(events: list[Event]) -> None:
+    """One INSERT … SELECT FROM unnest(arrays): the ORM's per-object work in bulk_create
+    costs more than the database does at ingest rates."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {Event._meta.db_table} (seq, event_type, source, criticality,
+                occurred_at, received_at, payload, checksum, producer_id, idempotency_key)
+            SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[],
+                %s::timestamptz[], %s::timestamptz[], %s::text[]::jsonb[], %s::text[],
+                %s::bigint[], %s::text[])
+            """,
+            [
+                [e.seq for e in events],
+                [e.event_type for e in events],
+                [e.source for e in events],
+                [e.criticality for e in events],
+                [e.occurred_at for e in events],
+                [e.received_at for e in events],
+                [json.dumps(e.payload, ensure_ascii=False) for e in events],
+                [e.checksum for e in events],
+                [e.producer_id for e in events],
+                [e.idempotency_key for e in events],
+            ],
+        )
+
+
+def _insert_deliveries(deliveries: list["_NewDelivery"]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {Delivery._meta.db_table} (event_id, sink, status, attempts,
+                last_error, created_at, updated_at)
+            SELECT event_id, sink, status, 0, '', now(), now()
+            FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS d(event_id, sink, status)
+            """,
+            [
+                [d.event_id for d in deliveries],
+                [d.sink for d in deliveries],
+                [d.status for d in deliveries],
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class _NewDelivery:
+    event_id: int
+    sink: str
+    status: str
+
+
+def _deliveries_for(events: list[Event], *, table) -> list[_NewDelivery]:
+    """One delivery per sink per event: pending where the route sends, else skipped."""
     deliveries = []
     for event in events:
         route = table.route_for(event.criticality)
-        deliveries.append(
-            Delivery(
-                event=event,
-                sink=Sink.WEBSOCKET,
-                status=DeliveryStatus.PENDING if route.to_websocket else DeliveryStatus.SKIPPED,
-            )
-        )
         to_supabase = route.to_supabase and _supabase_sampled(seq=event.seq, route=route)
         deliveries.append(
-            Delivery(
-                event=event,
-                sink=Sink.SUPABASE,
-                status=DeliveryStatus.PENDING if to_supabase else DeliveryStatus.SKIPPED,
+            _NewDelivery(
+                event.seq,
+                Sink.WEBSOCKET,
+                DeliveryStatus.PENDING if route.to_websocket else DeliveryStatus.SKIPPED,
+            )
+        )
+        deliveries.append(
+            _NewDelivery(
+                event.seq,
+                Sink.SUPABASE,
+                DeliveryStatus.PENDING if to_supabase else DeliveryStatus.SKIPPED,
             )
         )
     return deliveries

@@ -65,7 +65,7 @@ def service_client() -> Client:
         client = _service_clients.get(key)
         if client is None:
             options = ClientOptions(
-                postgrest_client_timeout=httpx.Timeout(config.timeout_seconds),
+                httpx_client=httpx.Client(timeout=config.timeout_seconds),
                 # Retries are ours (the drain, the breaker), not the client's.
                 postgrest_client_retry=False,
                 auto_refresh_token=False,

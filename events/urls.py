@@ -5,4 +5,5 @@ from events import api, views
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("api/events", api.events_collection, name="events-api"),
+    path("metrics", api.metrics, name="metrics"),
 ]

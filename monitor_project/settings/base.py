@@ -123,6 +123,16 @@ SUPABASE_ANON_KEY = env.str("SUPABASE_ANON_KEY", default="")
 SUPABASE_SERVICE_ROLE_KEY = env.str("SUPABASE_SERVICE_ROLE_KEY", default="")
 SUPABASE_JWT_SECRET = env.str("SUPABASE_JWT_SECRET", default="")
 SUPABASE_TIMEOUT_SECONDS = env.float("SUPABASE_TIMEOUT_SECONDS", default=5.0)
+# The Supabase sink: rows per upsert, and how long a scheduled flush waits to gather more
+# events (0 = at once; batches still form by themselves while a flush is in flight).
+SUPABASE_SINK_BATCH_SIZE = env.int("SUPABASE_SINK_BATCH_SIZE", default=500)
+SUPABASE_SINK_LINGER_MS = env.int("SUPABASE_SINK_LINGER_MS", default=0)
+# The circuit breaker guarding Supabase writes (state shared through Redis).
+SUPABASE_BREAKER_FAIL_MAX = env.int("SUPABASE_BREAKER_FAIL_MAX", default=3)
+SUPABASE_BREAKER_RESET_SECONDS = env.float("SUPABASE_BREAKER_RESET_SECONDS", default=30.0)
+SUPABASE_BREAKER_NAMESPACE = env.str("SUPABASE_BREAKER_NAMESPACE", default="monitor-supabase")
+# Bearer token that may read /metrics (staff sessions always may).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Auth, sessions, i18n ------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

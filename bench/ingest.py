@@ -1,0 +1,213 @@
+"""Ingest throughput with the dual write on and off.
+
+Starts everything it measures on this machine: a fresh PostgreSQL database (on the
+machine's server, or BENCH_PG_URL), supabase_local on its own database, daphne and, for
+"sink on", a Celery worker that mirrors into supabase_local. It prints events/s
+  - through POST /api/events (batches over HTTP, several client threads), and
+  - through event_publish_batch in this process,
+with the Supabase sink off (SUPABASE_URL unset: deliveries wait as pending) and on (a
+worker writing to supabase_local while we publish), the on/off ratio, and how long the
+mirror took to hold every event.
+
+    .venv/bin/python bench/ingest.py [--events 20000] [--batch 100] [--clients 4]
+"""
+
+import argparse
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def recreate_database(name: str) -> str:
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{PG_SERVER}/{name}"
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def wait_http(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def spawn(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def http_ingest(base: str, token: str, *, events: int, batch: int, clients: int) -> float:
+    bodies = [
+        {"events": [{"event_type": "http.latency", "source": f"bench-{c}",
+                     "payload": {"endpoint": "/v1/orders", "p95_ms": 12.5, "i": i}}
+                    for i in range(batch)]}
+        for c in range(events // batch)
+    ]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def send(chunk: list[dict]) -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            for body in chunk:
+                response = client.post("/api/events", json=body)
+                response.raise_for_status()
+
+    chunks = [bodies[i::clients] for i in range(clients)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, chunks))
+    return len(bodies) * batch / (time.perf_counter() - started)
+
+
+def inprocess_ingest(*, events: int, batch: int) -> float:
+    from django.db import connection
+
+    from events.services import event_publish_batch
+
+    payload = {"endpoint": "/v1/orders", "p95_ms": 12.5}
+    started = time.perf_counter()
+    for _ in range(events // batch):
+        event_publish_batch(events=[{"event_type": "http.latency", "source": "bench",
+                                     "payload": payload}] * batch)
+    rate = (events // batch) * batch / (time.perf_counter() - started)
+    connection.close()
+    return rate
+
+
+def pending_supabase() -> int:
+    from events.models import Delivery
+
+    return Delivery.objects.filter(sink="supabase", status__in=["pending", "failed"]).count()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+
+    from tests.fixtures.supabase_local import running_supabase_local
+
+    name = f"monitor_bench_{secrets.token_hex(4)}"
+    database_url = recreate_database(name)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    logs = Path(os.environ.get("BENCH_LOG_DIR", "/tmp")) / name
+    logs.mkdir(parents=True, exist_ok=True)
+    base_env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
+                "DJANGO_SETTINGS_MODULE": "monitor_project.settings.base",
+                "DJANGO_DEBUG": "false", "LOG_LEVEL": "WARNING", "SUPABASE_URL": "",
+                "SUPABASE_SERVICE_ROLE_KEY": "", "SUPABASE_ANON_KEY": "",
+                "SUPABASE_JWT_SECRET": ""}
+    processes: list[subprocess.Popen] = []
+    results: dict[str, float] = {}
+    try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO,
+                       env=base_env, check=True)
+        os.environ.update(base_env)
+        import django
+
+        django.setup()
+        from django.conf import settings
+
+        from events.services import producer_create
+
+        token = producer_create(name="bench").token
+        with running_supabase_local(faults=False) as supabase:
+            on_env = {**base_env, "SUPABASE_URL": supabase.url,
+                      "SUPABASE_ANON_KEY": supabase.anon_key,
+                      "SUPABASE_SERVICE_ROLE_KEY": supabase.service_role_key,
+                      "SUPABASE_JWT_SECRET": supabase.jwt_secret}
+            for mode, env in (("off", base_env), ("on", on_env)):
+                port = free_port()
+                daphne = spawn([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
+                                str(port), "monitor_project.asgi:application"], env,
+                               logs / f"daphne-{mode}.log")
+                processes.append(daphne)
+                if mode == "on":
+                    processes.append(spawn(
+                        [sys.executable, "-m", "celery", "-A", "monitor_project", "worker",
+                         "--loglevel", "warning", "--concurrency", "2"],
+                        env, logs / "worker.log"))
+                    for key in ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY",
+                                "SUPABASE_JWT_SECRET"):
+                        setattr(settings, key, env[key])
+                base = f"http://127.0.0.1:{port}"
+                wait_http(f"{base}/readyz")
+                started = time.perf_counter()
+                results[f"api_{mode}"] = http_ingest(base, token, events=args.events,
+                                                     batch=args.batch, clients=args.clients)
+                results[f"publish_{mode}"] = inprocess_ingest(events=args.events,
+                                                              batch=args.batch)
+                if mode == "on":
+                    deadline = time.monotonic() + 300
+                    while pending_supabase() and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    mirrored = len(supabase.sql("SELECT seq FROM monitoring_events"))
+                    results["mirror_seconds"] = time.perf_counter() - started
+                    results["mirrored_rows"] = mirrored
+                    results["left_pending"] = pending_supabase()
+                stop(daphne)
+    finally:
+        for process in processes:
+            stop(process)
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(name)
+
+    print(f"ingest benchmark: {args.events} events per run, batches of {args.batch}, "
+          f"{args.clients} HTTP clients, 2 cores")
+    print(f"{'path':<28}{'sink off':>12}{'sink on':>12}{'on/off':>9}")
+    for path, label in (("api", "POST /api/events (HTTP)"), ("publish", "event_publish_batch")):
+        off, on = results[f"{path}_off"], results[f"{path}_on"]
+        print(f"{label:<28}{off:>10.0f}/s{on:>10.0f}/s{on / off:>9.2f}")
+    print(f"mirror: {int(results['mirrored_rows'])} rows in Supabase "
+          f"{results['mirror_seconds']:.1f} s after the 'on' run started; "
+          f"{int(results['left_pending'])} deliveries left pending")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

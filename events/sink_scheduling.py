@@ -1,0 +1,44 @@
+"""Scheduling the Supabase flush task after a publish commits.
+
+One Redis flag means "a flush is already queued": publishers only queue a task when they
+set it, so a burst of publishes queues one task, not thousands. The task releases the
+flag before each look at the table, so nothing committed meanwhile is left waiting. The
+flag expires on its own, so a lost task does not block scheduling for long; the drain
+(Celery beat) covers whatever slips through.
+"""
+
+import logging
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+FLAG_TTL_SECONDS = 10
+
+
+def _flag_key() -> str:
+    return f"{settings.SUPABASE_BREAKER_NAMESPACE}:flush-queued"
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+def flush_schedule() -> None:
+    """Queue a flush unless one is queued already. Never raises: the drain catches up."""
+    from events.tasks import supabase_sink_flush_task
+
+    try:
+        if _redis().set(_flag_key(), 1, nx=True, ex=FLAG_TTL_SECONDS):
+            countdown = settings.SUPABASE_SINK_LINGER_MS / 1000 or None
+            supabase_sink_flush_task.apply_async(countdown=countdown)
+    except Exception as exc:
+        logger.warning("could not queue a Supabase flush (the drain will send it): %s", exc)
+
+
+def flush_schedule_release() -> None:
+    try:
+        _redis().delete(_flag_key())
+    except redis.RedisError as exc:
+        logger.warning("could not release the Supabase flush flag: %s", exc)

@@ -1,0 +1,339 @@
+"""The Supabase half of the dual write.
+
+Pending ``supabase`` deliveries are claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` in
+seq order, written in one upsert on ``seq`` that ignores duplicates, and marked in the
+same transaction. So:
+
+- two workers never send the same delivery at once (each skips the other's rows);
+- a worker killed mid-batch loses nothing: its transaction dies with it, the rows are
+  pending again, and the next flush re-sends them; a re-sent row that already reached
+  Supabase is ignored by the upsert, so nothing is duplicated either.
+
+Writes go through a pybreaker circuit breaker whose state lives in Redis, shared by every
+process. While it is open nothing is attempted: deliveries stay pending, publishing never
+waits on Supabase, and the drain (Celery beat) sends everything once it closes.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pybreaker
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from events import supabase_client
+from events.checksums import format_timestamp
+from events.models import BreakerStateChange, Delivery, DeliveryStatus, Event, Sink
+
+logger = logging.getLogger(__name__)
+
+BREAKER_NAME = "supabase_writes"
+MAX_BACKOFF_SECONDS = 60
+
+
+# --- The circuit breaker ------------------------------------------------------------------
+
+
+class _BreakerRecorder(pybreaker.CircuitBreakerListener):
+    """Records every state change and raises an alert for it."""
+
+    def __init__(self) -> None:
+        self.last_error = ""
+
+    def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+
+    def state_change(self, cb, old_state, new_state) -> None:
+        old_name = old_state.name if old_state is not None else ""
+        new_name = new_state.name
+        if old_name == new_name:
+            return
+        last_error = self.last_error
+        # Recorded after the surrounding transaction commits (or now, outside one), so a
+        # rolled-back flush does not take the record with it.
+        transaction.on_commit(
+            lambda: breaker_state_change_record(
+                old_state=old_name, new_state=new_name, last_error=last_error
+            )
+        )
+
+
+def breaker_state_change_record(*, old_state: str, new_state: str, last_error: str) -> None:
+    BreakerStateChange.objects.create(
+        breaker=BREAKER_NAME,
+        old_state=old_state,
+        new_state=new_state,
+        last_error=last_error,
+        process=f"{socket.gethostname()}:{os.getpid()}",
+    )
+    severity = "critical" if new_state == pybreaker.STATE_OPEN else "info"
+    try:
+        from rollout.services import alert_raise
+    except ImportError:  # the alerting app is not installed yet
+        logger.warning("Supabase breaker %s → %s (%s)", old_state, new_state, last_error)
+        return
+    alert_raise(
+        kind=f"breaker_{new_state.replace('-', '_')}",
+        severity=severity,
+        message=f"Supabase write breaker went from {old_state} to {new_state}",
+        figures={"last_error": last_error},
+    )
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    """A 4xx from Supabase says a row is bad, not that Supabase is down."""
+    if not isinstance(exc, supabase_client.SupabaseAPIError):
+        return False
+    code = str(getattr(exc, "code", "") or "")
+    return code.startswith("PGRST1") or code[:2] in {"22", "23"}
+
+
+_breaker_lock = threading.Lock()
+_breakers: dict[tuple, tuple[pybreaker.CircuitBreaker, pybreaker.CircuitRedisStorage]] = {}
+
+
+def supabase_breaker() -> pybreaker.CircuitBreaker:
+    return _breaker_and_storage()[0]
+
+
+def supabase_breaker_rejects_calls() -> bool:
+    """True while the breaker is open and its open time has not yet run out (after that,
+    the next call is the half-open trial)."""
+    breaker, storage = _breaker_and_storage()
+    if breaker.current_state != pybreaker.STATE_OPEN:
+        return False
+    opened_at = storage.opened_at
+    if opened_at is None:
+        return False
+    return datetime.now(UTC) < opened_at + timedelta(seconds=breaker.reset_timeout)
+
+
+def _breaker_and_storage() -> tuple[pybreaker.CircuitBreaker, pybreaker.CircuitRedisStorage]:
+    config = (
+        settings.REDIS_URL,
+        settings.SUPABASE_BREAKER_FAIL_MAX,
+        settings.SUPABASE_BREAKER_RESET_SECONDS,
+        settings.SUPABASE_BREAKER_NAMESPACE,
+    )
+    with _breaker_lock:
+        cached = _breakers.get(config)
+        if cached is None:
+            storage = pybreaker.CircuitRedisStorage(
+                pybreaker.STATE_CLOSED,
+                redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2),
+                namespace=settings.SUPABASE_BREAKER_NAMESPACE,
+            )
+            breaker = pybreaker.CircuitBreaker(
+                fail_max=settings.SUPABASE_BREAKER_FAIL_MAX,
+                reset_timeout=settings.SUPABASE_BREAKER_RESET_SECONDS,
+                exclude=[_is_client_error],
+                listeners=[_BreakerRecorder()],
+                state_storage=storage,
+                name=BREAKER_NAME,
+                throw_new_error_on_trip=False,
+            )
+            cached = (breaker, storage)
+            _breakers.clear()
+            _breakers[config] = cached
+        return cached
+
+
+def supabase_breaker_state() -> str:
+    return supabase_breaker().current_state
+
+
+# --- Writing ------------------------------------------------------------------------------
+
+
+def event_to_supabase_row(event: Event) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "event_type": event.event_type,
+        "source": event.source,
+        "criticality": event.criticality,
+        "occurred_at": format_timestamp(event.occurred_at),
+        "received_at": format_timestamp(event.received_at),
+        "payload": event.payload,
+        "checksum": event.checksum,
+    }
+
+
+def _upsert(rows: list[dict[str, Any]]) -> None:
+    (
+        supabase_client.service_client()
+        .table(supabase_client.MONITORING_EVENTS_TABLE)
+        .upsert(rows, on_conflict="seq", ignore_duplicates=True, returning="minimal")
+        .execute()
+    )
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    breaker_state: str = pybreaker.STATE_CLOSED
+    outcome: str = "idle"  # idle | sent | failed | breaker_open | not_configured
+
+
+def _outstanding(*, include_failed: bool) -> Q:
+    if not include_failed:
+        return Q(status=DeliveryStatus.PENDING)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
+    return Q(status=DeliveryStatus.PENDING) | (Q(status=DeliveryStatus.FAILED) & due)
+
+
+def _mark_sent(ids: list[int], *, latency_ms: float) -> None:
+    now = timezone.now()
+    Delivery.objects.filter(id__in=ids).update(
+        status=DeliveryStatus.SENT,
+        attempts=F("attempts") + 1,
+        sent_at=now,
+        updated_at=now,
+        next_attempt_at=None,
+        last_error="",
+        write_latency_ms=latency_ms,
+    )
+
+
+def _mark_failed(deliveries: list[Delivery], *, error: str) -> None:
+    now = timezone.now()
+    for delivery in deliveries:
+        attempts = delivery.attempts + 1
+        backoff = min(2 ** min(attempts, 10), MAX_BACKOFF_SECONDS)
+        Delivery.objects.filter(id=delivery.id).update(
+            status=DeliveryStatus.FAILED,
+            attempts=attempts,
+            last_error=error[:1000],
+            updated_at=now,
+            next_attempt_at=now + timedelta(seconds=backoff),
+        )
+
+
+def supabase_sink_flush(*, limit: int | None = None, include_failed: bool = False) -> FlushResult:
+    """Write one batch of outstanding supabase deliveries, oldest seq first."""
+    if not supabase_client.supabase_configured():
+        return FlushResult(outcome="not_configured")
+    limit = limit or settings.SUPABASE_SINK_BATCH_SIZE
+    breaker = supabase_breaker()
+    if supabase_breaker_rejects_calls():
+        return FlushResult(breaker_state=pybreaker.STATE_OPEN, outcome="breaker_open")
+
+    with transaction.atomic():
+        deliveries = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(_outstanding(include_failed=include_failed), sink=Sink.SUPABASE)
+            .select_related("event")
+            .order_by("event_id")[:limit]
+        )
+        if not deliveries:
+            return FlushResult(breaker_state=breaker.current_state)
+        rows = [event_to_supabase_row(delivery.event) for delivery in deliveries]
+        started = time.perf_counter()
+        try:
+            breaker.call(_upsert, rows)
+        except pybreaker.CircuitBreakerError:
+            return FlushResult(
+                claimed=len(deliveries), breaker_state=pybreaker.STATE_OPEN, outcome="breaker_open"
+            )
+        except Exception as exc:
+            if _is_client_error(exc) and len(deliveries) > 1:
+                return _flush_one_by_one(deliveries, breaker=breaker)
+            _mark_failed(deliveries, error=f"{type(exc).__name__}: {exc}")
+            return FlushResult(
+                claimed=len(deliveries),
+                failed=len(deliveries),
+                breaker_state=breaker.current_state,
+                outcome="failed",
+            )
+        latency_ms = (time.perf_counter() - started) * 1000
+        _mark_sent([delivery.id for delivery in deliveries], latency_ms=latency_ms)
+    return FlushResult(
+        claimed=len(deliveries),
+        sent=len(deliveries),
+        breaker_state=breaker.current_state,
+        outcome="sent",
+    )
+
+
+def _flush_one_by_one(deliveries: list[Delivery], *, breaker) -> FlushResult:
+    """Isolate the rows Supabase refuses, so one bad row cannot block the rest."""
+    sent = failed = 0
+    for delivery in deliveries:
+        started = time.perf_counter()
+        try:
+            breaker.call(_upsert, [event_to_supabase_row(delivery.event)])
+        except pybreaker.CircuitBreakerError:
+            break
+        except Exception as exc:
+            _mark_failed([delivery], error=f"{type(exc).__name__}: {exc}")
+            failed += 1
+            continue
+        _mark_sent([delivery.id], latency_ms=(time.perf_counter() - started) * 1000)
+        sent += 1
+    return FlushResult(
+        claimed=len(deliveries),
+        sent=sent,
+        failed=failed,
+        breaker_state=breaker.current_state,
+        outcome="sent" if sent else "failed",
+    )
+
+
+# --- Backfill (manage.py supabase_backfill) ----------------------------------------------
+
+
+class BackfillError(Exception):
+    pass
+
+
+def _routed_to_supabase(*, from_seq: int, to_seq: int | None):
+    queryset = Event.objects.filter(seq__gte=from_seq).exclude(
+        deliveries__sink=Sink.SUPABASE, deliveries__status=DeliveryStatus.SKIPPED
+    )
+    if to_seq is not None:
+        queryset = queryset.filter(seq__lte=to_seq)
+    return queryset
+
+
+def backfill_count(*, from_seq: int, to_seq: int | None) -> int:
+    return _routed_to_supabase(from_seq=from_seq, to_seq=to_seq).count()
+
+
+def backfill_batches(*, from_seq: int, to_seq: int | None, batch_size: int):
+    """Seqs of routed events in the range, ``batch_size`` at a time, in order."""
+    after = from_seq - 1
+    while True:
+        seqs = list(
+            _routed_to_supabase(from_seq=after + 1, to_seq=to_seq)
+            .order_by("seq")
+            .values_list("seq", flat=True)[:batch_size]
+        )
+        if not seqs:
+            return
+        yield seqs
+        after = seqs[-1]
+
+
+def backfill_batch_send(*, seqs: list[int]) -> int:
+    """Upsert these events (ignoring rows already there) and mark their deliveries sent."""
+    events = list(Event.objects.filter(seq__in=seqs).order_by("seq"))
+    started = time.perf_counter()
+    try:
+        supabase_breaker().call(_upsert, [event_to_supabase_row(event) for event in events])
+    except Exception as exc:
+        raise BackfillError(f"{type(exc).__name__}: {exc}") from exc
+    ids = list(
+        Delivery.objects.filter(event_id__in=seqs, sink=Sink.SUPABASE).values_list("id", flat=True)
+    )
+    _mark_sent(ids, latency_ms=(time.perf_counter() - started) * 1000)
+    return len(events)
