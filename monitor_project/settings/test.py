@@ -18,3 +18,4 @@ CELERY_BROKER_URL = REDIS_URL
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EVENTS_RULES_CACHE_SECONDS = 0.0
 SUPABASE_BREAKER_NAMESPACE = "monitor-test-supabase"
+SILENCED_SYSTEM_CHECKS = ["events.W001"]  # tests configure Supabase per test
