@@ -68,6 +68,7 @@ class Connection:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.closed = False
+        self._closing: asyncio.Task[None] | None = None
 
     def send(self, out: protocol.Outgoing) -> None:
         if self.closed:
@@ -96,7 +97,8 @@ class Connection:
         if not self.closed:
             # Usually a client that went away mid fan-out; else one that stopped reading.
             log.info("realtime: closing a socket that is closing or stopped reading")
-            self._loop.create_task(self.close())
+            # Keep a reference: the loop holds tasks only weakly.
+            self._closing = self._loop.create_task(self.close())
 
     async def writer(self) -> None:
         """Drains the queue: used for delayed (fault latency) frames and the ASGI path."""
