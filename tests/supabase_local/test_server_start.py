@@ -63,3 +63,42 @@ def test_cli_refuses_a_short_jwt_secret():
     )  # fmt: skip
     assert result.returncode == 2
     assert "32 characters" in result.stderr
+
+
+async def test_bootstrap_creates_the_database_and_is_idempotent_under_concurrency():
+    import asyncio
+    import secrets
+
+    import asyncpg
+
+    from supabase_local import db
+    from supabase_local.config import DEFAULT_MIGRATIONS_DIR
+    from tests.fixtures.supabase_local import _drop_database, _pg_url
+
+    names = [f"monitor_supabase_boot_{secrets.token_hex(4)}" for _ in range(2)]
+    urls = [_pg_url(name) for name in names]
+    try:
+        created = await asyncio.gather(*(db.ensure_database(url) for url in urls))
+        # Four bootstraps at once: two per database, all racing on the cluster's roles.
+        applied = await asyncio.gather(
+            *(db.bootstrap(url, DEFAULT_MIGRATIONS_DIR) for url in urls + urls)
+        )
+        again = await db.ensure_database(urls[0])
+
+        files = sorted(p.name for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql"))
+        assert created == [True, True] and again is False
+        for url in urls:
+            mine = [names_applied for u, names_applied in zip(urls + urls, applied, strict=True)
+                    if u == url]  # fmt: skip
+            assert sorted(mine, key=len) == [[], files]  # exactly one of the two applied them
+            connection = await asyncpg.connect(url)
+            try:
+                recorded = await connection.fetchval(
+                    "SELECT count(*) FROM supabase_local.schema_migrations"
+                )
+            finally:
+                await connection.close()
+            assert recorded == len(files)
+    finally:
+        for name in names:
+            _drop_database(name)
