@@ -543,3 +543,27 @@ async def test_heartbeats_are_answered(supabase_local):
         await replies.get(lambda m: m.ref != "hb-1")
         assert client.is_connected
         del client.channels["phoenix"]
+
+
+async def test_changes_arrive_in_commit_order_not_statement_order(supabase_local, seq_block):
+    import psycopg
+
+    first, second = seq_block(2)
+    row = (
+        "INSERT INTO public.monitoring_events (seq, event_type, source, criticality,"
+        " occurred_at, received_at, payload, checksum)"
+        " VALUES (%s, 'order', 'tests', 'debug', now(), now(), '{}', %s)"
+    )
+    async with realtime_client(supabase_local, supabase_local.service_role_key) as client:
+        _, changes, system, _ = await subscribe_changes(client, event="INSERT")
+        await subscribed(system)
+        with (
+            psycopg.connect(supabase_local.database_url) as early,
+            psycopg.connect(supabase_local.database_url) as late,
+        ):
+            early.execute(row, (first, f"{first:064x}"))  # inserted first, committed last
+            late.execute(row, (second, f"{second:064x}"))
+            late.commit()
+            early.commit()
+        got = await changes.collect(lambda p: seq_of(p) in (first, second), 2)
+        assert [seq_of(p) for p in got] == [second, first]
