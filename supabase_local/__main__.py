@@ -13,8 +13,10 @@ import logging
 import os
 import sys
 
+import asyncpg
 import uvicorn
 
+from supabase_local import db
 from supabase_local.app import create_app
 from supabase_local.auth import mint_token
 from supabase_local.config import DATABASE_URL_ENV, DEV_JWT_SECRET, ServerConfig
@@ -81,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         jwt_secret=args.jwt_secret,
         faults_enabled=args.faults,
     )
+    try:
+        # Fail with one clear line rather than a lifespan traceback.
+        asyncio.run(db.ensure_database(config.database_url))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        print(f"supabase_local: cannot use PostgreSQL ({error})", file=sys.stderr)
+        return 1
     for role in ("anon", "service_role"):
         key = mint_token(secret=config.jwt_secret, role=role, expires_in=KEY_LIFETIME_SECONDS)
         print(f"{role} key: {key}", flush=True)

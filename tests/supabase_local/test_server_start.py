@@ -102,3 +102,13 @@ async def test_bootstrap_creates_the_database_and_is_idempotent_under_concurrenc
     finally:
         for name in names:
             _drop_database(name)
+
+
+def test_cli_says_so_when_postgresql_is_unreachable():
+    result = subprocess.run(
+        [sys.executable, "-m", "supabase_local", "--port", "1",
+         "--database-url", "postgresql://postgres@127.0.0.1:1/unreachable"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("supabase_local: cannot use PostgreSQL")
