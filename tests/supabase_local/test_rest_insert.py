@@ -266,3 +266,13 @@ def test_invalid_json_with_columns_is_pgrst102(supabase_local, body):
 
     assert response.status_code == 400
     assert response.json()["code"] == "PGRST102"
+
+
+def test_insert_returns_only_the_selected_columns(service_client, seq_block):
+    (seq,) = seq_block(1)
+
+    response = (
+        service_client.table("monitoring_events").insert(event_row(seq)).select("seq,t:event_type")
+    ).execute()
+
+    assert response.data == [{"seq": seq, "t": event_row(seq)["event_type"]}]
