@@ -158,7 +158,8 @@ async def _worker_main(url: str, count: int, conn) -> None:  # noqa: ANN001
         conn.send(("error", f"only {state['joined']}/{count} joined"))
         return
     conn.send(("ready", state["joined"]))
-    await loop.run_in_executor(None, conn.recv)  # wait for "stop"
+    while (await loop.run_in_executor(None, conn.recv)) == "count":
+        conn.send(("count", len(state["latencies"])))
     conn.send(("latencies", state["latencies"]))
     for transport in transports:
         transport.close()
@@ -288,7 +289,21 @@ async def _run(args: argparse.Namespace) -> int:
             await conn.execute(
                 insert, base + i, payload, hashlib.sha256(payload.encode()).hexdigest()
             )
-        await asyncio.sleep(1.5)
+        # Wait until every delivery is in, or none has come for 3 s (a loss), at most 60 s.
+        expected_raw = total * raw_count
+        last, last_change = -1, time.monotonic()
+        for _ in range(600):
+            counts = 0
+            for pipe in pipes:
+                pipe.send("count")
+                counts += (await loop.run_in_executor(None, pipe.recv))[1]
+            if counts >= expected_raw and len(official_lat) >= total * args.official:
+                break
+            if counts != last:
+                last, last_change = counts, time.monotonic()
+            elif time.monotonic() - last_change > 3:
+                break
+            await asyncio.sleep(0.1)
         latencies: list[float] = []
         for pipe in pipes:
             pipe.send("stop")
