@@ -64,6 +64,9 @@ class Backoff:
 class Probe:
     probe_id: str
     sent_at: float
+    # The transports subscribed when it was sent: a transport that is down is measured by
+    # its connection failures, not by a stream of "lost" probes nobody could receive.
+    expected: set[str] = field(default_factory=set)
     delivered: set[str] = field(default_factory=set)
     lost: set[str] = field(default_factory=set)
 
@@ -94,6 +97,7 @@ class Prober:
         self.legacy_after: int | None = None
         self.session_key: str | None = None
         self.counts: dict[str, int] = {}
+        self.connected: dict[str, bool] = dict.fromkeys(self.transports, False)
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -107,8 +111,10 @@ class Prober:
 
     def delivered(self, transport: str, payload: dict, received_at: float) -> None:
         probe = self.pending.get(str(payload.get("probe_id")))
-        if probe is None or transport in probe.delivered or transport in probe.lost:
-            return  # not ours, a duplicate, or already counted as lost
+        if probe is None or transport not in probe.expected:
+            return  # not ours, or sent while this transport was not subscribed
+        if transport in probe.delivered or transport in probe.lost:
+            return  # a duplicate, or already counted as lost
         probe.delivered.add(transport)
         self.record(transport, SampleKind.DELIVERY, 1.0, at=received_at)
         self.record(
@@ -117,7 +123,7 @@ class Prober:
         self._forget_if_done(probe)
 
     def _forget_if_done(self, probe: Probe) -> None:
-        if len(probe.delivered) + len(probe.lost) >= len(self.transports):
+        if len(probe.delivered) + len(probe.lost) >= len(probe.expected):
             self.pending.pop(probe.probe_id, None)
 
     def reap(self, now: float | None = None) -> None:
@@ -125,7 +131,7 @@ class Prober:
         for probe in list(self.pending.values()):
             if now - probe.sent_at < self.loss_timeout:
                 continue
-            for transport in self.transports:
+            for transport in probe.expected:
                 if transport not in probe.delivered and transport not in probe.lost:
                     probe.lost.add(transport)
                     self.record(transport, SampleKind.DELIVERY, 0.0, at=now)
@@ -174,7 +180,11 @@ class Prober:
         from events.services import event_publish
 
         while not self.stopping.is_set():
-            probe = Probe(probe_id=uuid.uuid4().hex, sent_at=time.time())
+            expected = {t for t, up in self.connected.items() if up}
+            if not expected:
+                await self._sleep(min(self.interval, 0.5))
+                continue
+            probe = Probe(probe_id=uuid.uuid4().hex, sent_at=time.time(), expected=expected)
             self.pending[probe.probe_id] = probe
             try:
                 await sync_to_async(event_publish)(
@@ -221,7 +231,7 @@ class Prober:
                     )
                     if welcome.get("type") != "welcome":
                         raise ConnectionError(f"expected welcome, got {welcome.get('type')}")
-                    connected = True
+                    connected = self.connected[Transport.WEBSOCKET] = True
                     self.record(Transport.WEBSOCKET, SampleKind.CONNECT)
                     backoff.reset()
                     if self.legacy_after is not None:
@@ -238,6 +248,7 @@ class Prober:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.connected[Transport.WEBSOCKET] = False
                 if self.stopping.is_set():
                     return
                 if connected:
@@ -303,7 +314,7 @@ class Prober:
                 await asyncio.wait_for(channel.subscribe(on_state), CONNECT_TIMEOUT_SECONDS)
                 if not subscribed.is_set():
                     raise ConnectionError("the Realtime join did not succeed")
-                connected = True
+                connected = self.connected[Transport.SUPABASE] = True
                 self.record(Transport.SUPABASE, SampleKind.CONNECT)
                 backoff.reset()
                 renew_at = time.monotonic() + TOKEN_RENEW_SECONDS
@@ -321,6 +332,7 @@ class Prober:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.connected[Transport.SUPABASE] = False
                 if self.stopping.is_set():
                     return
                 if connected:

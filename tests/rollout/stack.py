@@ -109,6 +109,15 @@ class Stack:
             [sys.executable, "manage.py", "run_prober", "--base-url", self.base_url, *args],
         )
 
+    def wait_for_log(self, name: str, text: str, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if text in (self.log_dir / f"{name}.log").read_text(errors="replace"):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not log {text!r} within {timeout} s:\n{self.logs()}")
+
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:

@@ -32,7 +32,7 @@ def test_the_feed_url_follows_the_base_url():
 
 def test_a_delivery_records_latency_on_the_probers_clock():
     prober = _prober()
-    prober.pending["p1"] = Probe("p1", sent_at=100.0)
+    prober.pending["p1"] = Probe("p1", sent_at=100.0, expected={"websocket", "supabase"})
     prober.delivered("websocket", {"probe_id": "p1"}, received_at=100.025)
     prober.delivered("websocket", {"probe_id": "p1"}, received_at=100.030)  # duplicate
     prober.delivered("supabase", {"probe_id": "other"}, received_at=100.030)  # not ours
@@ -42,7 +42,7 @@ def test_a_delivery_records_latency_on_the_probers_clock():
 
 def test_a_probe_not_seen_within_the_timeout_is_lost_on_that_transport_only():
     prober = _prober()
-    prober.pending["p1"] = Probe("p1", sent_at=100.0)
+    prober.pending["p1"] = Probe("p1", sent_at=100.0, expected={"websocket", "supabase"})
     prober.delivered("websocket", {"probe_id": "p1"}, received_at=100.01)
     prober.reap(now=109.9)
     assert ("supabase", "delivery", 0.0) not in _kinds(prober)
@@ -54,16 +54,24 @@ def test_a_probe_not_seen_within_the_timeout_is_lost_on_that_transport_only():
     assert len(prober.samples) == 3
 
 
+def test_a_transport_that_was_down_when_the_probe_left_is_not_expected_to_deliver_it():
+    prober = _prober()
+    prober.pending["p1"] = Probe("p1", sent_at=100.0, expected={"websocket"})
+    prober.delivered("supabase", {"probe_id": "p1"}, received_at=100.01)
+    prober.reap(now=200.0)
+    assert _kinds(prober) == [("websocket", "delivery", 0.0)]
+
+
 def test_without_supabase_only_the_legacy_path_is_expected():
     prober = _prober(supabase=False)
-    prober.pending["p1"] = Probe("p1", sent_at=0.0)
+    prober.pending["p1"] = Probe("p1", sent_at=0.0, expected={"websocket"})
     prober.reap(now=100.0)
     assert _kinds(prober) == [("websocket", "delivery", 0.0)]
 
 
 def test_supabase_rows_are_read_from_the_change_payload():
     prober = _prober()
-    prober.pending["p1"] = Probe("p1", sent_at=0.0)
+    prober.pending["p1"] = Probe("p1", sent_at=0.0, expected={"supabase"})
     prober._supabase_change({"data": {"record": {"seq": 3, "payload": {"probe_id": "p1"}}}})
     prober._supabase_change({"data": {"record": {"seq": 4, "payload": "not json"}}})
     assert [s.kind for s in prober.samples] == ["delivery", "latency"]
