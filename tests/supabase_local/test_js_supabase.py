@@ -177,6 +177,14 @@ async def test_realtime_through_supabase_js(node, supabase_local, js_seqs, vsn):
         assert (await script.expect(type="broadcast", event="pong"))["payload"] == {"hello": "rest"}
         assert (await script.expect(type="ack"))["result"] == {"success": True}
 
+        await script.send('track {"status": "online"}')
+        assert (await script.expect(type="ack"))["result"] == "ok"
+        presence = await script.expect(type="presence")
+        while "js" not in presence["state"]:
+            presence = await script.expect(type="presence")
+        [meta] = presence["state"]["js"]
+        assert meta["status"] == "online" and meta["presence_ref"]
+
         await script.expect(type="heartbeat", status="ok")
 
         # Every socket closed by the server: supabase-js reconnects and rejoins by itself.
