@@ -89,10 +89,10 @@ def read_response(
         if page_count < total:
             status = 206
     headers = {"Content-Range": content_range(offset, page_count, total)}
-    if preferences.applied:
-        headers["Preference-Applied"] = ", ".join(
-            p for p in preferences.applied if p.startswith("count=")
-        ) or ", ".join(preferences.applied)
+    # A read applies only the count preference; return/resolution concern writes.
+    counted = [p for p in preferences.applied if p.startswith("count=")]
+    if counted:
+        headers["Preference-Applied"] = ", ".join(counted)
     media_type = JSON_TYPE
     if single:
         body = single_body(body, page_count, strip_nulls)
