@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -176,3 +177,24 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return _unauthorized("staff sign-in or the metrics token is required")
     body = generate_latest(metrics_registry())
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+@never_cache
+def realtime_token(request: HttpRequest) -> JsonResponse:
+    """A fresh short-lived Supabase token for the signed-in user (role authenticated)."""
+    from events.views import realtime_token_for
+
+    if request.method != "GET":
+        return error_response(
+            status=405, code="method_not_allowed", message="use GET", headers={"Allow": "GET"}
+        )
+    if not request.user.is_authenticated:
+        return _unauthorized("sign in first")
+    token = realtime_token_for(request.user)
+    if token is None:
+        return error_response(
+            status=503,
+            code="supabase_not_configured",
+            message="Supabase Realtime is not configured on this server",
+        )
+    return JsonResponse(token)

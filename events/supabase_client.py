@@ -94,6 +94,13 @@ async def async_client(*, access_token: str | None = None, service: bool = False
 
 def user_access_token_mint(*, user_id: int | str, expires_in: int = 900, **claims: Any) -> str:
     """A short-lived token for a browser: role ``authenticated``, ``sub`` = the user id."""
+    return user_access_token_issue(user_id=user_id, expires_in=expires_in, **claims)[0]
+
+
+def user_access_token_issue(
+    *, user_id: int | str, expires_in: int = 900, **claims: Any
+) -> tuple[str, int]:
+    """``user_access_token_mint`` with the expiry (epoch seconds) the token carries."""
     config = supabase_settings()
     if not config.jwt_secret:
         raise ImproperlyConfigured("SUPABASE_JWT_SECRET is needed to mint user tokens")
@@ -106,7 +113,7 @@ def user_access_token_mint(*, user_id: int | str, expires_in: int = 900, **claim
         "exp": now + expires_in,
         **claims,
     }
-    return jwt.encode(payload, config.jwt_secret, algorithm="HS256")
+    return jwt.encode(payload, config.jwt_secret, algorithm="HS256"), payload["exp"]
 
 
 __all__ = [

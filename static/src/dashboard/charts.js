@@ -1,0 +1,63 @@
+// Events per minute by criticality, and delivery latency, drawn with uPlot.
+
+import uPlot from "uplot";
+
+const CRITICALITIES = ["critical", "performance", "user_activity", "system", "debug"];
+const COLOURS = ["#ff5c5c", "#f0b429", "#4aa3ff", "#7bd88f", "#a78bfa"];
+const MINUTES = 30;
+const LATENCY_POINTS = 300;
+
+export class Charts {
+  constructor({ rateEl, latencyEl }) {
+    this.perMinute = new Map(); // minute -> {criticality: count}
+    this.latencies = [];
+    const width = Math.max(300, rateEl.clientWidth || 480);
+    this.rate = new uPlot(
+      {
+        width, height: 180, title: "Events per minute",
+        scales: { x: { time: true } },
+        series: [{}, ...CRITICALITIES.map((label, i) => ({ label, stroke: COLOURS[i], width: 1.5 }))],
+        axes: [{ stroke: "#8a949e" }, { stroke: "#8a949e" }],
+      },
+      [[], ...CRITICALITIES.map(() => [])],
+      rateEl,
+    );
+    this.latency = new uPlot(
+      {
+        width, height: 180, title: "Delivery latency (ms)",
+        scales: { x: { time: true } },
+        series: [{}, { label: "latency ms", stroke: "#8cc4ff", width: 1 }],
+        axes: [{ stroke: "#8a949e" }, { stroke: "#8a949e" }],
+      },
+      [[], []],
+      latencyEl,
+    );
+    this.dirty = false;
+    setInterval(() => this.redraw(), 1000);
+  }
+
+  add(events) {
+    for (const event of events) {
+      const minute = Math.floor(Date.parse(event.received_at) / 60_000) * 60;
+      const bucket = this.perMinute.get(minute) ?? {};
+      bucket[event.criticality] = (bucket[event.criticality] ?? 0) + 1;
+      this.perMinute.set(minute, bucket);
+    }
+    this.dirty = true;
+  }
+
+  addLatency(ms) {
+    this.latencies.push([Date.now() / 1000, ms]);
+    if (this.latencies.length > LATENCY_POINTS) this.latencies.shift();
+    this.dirty = true;
+  }
+
+  redraw() {
+    if (!this.dirty) return;
+    this.dirty = false;
+    const minutes = [...this.perMinute.keys()].sort((a, b) => a - b).slice(-MINUTES);
+    for (const key of this.perMinute.keys()) if (!minutes.includes(key)) this.perMinute.delete(key);
+    this.rate.setData([minutes, ...CRITICALITIES.map((c) => minutes.map((m) => this.perMinute.get(m)[c] ?? 0))]);
+    this.latency.setData([this.latencies.map((p) => p[0]), this.latencies.map((p) => p[1])]);
+  }
+}

@@ -1,0 +1,32 @@
+// The last events, kept in localStorage so that a reload shows them at once and the feed
+// resumes after them.
+
+const KEEP = 200;
+
+export class LocalBuffer {
+  constructor(userId) {
+    this.key = `monitor.feed.v1.${userId}`;
+    this.saveTimer = null;
+  }
+
+  load() {
+    try {
+      const data = JSON.parse(localStorage.getItem(this.key) || "null");
+      if (data && Array.isArray(data.events) && Number.isInteger(data.contiguous)) return data;
+    } catch {
+      // A corrupt entry is dropped; the server has everything.
+    }
+    return { contiguous: 0, events: [] };
+  }
+
+  save(contiguous, events) {
+    clearTimeout(this.saveTimer);
+    this.saveTimer = setTimeout(() => {
+      try {
+        localStorage.setItem(this.key, JSON.stringify({ contiguous, events: events.slice(0, KEEP) }));
+      } catch {
+        // Storage full or disabled: the feed still works, it only starts empty next time.
+      }
+    }, 250);
+  }
+}

@@ -1,0 +1,56 @@
+// Reports this page's health on its transport to POST /api/telemetry, latencies corrected
+// to the server clock with the offset measured through GET /api/time.
+
+export class Telemetry {
+  constructor({ csrfToken }) {
+    this.csrfToken = csrfToken;
+    this.offsetMs = 0;
+    this.reset();
+    this.timer = setInterval(() => this.flush(), 10_000);
+  }
+
+  reset() {
+    this.counts = { connects: 0, connect_failures: 0, errors: 0 };
+    this.latencies = [];
+  }
+
+  async measureOffset() {
+    try {
+      const sent = Date.now();
+      const response = await fetch("/api/time", { credentials: "same-origin", cache: "no-store" });
+      const { now_ms: serverNow } = await response.json();
+      this.offsetMs = serverNow - (sent + Date.now()) / 2;
+    } catch {
+      // Keep the last offset.
+    }
+  }
+
+  serverNow() {
+    return Date.now() + this.offsetMs;
+  }
+
+  count(name) {
+    this.counts[name] += 1;
+  }
+
+  latency(ms) {
+    if (this.latencies.length < 200 && Number.isFinite(ms) && ms >= 0) this.latencies.push(ms);
+  }
+
+  async flush(transport = this.transport) {
+    const body = { transport, ...this.counts, latencies_ms: this.latencies };
+    const empty = !body.connects && !body.connect_failures && !body.errors && !body.latencies_ms.length;
+    if (!transport || empty) return;
+    this.reset();
+    try {
+      await fetch("/api/telemetry", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": this.csrfToken },
+        body: JSON.stringify({ ...body, clock_offset_ms: 0 }),
+      });
+    } catch {
+      // Telemetry is best effort.
+    }
+  }
+}
