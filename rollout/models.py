@@ -130,6 +130,7 @@ class AuditAction(models.TextChoices):
     PREFERENCE = "preference", "User transport preference"
     PROMOTION = "promotion", "Automatic promotion settings"
     THRESHOLDS = "thresholds", "Thresholds changed"
+    ALERT_ACK = "alert_ack", "Alert acknowledged"
 
 
 class AuditEntry(models.Model):

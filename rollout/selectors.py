@@ -126,6 +126,10 @@ class TransportHealth:
     p99_ms: float | None
     consecutive_connect_failures: int
 
+    @property
+    def error_rate_percent(self) -> float | None:
+        return None if self.error_rate is None else self.error_rate * 100
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -115,13 +115,20 @@ def alert_raise(
     raise AssertionError("unreachable")
 
 
-def alert_acknowledge(*, alert: Alert, user) -> Alert:
+def alert_acknowledge(*, alert: Alert, user, reason: str = "") -> Alert:
+    """Close an open alert (audited); the next alert of its kind opens a new one."""
     with transaction.atomic():
         alert = Alert.objects.select_for_update().get(pk=alert.pk)
         if alert.acknowledged_at is None:
             alert.acknowledged_at = timezone.now()
             alert.acknowledged_by = user
             alert.save(update_fields=["acknowledged_at", "acknowledged_by"])
+            audit_record(
+                actor=user, action=AuditAction.ALERT_ACK, from_value=f"alert {alert.pk}",
+                to_value=alert.kind, reason=reason or "acknowledged",
+                figures={"alert": {"kind": alert.kind, "count": alert.count,
+                                   "message": alert.message}},
+            )  # fmt: skip
         return alert
 
 

@@ -1,0 +1,189 @@
+"""The staff rollout panel in the admin (/admin/rollout/panel/).
+
+Every change goes through a confirmation page that restates its effect and needs a
+reason; the confirmed POST calls one service, which audits it. Non-staff users get 403
+on every URL here (not the admin's redirect to its login form), and every form carries
+Django's CSRF token.
+"""
+
+from functools import wraps
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from rollout import charts, selectors, services
+from rollout.models import STAGE_PERCENT, Alert, Stage
+
+CHART_BUCKETS = 30
+
+
+def staff_required(view):
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        user = request.user
+        if not (user.is_authenticated and user.is_active and user.is_staff):
+            raise PermissionDenied("staff only")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _health_context() -> dict:
+    thresholds = selectors.thresholds_get()
+    report = selectors.health_report(thresholds=thresholds)
+    long_window = thresholds.latency_window_seconds
+    short_window = thresholds.error_rate_window_seconds
+    latency = {
+        t: selectors.health_series(transport=t, window_seconds=long_window, buckets=CHART_BUCKETS)
+        for t in ("supabase", "websocket")
+    }
+    errors = {
+        t: selectors.health_series(transport=t, window_seconds=short_window, buckets=CHART_BUCKETS)
+        for t in ("supabase", "websocket")
+    }
+    return {
+        "report": report,
+        "thresholds": thresholds,
+        "rows": [report.supabase_short, report.supabase_long, report.websocket_short,
+                 report.websocket_long],
+        "latency_limit": thresholds.latency_ratio_max * report.baseline.p95_ms,
+        "latency_svg": charts.series_svg(
+            title=f"p95 latency, last {long_window} s", series=latency, key="p95_ms",
+            buckets=CHART_BUCKETS, threshold=thresholds.latency_ratio_max * report.baseline.p95_ms,
+            threshold_label="rollback above", unit=" ms",
+        ),
+        "error_svg": charts.series_svg(
+            title=f"error rate, last {short_window} s", series=errors, key="error_rate",
+            buckets=CHART_BUCKETS, threshold=thresholds.error_rate_max,
+            threshold_label="rollback above", unit=" %", scale=100,
+        ),
+    }  # fmt: skip
+
+
+@never_cache
+@staff_required
+@require_GET
+def panel_view(request: HttpRequest) -> HttpResponse:
+    state = selectors.rollout_state_get()
+    context = {
+        **admin.site.each_context(request),
+        "title": "Rollout panel",
+        "state": state,
+        "percent": selectors.supabase_flag_percent(),
+        "stages": Stage.choices,
+        "cohorts": selectors.cohort_sizes(),
+        "audit": selectors.audit_entries(limit=50),
+        "alerts": selectors.open_alerts(),
+        **_health_context(),
+    }
+    return render(request, "admin/rollout/panel.html", context)
+
+
+@never_cache
+@staff_required
+@require_GET
+def health_json(request: HttpRequest) -> JsonResponse:
+    """What the panel's script polls: the figures, and the health section re-rendered."""
+    context = _health_context()
+    return JsonResponse(
+        {
+            "figures": context["report"].figures(),
+            "html": render_to_string("admin/rollout/_health.html", context, request=request),
+        }
+    )
+
+
+def _describe(action: str, stage: str | None, state) -> str:
+    if action == "stage":
+        return (
+            f"Move the rollout from stage {state.stage} ({STAGE_PERCENT[state.stage]} %) to "
+            f"stage {stage} ({STAGE_PERCENT[stage]} %) of users on Supabase Realtime."
+            + (" The kill switch is on: nobody moves until it is released." if state.killed else "")
+        )
+    if action == "kill":
+        return (
+            "Throw the kill switch: every open dashboard switches to the legacy WebSocket path now."
+        )
+    if action == "resume":
+        return f"Release the kill switch: users return to stage {state.stage}."
+    if action == "promotion":
+        return "Change automatic promotion."
+    return action
+
+
+ACTIONS = ("stage", "kill", "resume", "promotion")
+
+
+@never_cache
+@staff_required
+@require_POST
+def panel_action(request: HttpRequest) -> HttpResponse:
+    """Step 1 (no ``confirm``): show the effect and ask again. Step 2: do it."""
+    action = request.POST.get("action", "")
+    stage = request.POST.get("stage") or None
+    reason = (request.POST.get("reason") or "").strip()
+    if action not in ACTIONS:
+        return HttpResponse("unknown action", status=400)
+    state = selectors.rollout_state_get()
+    error = None
+    if action == "stage" and stage not in STAGE_PERCENT:
+        error = "Choose a stage."
+    elif not reason:
+        error = "A reason is required."
+    promotion = {
+        "enabled": request.POST.get("enabled") == "on",
+        "dwell": request.POST.get("dwell_seconds", ""),
+    }
+    if action == "promotion" and not error:
+        try:
+            promotion["dwell"] = int(promotion["dwell"])
+            if promotion["dwell"] < 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            error = "The dwell must be a whole number of seconds."
+    if error or request.POST.get("confirm") != "yes":
+        context = {
+            **admin.site.each_context(request),
+            "title": "Confirm rollout change",
+            "action": action, "stage": stage, "reason": reason, "error": error,
+            "promotion": promotion, "description": _describe(action, stage, state)
+            if action != "stage" or stage in STAGE_PERCENT else "",
+            "cohorts": selectors.cohort_sizes(),
+        }  # fmt: skip
+        return render(request, "admin/rollout/confirm.html", context, status=400 if error else 200)
+    try:
+        if action == "stage":
+            services.rollout_stage_set(stage=stage, actor=request.user, reason=reason)
+            messages.success(request, f"Stage set to {stage}.")
+        elif action == "kill":
+            _, changed = services.rollout_kill(actor=request.user, reason=reason)
+            messages.success(request, "Kill switch thrown." if changed else "It was already on.")
+        elif action == "resume":
+            _, changed = services.rollout_resume(actor=request.user, reason=reason)
+            messages.success(request, "Resumed." if changed else "The kill switch was off.")
+        else:
+            services.rollout_promotion_configure(
+                enabled=promotion["enabled"], dwell_seconds=promotion["dwell"],
+                actor=request.user, reason=reason,
+            )  # fmt: skip
+            messages.success(request, "Automatic promotion updated.")
+    except services.RolloutError as exc:
+        messages.error(request, str(exc))
+    return redirect("admin:rollout_panel")
+
+
+@never_cache
+@staff_required
+@require_POST
+def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
+    alert = get_object_or_404(Alert, pk=alert_id)
+    services.alert_acknowledge(
+        alert=alert, user=request.user, reason=request.POST.get("reason", "")
+    )
+    messages.success(request, f"Alert {alert.kind} acknowledged.")
+    return redirect("admin:rollout_panel")
