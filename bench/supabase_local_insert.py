@@ -7,6 +7,10 @@ and prints rows/s for each. Target (issue 3): >= 10,000 rows/s with 1,000-row ba
 
     .venv/bin/python bench/supabase_local_insert.py [--batches 50] [--batch-size 1000]
     .venv/bin/python bench/supabase_local_insert.py --url URL --key SERVICE_ROLE_KEY
+    .venv/bin/python bench/supabase_local_insert.py --without-capture   # attribution only
+
+``--without-capture`` disables the table's triggers (Realtime's change capture) for the
+run, to show what REST costs on its own; a real server always captures.
 """
 
 from __future__ import annotations
@@ -45,11 +49,13 @@ def _row(seq: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _server(url: str | None, key: str | None) -> Iterator[tuple[str, str]]:
+def _server(url: str | None, key: str | None, capture: bool) -> Iterator[tuple[str, str]]:
     if url and key:
         yield url, key
         return
     with running_supabase_local(faults=False) as server:
+        if not capture:
+            server.sql("ALTER TABLE public.monitoring_events DISABLE TRIGGER USER")
         yield server.url, server.service_role_key
 
 
@@ -77,9 +83,14 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--url", help="an already running server (default: start one)")
     parser.add_argument("--key", help="its service_role key")
+    parser.add_argument(
+        "--without-capture",
+        action="store_true",
+        help="disable the Realtime capture triggers (own server only), for attribution",
+    )
     args = parser.parse_args()
 
-    with _server(args.url, args.key) as (url, key):
+    with _server(args.url, args.key, capture=not args.without_capture) as (url, key):
         client = create_client(url, key, options=ClientOptions(postgrest_client_retry=False))
         table = client.table("monitoring_events")
         first_seq = 10**12 + int(time.time()) * 10**3  # clear of rows other runs left
