@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     server = _AnnouncingServer(
         uvicorn_config, f"supabase_local ready on http://{config.host}:{config.port}"
     )
-    asyncio.run(server.serve())
+    server.run()  # uvicorn picks the loop: uvloop from uvicorn[standard]
     return 0 if server.started else 1
 
 
