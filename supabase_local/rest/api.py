@@ -531,8 +531,17 @@ class RestApi:
 
         async def work(connection: asyncpg.Connection) -> asyncpg.Record:
             row = await connection.fetchrow(sql, *statement.args)
+            # Raising inside the transaction rolls the change back, as PostgREST does.
             if single and row["page_count"] != 1:
-                raise not_single(row["page_count"])  # rolls the transaction back
+                raise not_single(row["page_count"])
+            limit = preferences.max_affected
+            if preferences.strict and limit is not None and row["page_count"] > limit:
+                raise RestError(
+                    400,
+                    "PGRST124",
+                    "Query result exceeds max-affected preference constraint",
+                    details=f"The query affects {row['page_count']} rows",
+                )
             return row
 
         row = await self._in_transaction(request, claims, work)

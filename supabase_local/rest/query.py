@@ -73,6 +73,8 @@ class Preferences:
     count: bool = False
     resolution: str | None = None  # merge-duplicates | ignore-duplicates
     missing_default: bool = False
+    strict: bool = False  # handling=strict: max-affected is enforced
+    max_affected: int | None = None
     applied: list[str] = field(default_factory=list)
 
 
@@ -95,6 +97,12 @@ def parse_prefer(header_values: list[str]) -> Preferences:
         elif name == "missing" and value in ("default", "null"):
             preferences.missing_default = value == "default"
             preferences.applied.append(f"missing={value}")
+        elif name == "handling" and value in ("strict", "lenient"):
+            preferences.strict = value == "strict"
+            preferences.applied.append(f"handling={value}")
+        elif name == "max-affected" and value.isdigit():
+            preferences.max_affected = int(value)
+            preferences.applied.append(f"max-affected={value}")
     return preferences
 
 

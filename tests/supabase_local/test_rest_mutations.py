@@ -110,3 +110,18 @@ def test_single_object_mutation_of_several_rows_is_rolled_back(supabase_local, t
     assert response.status_code == 406
     assert response.json()["code"] == "PGRST116"
     assert "should-roll-back" not in _types(supabase_local, three_rows).values()
+
+
+def test_max_affected_rolls_back_a_larger_change(service_client, supabase_local, three_rows):
+    with pytest.raises(APIError) as raised:
+        service_client.table("monitoring_events").delete().in_("seq", three_rows).max_affected(
+            2
+        ).execute()
+
+    assert raised.value.code == "PGRST124"
+    assert len(_types(supabase_local, three_rows)) == 3
+
+    service_client.table("monitoring_events").delete().in_("seq", three_rows[:2]).max_affected(
+        2
+    ).execute()
+    assert list(_types(supabase_local, three_rows)) == [three_rows[2]]
