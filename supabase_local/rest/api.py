@@ -191,11 +191,7 @@ class RestApi:
                 401,
                 error.code,
                 str(error),
-                headers={
-                    "WWW-Authenticate": (
-                        f'Bearer error="invalid_token", error_description="{error}"'
-                    )
-                },
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             ) from error
 
     def _profile(self, request: Request) -> str:
