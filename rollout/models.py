@@ -221,6 +221,11 @@ class Thresholds(models.Model):
         default=2.0, help_text="Roll back when Supabase p95 exceeds this multiple of the baseline."
     )
     latency_window_seconds = models.PositiveIntegerField(default=600)
+    latency_floor_ms = models.FloatField(
+        default=0.0,
+        help_text="The latency rule also needs Supabase p95 above this many ms (0: the ratio "
+        "alone decides). Keeps a fast-but-relatively-slower path from rolling back.",
+    )
     latency_min_samples = models.PositiveIntegerField(
         default=20, help_text="Minimum Supabase latency samples before p95 is judged."
     )

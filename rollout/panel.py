@@ -46,15 +46,18 @@ def _health_context() -> dict:
         t: selectors.health_series(transport=t, window_seconds=short_window, buckets=CHART_BUCKETS)
         for t in ("supabase", "websocket")
     }
+    latency_limit = max(
+        thresholds.latency_ratio_max * report.baseline.p95_ms, thresholds.latency_floor_ms
+    )
     return {
         "report": report,
         "thresholds": thresholds,
         "rows": [report.supabase_short, report.supabase_long, report.websocket_short,
                  report.websocket_long],
-        "latency_limit": thresholds.latency_ratio_max * report.baseline.p95_ms,
+        "latency_limit": latency_limit,
         "latency_svg": charts.series_svg(
             title=f"p95 latency, last {long_window} s", series=latency, key="p95_ms",
-            buckets=CHART_BUCKETS, threshold=thresholds.latency_ratio_max * report.baseline.p95_ms,
+            buckets=CHART_BUCKETS, threshold=latency_limit,
             threshold_label="rollback above", unit=" ms",
         ),
         "error_svg": charts.series_svg(

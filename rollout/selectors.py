@@ -281,7 +281,7 @@ def health_report(
                 f"({sb_short.failures}/{sb_short.operations})",
             )
         )
-    limit = thresholds.latency_ratio_max * baseline.p95_ms
+    limit = max(thresholds.latency_ratio_max * baseline.p95_ms, thresholds.latency_floor_ms)
     if (
         sb_long.latency_samples >= thresholds.latency_min_samples
         and sb_long.p95_ms is not None
@@ -291,7 +291,12 @@ def health_report(
             Breach(
                 "latency",
                 f"Supabase p95 {sb_long.p95_ms:.1f} ms > {thresholds.latency_ratio_max:g} x "
-                f"baseline {baseline.p95_ms:.1f} ms ({baseline.source}) over {long} s",
+                f"baseline {baseline.p95_ms:.1f} ms ({baseline.source}) over {long} s"
+                + (
+                    f" and > floor {thresholds.latency_floor_ms:g} ms"
+                    if thresholds.latency_floor_ms
+                    else ""
+                ),
             )
         )
     if sb_short.consecutive_connect_failures >= thresholds.consecutive_connect_failures_max:

@@ -140,6 +140,18 @@ def test_latency_uses_the_configured_baseline_without_legacy_samples(settings, s
         _assert_rolled_back(evaluation, "latency")
 
 
+@pytest.mark.parametrize("supabase_ms", [299.0, 301.0])
+def test_a_latency_floor_keeps_a_fast_path_from_rolling_back(supabase_ms):
+    Thresholds.objects.filter(id=1).update(latency_floor_ms=300.0)
+    samples_add(transport="websocket", kind="latency", values=[50.0] * 30)
+    samples_add(transport="supabase", kind="latency", values=[supabase_ms] * 30)  # 6x
+    evaluation = services.rollout_health_evaluate()
+    if supabase_ms < 300:
+        _assert_not_rolled_back(evaluation)
+    else:
+        _assert_rolled_back(evaluation, "latency")
+
+
 @pytest.mark.parametrize("failures", [2, 3])
 def test_two_connection_failures_in_a_row_are_tolerated_three_roll_back(failures):
     samples_add(
