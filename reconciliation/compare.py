@@ -78,6 +78,7 @@ class Comparison:
     counts: dict[str, int] = field(default_factory=dict)
     chunks_compared: int = 0
     local_expected: int = 0  # events expected in Supabase in the range (digest counts)
+    skipped_in_range: int = 0  # events whose supabase delivery was skipped by route
     young_in_range: int = 0
     young_seen: set[int] = field(default_factory=set)
     extras_judged: int = 0
@@ -241,12 +242,15 @@ def judge_rows(
 
 
 def _unequal(local: list[ChunkDigest], remote: list[ChunkDigest]) -> list[tuple[int, int]]:
+    """Chunks whose (count, digest) differ; a chunk one side does not list is empty there."""
     mine = {c.start: c for c in local}
     theirs = {c.start: c for c in remote}
     out = []
     for start in sorted(mine.keys() | theirs.keys()):
         a, b = mine.get(start), theirs.get(start)
-        if a is None or b is None or a.count != b.count or a.digest != b.digest:
+        key_a = (a.count, a.digest) if a is not None and a.count else (0, "0")
+        key_b = (b.count, b.digest) if b is not None and b.count else (0, "0")
+        if key_a != key_b:
             out.append((start, (a or b).end))
     return out
 
@@ -329,6 +333,7 @@ class _Bisector:
                 remote = [chunk for i in group for chunk in futures[i].result()]
                 if phase == "hashing":
                     self.comparison.local_expected += sum(c.count for c in local)
+                    self.comparison.skipped_in_range += sum(c.skipped for c in local)
                 self.comparison.chunks_compared += len({c.start for c in local + remote})
                 unequal.extend(_unequal(local, remote))
                 self.progress(phase, done, len(groups))
@@ -408,39 +413,52 @@ def _local_young_count(*, from_seq: int, to_seq: int, cutoff: datetime, meter: M
 
 
 def _expected_absent(
-    *, from_seq: int, to_seq: int, cutoff: datetime, sample: int, meter: Meter
+    *,
+    from_seq: int,
+    to_seq: int,
+    cutoff: datetime,
+    sample: int,
+    skipped_total: int,
+    meter: Meter,
 ) -> tuple[int, list[Finding]]:
-    """Skipped deliveries in the range, and pending/failed ones still inside the grace
-    period (anywhere from ``from_seq`` on): never errors, counted, a sample kept."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT e.seq, e.criticality, d.status, count(*) OVER () AS total
-            FROM {Event._meta.db_table} AS e
-            JOIN {Delivery._meta.db_table} AS d
-              ON d.event_id = e.seq AND d.sink = %s
-            WHERE e.seq >= %s AND (
-                (e.seq < %s AND d.status = %s)
-                OR (e.received_at > %s AND d.status IN (%s, %s))
+    """Skipped deliveries in the range (``skipped_total``, counted by the first-level
+    digests), and pending/failed ones still inside the grace period (anywhere from
+    ``from_seq`` on): never errors; counted, and a sample kept."""
+    queries = [
+        # still on its way, inside the grace period (the received_at index finds them)
+        (
+            "e.received_at > %s AND e.seq >= %s AND d.status IN (%s, %s)",
+            [cutoff, from_seq, DeliveryStatus.PENDING, DeliveryStatus.FAILED],
+        ),
+    ]
+    if skipped_total:
+        queries.append(
+            (
+                "d.event_id >= %s AND d.event_id < %s AND d.status = %s",
+                [from_seq, to_seq, DeliveryStatus.SKIPPED],
             )
-            ORDER BY e.seq
-            LIMIT %s
-            """,
-            [
-                Sink.SUPABASE,
-                from_seq,
-                to_seq,
-                DeliveryStatus.SKIPPED,
-                cutoff,
-                DeliveryStatus.PENDING,
-                DeliveryStatus.FAILED,
-                max(sample, 1),
-            ],
         )
-        rows = cursor.fetchall()
-    meter.local(len(rows))
-    total = rows[0][3] if rows else 0
-    rows = rows[:sample]
+    total = skipped_total
+    rows: list[tuple] = []
+    for condition, params in queries:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                SELECT e.seq, e.criticality, d.status, count(*) OVER () AS total
+                FROM {Delivery._meta.db_table} AS d
+                JOIN {Event._meta.db_table} AS e ON e.seq = d.event_id
+                WHERE d.sink = %s AND {condition}
+                ORDER BY e.seq
+                LIMIT %s
+                """,
+                [Sink.SUPABASE, *params, max(sample, 1)],
+            )
+            found = cursor.fetchall()
+        meter.local(len(found))
+        if found and found[0][2] != DeliveryStatus.SKIPPED:
+            total += found[0][3]
+        rows.extend(found)
+    rows = sorted(rows)[:sample]
     findings = [
         Finding(
             seq,
@@ -571,6 +589,7 @@ def compare_range(
         to_seq=to_seq,
         cutoff=cutoff,
         sample=config.expected_absent_sample,
+        skipped_total=comparison.skipped_in_range,
         meter=meter,
     )
     already = {f.seq for f in comparison.findings}

@@ -61,28 +61,46 @@ LOCAL_ROW_HASH_SQL = """hashtextextended(
     0
 )"""
 
+# Skipped events are joined (a hash of the few skipped deliveries), not filtered out, so
+# that the same scan also counts them: ``skipped`` per chunk feeds expected_absent. The
+# inner query hashes each row and hands on only (chunk, skipped, hash); OFFSET 0 keeps it
+# from being flattened, so the aggregate is a small in-memory HashAggregate over narrow
+# rows (not a sort of whole rows spilling to disk).
 LOCAL_CHUNK_DIGESTS_SQL = f"""
 SELECT
-    %(from_seq)s + ((e.seq - %(from_seq)s) / %(chunk_size)s) * %(chunk_size)s AS chunk_start,
-    count(*) AS row_count,
-    ((coalesce(sum({LOCAL_ROW_HASH_SQL}), 0) %% 18446744073709551616 + 18446744073709551616)
-        %% 18446744073709551616)::text AS digest
-FROM {Event._meta.db_table} AS e
-WHERE e.seq >= %(from_seq)s AND e.seq < %(to_seq)s
-  AND NOT EXISTS (
-      SELECT 1 FROM {Delivery._meta.db_table} AS d
-      WHERE d.event_id = e.seq AND d.sink = '{Sink.SUPABASE}' AND d.status = '{DeliveryStatus.SKIPPED}'
-  )
+    h.chunk_start,
+    count(*) FILTER (WHERE NOT h.skipped) AS row_count,
+    ((coalesce(sum(h.row_hash), 0) %% 18446744073709551616 + 18446744073709551616)
+        %% 18446744073709551616)::text AS digest,
+    count(*) FILTER (WHERE h.skipped) AS skipped
+FROM (
+    SELECT
+        %(from_seq)s + ((e.seq - %(from_seq)s) / %(chunk_size)s) * %(chunk_size)s AS chunk_start,
+        s.event_id IS NOT NULL AS skipped,
+        CASE WHEN s.event_id IS NULL THEN {LOCAL_ROW_HASH_SQL} END AS row_hash
+    FROM {Event._meta.db_table} AS e
+    LEFT JOIN (
+        SELECT event_id FROM {Delivery._meta.db_table}
+        WHERE sink = '{Sink.SUPABASE}' AND status = '{DeliveryStatus.SKIPPED}'
+          AND event_id >= %(from_seq)s AND event_id < %(to_seq)s
+    ) AS s ON s.event_id = e.seq
+    WHERE e.seq >= %(from_seq)s AND e.seq < %(to_seq)s
+    OFFSET 0
+) AS h
 GROUP BY 1
 ORDER BY 1
-"""  # noqa: E501
+"""
 
 LOCAL_ROWS_SQL = f"""
 SELECT e.seq, e.event_type, e.source, e.criticality, e.occurred_at, e.received_at,
        e.payload, e.checksum, d.status, d.attempts, d.last_error
-FROM {Event._meta.db_table} AS e
-LEFT JOIN {Delivery._meta.db_table} AS d ON d.event_id = e.seq AND d.sink = '{Sink.SUPABASE}'
-WHERE {{where}}
+FROM {{source}}
+LEFT JOIN LATERAL (
+    -- LIMIT keeps this a per-row index probe, whatever the planner guesses about e
+    SELECT status, attempts, last_error FROM {Delivery._meta.db_table}
+    WHERE event_id = e.seq AND sink = '{Sink.SUPABASE}'
+    LIMIT 1
+) AS d ON true
 ORDER BY e.seq
 """
 
@@ -93,6 +111,8 @@ class ChunkDigest:
     end: int  # exclusive
     count: int
     digest: str
+    # local only: events in the chunk whose delivery was skipped (not in count/digest)
+    skipped: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -144,10 +164,10 @@ class EventRow:
         }
 
 
-def _clip(chunks: Iterable[tuple[int, int, str]], *, from_seq, to_seq, chunk_size):
+def _clip(chunks: Iterable[tuple], *, to_seq: int, chunk_size: int) -> list[ChunkDigest]:
     return [
-        ChunkDigest(start, min(start + chunk_size, to_seq), int(count), str(digest))
-        for start, count, digest in chunks
+        ChunkDigest(start, min(start + chunk_size, to_seq), int(count), str(digest), int(skipped))
+        for start, count, digest, skipped in chunks
     ]
 
 
@@ -166,7 +186,7 @@ def local_chunk_digests(
         )
         rows = cursor.fetchall()
     meter.local(len(rows))
-    return _clip(rows, from_seq=from_seq, to_seq=to_seq, chunk_size=chunk_size)
+    return _clip(rows, to_seq=to_seq, chunk_size=chunk_size)
 
 
 def remote_chunk_digests(
@@ -215,9 +235,9 @@ def _remote_row(raw: dict[str, Any]) -> EventRow:
     )
 
 
-def _local_rows(where: str, params: Sequence[Any], meter: Meter) -> list[EventRow]:
+def _local_rows(source: str, params: Sequence[Any], meter: Meter) -> list[EventRow]:
     with connection.cursor() as cursor:
-        cursor.execute(LOCAL_ROWS_SQL.format(where=where), params)
+        cursor.execute(LOCAL_ROWS_SQL.format(source=source), params)
         rows = cursor.fetchall()
     meter.local(len(rows))
     result = []
@@ -249,17 +269,22 @@ def local_rows_in_ranges(*, ranges: Sequence[tuple[int, int]], meter: Meter) -> 
         return []
     starts = [start for start, _ in ranges]
     ends = [end for _, end in ranges]
-    where = (
-        "EXISTS (SELECT 1 FROM unnest(%s::bigint[], %s::bigint[]) AS r(a, b) "
-        "WHERE e.seq >= r.a AND e.seq < r.b)"
+    # The ranges drive the join: one primary-key range scan per range (the LIMIT, which
+    # never cuts anything since seqs are unique, stops the planner from guessing large
+    # ranges and scanning the table instead).
+    source = (
+        "unnest(%s::bigint[], %s::bigint[]) AS r(a, b) CROSS JOIN LATERAL ("
+        f"SELECT * FROM {Event._meta.db_table} AS inner_e "
+        "WHERE inner_e.seq >= r.a AND inner_e.seq < r.b LIMIT r.b - r.a) AS e"
     )
-    return _local_rows(where, [starts, ends], meter)
+    return _local_rows(source, [starts, ends], meter)
 
 
 def local_rows_by_seq(*, seqs: Sequence[int], meter: Meter) -> list[EventRow]:
     if not seqs:
         return []
-    return _local_rows("e.seq = ANY(%s::bigint[])", [list(seqs)], meter)
+    source = f"unnest(%s::bigint[]) AS r(seq) JOIN {Event._meta.db_table} AS e ON e.seq = r.seq"
+    return _local_rows(source, [sorted(set(seqs))], meter)
 
 
 def remote_rows_in_ranges(*, ranges: Sequence[tuple[int, int]], meter: Meter) -> list[EventRow]:
