@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Max, QuerySet
+from django.db.models import Max
 
 from events.models import Event
 from reconciliation.models import ReconciliationRun, RunStatus, RunTrigger
@@ -67,9 +67,3 @@ def runs_for_chart(*, limit: int = 100) -> list[ReconciliationRun]:
         ).order_by("-started_at")[:limit]
     )
     return runs[::-1]
-
-
-def run_unrepaired_discrepancies(*, run: ReconciliationRun) -> QuerySet:
-    from reconciliation.models import ERROR_CATEGORIES
-
-    return run.discrepancies.filter(category__in=ERROR_CATEGORIES, repaired_at__isnull=True)

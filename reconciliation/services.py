@@ -161,6 +161,16 @@ def _alerts_raise(run: ReconciliationRun, comparison: Comparison) -> None:
             ),
             figures={**figures, "critical_seqs": seqs[:100]},
         )
+    if run.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+        # A run that could not finish proves nothing: say so (once per open alert).
+        alert_raise(
+            kind="reconciliation_failed",
+            severity="warning",
+            message=f"Reconciliation run #{run.pk} did not finish ({run.status}): {run.error}",
+            figures=figures,
+        )
+        if run.status == RunStatus.FAILED:
+            return
     threshold = float(reconciliation_setting("RECONCILIATION_CONSISTENCY_THRESHOLD"))
     if run.consistency_rate is not None and run.consistency_rate < threshold:
         alert_raise(
@@ -249,7 +259,7 @@ def reconciliation_run(
             if run.status == RunStatus.RUNNING:
                 run.status = RunStatus.DISCREPANCIES if run.discrepancy_count else RunStatus.CLEAN
             run.save()
-    if run.status in (RunStatus.CLEAN, RunStatus.DISCREPANCIES, RunStatus.TIMED_OUT):
+    if run.status != RunStatus.SKIPPED:
         _alerts_raise(run, comparison)
     return run
 

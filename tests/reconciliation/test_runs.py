@@ -227,3 +227,7 @@ def test_an_unreachable_supabase_fails_the_run_with_the_error(log, settings):
 
     assert run.status == RunStatus.FAILED
     assert run.error
+    from rollout.models import Alert
+
+    alert = Alert.objects.get(kind="reconciliation_failed")
+    assert alert.severity == "warning" and f"#{run.pk}" in alert.message
