@@ -9,10 +9,12 @@ on ``public.monitoring_events``: most are raw WebSocket clients speaking vsn 1.0
 spread over worker processes (load generators, not conformance clients); a few are the
 official Python ``realtime`` client. The main process then inserts rows through plain
 SQL at a steady rate; each row carries ``payload.t``, the wall-clock time just before
-its single-statement (autocommit) INSERT. Every receiver computes ``now - t`` on the
-same machine clock, so the figure is commit-to-receipt latency including the database
-commit, change capture, RLS and fan-out. Prints p50/p95/p99/max over all deliveries and
-how many deliveries arrived out of how many expected.
+its single-statement (autocommit) INSERT. Every receiver notes its receipt time on the
+same machine clock. Printed, over all deliveries: insert-to-receipt latency (includes
+the database commit and its WAL flush), commit-acknowledged-to-receipt latency (the
+server's share: capture, RLS, fan-out, client parsing), the INSERT round trip itself,
+and how many deliveries arrived out of how many expected. The target applies to
+insert-to-receipt.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ class _RawSubscriber(asyncio.Protocol):
             del buf[: offset + n]
             m = _STAMP.search(payload)
             if m is not None and b'"postgres_changes"' in payload[:100]:
-                self.state["latencies"].append(now - float(m.group(1)))
+                self.state["latencies"].append((float(m.group(1)), now))
             elif b"Subscribed to PostgreSQL" in payload:
                 self.state["joined"] += 1
                 if self.state["joined"] == self.state["count"]:
@@ -176,7 +178,7 @@ def _worker(url: str, count: int, conn) -> None:  # noqa: ANN001
 # -- official clients (main process) ----------------------------------------------------
 
 
-async def _official_clients(url: str, key: str, n: int, out: list[float]) -> list:
+async def _official_clients(url: str, key: str, n: int, out: list[tuple[float, float]]) -> list:
     from realtime import AsyncRealtimeClient
 
     clients = []
@@ -187,7 +189,7 @@ async def _official_clients(url: str, key: str, n: int, out: list[float]) -> lis
         def on_change(payload, _out=out) -> None:  # noqa: ANN001
             t = payload["data"]["record"]["payload"].get("t")
             if t is not None:
-                _out.append(time.time() - t)
+                _out.append((t, time.time()))
 
         channel.on_postgres_changes("INSERT", on_change, table="monitoring_events")
         await channel.subscribe()
@@ -227,6 +229,15 @@ def _start_server(database_url: str, secret: str) -> tuple[subprocess.Popen, str
     raise SystemExit("server did not start within 60 s")
 
 
+def _summary(values: list[float]) -> str:
+    if not values:
+        return "no data"
+    return (
+        f"p50 {_pct(values, 50):.1f}  p95 {_pct(values, 95):.1f}  p99 {_pct(values, 99):.1f}"
+        f"  max {max(values):.1f}  mean {statistics.fmean(values):.1f}"
+    )
+
+
 def _pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -241,7 +252,8 @@ async def _run(args: argparse.Namespace) -> int:
         server, url = _start_server(args.database_url, args.jwt_secret)
     key = mint_token(secret=args.jwt_secret, role="service_role", expires_in=3600)
     try:
-        official_lat: list[float] = []
+        # receipts: (stamp written into the row, receipt time), both time.time()
+        official_lat: list[tuple[float, float]] = []
         official = await _official_clients(url, key, args.official, official_lat)
         raw_count = args.subscribers - args.official
         per_worker = [
@@ -278,6 +290,8 @@ async def _run(args: argparse.Namespace) -> int:
             await conn.execute(insert, base - 10 + i, "{}", "0" * 64)
         await asyncio.sleep(1.0)
         interval = 1.0 / args.rate
+        commit_ms: list[float] = []
+        committed: dict[float, float] = {}
         total = int(args.rate * args.duration)
         start = time.perf_counter()
         for i in range(total):
@@ -285,10 +299,13 @@ async def _run(args: argparse.Namespace) -> int:
             delay = target - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            payload = json.dumps({"t": time.time(), "i": i})
+            stamp = time.time()
+            payload = json.dumps({"t": stamp, "i": i})
             await conn.execute(
                 insert, base + i, payload, hashlib.sha256(payload.encode()).hexdigest()
             )
+            committed[stamp] = time.time()
+            commit_ms.append((committed[stamp] - stamp) * 1000)
         # Wait until every delivery is in, or none has come for 3 s (a loss), at most 60 s.
         expected_raw = total * raw_count
         last, last_change = -1, time.monotonic()
@@ -304,7 +321,7 @@ async def _run(args: argparse.Namespace) -> int:
             elif time.monotonic() - last_change > 3:
                 break
             await asyncio.sleep(0.1)
-        latencies: list[float] = []
+        latencies: list[tuple[float, float]] = []
         for pipe in pipes:
             pipe.send("stop")
         for pipe in pipes:
@@ -324,16 +341,16 @@ async def _run(args: argparse.Namespace) -> int:
 
         every = latencies + official_lat
         expected = total * args.subscribers
-        ms = [v * 1000 for v in every]
+        ms = [(recv - stamp) * 1000 for stamp, recv in every]
+        # After the commit was acknowledged to the inserter: the server's own share.
+        after = [(recv - committed[stamp]) * 1000 for stamp, recv in every if stamp in committed]
+        oms = [(recv - stamp) * 1000 for stamp, recv in official_lat]
         print(f"rows inserted: {total} at {args.rate}/s; deliveries: {len(every)}/{expected}")
-        print(
-            "commit->receipt latency ms: "
-            f"p50 {_pct(ms, 50):.1f}  p95 {_pct(ms, 95):.1f}  p99 {_pct(ms, 99):.1f}  "
-            f"max {max(ms) if ms else float('nan'):.1f}  mean {statistics.fmean(ms):.1f}"
-        )
-        if official_lat:
-            oms = [v * 1000 for v in official_lat]
-            print(f"  official clients only: p50 {_pct(oms, 50):.1f}  p95 {_pct(oms, 95):.1f}")
+        print(f"insert->receipt latency ms (stamp before INSERT): {_summary(ms)}")
+        print(f"commit-ack->receipt latency ms:                  {_summary(after)}")
+        print(f"INSERT+commit round trip ms:                     {_summary(commit_ms)}")
+        if oms:
+            print(f"official clients only, insert->receipt ms:       {_summary(oms)}")
         ok = len(every) == expected and _pct(ms, 95) <= args.target_p95_ms
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"load average at the end (1, 5, 15 min): {load}  [{os.cpu_count()} CPUs]")
