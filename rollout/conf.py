@@ -13,7 +13,7 @@ DEFAULTS: dict[str, Any] = {
     # Slack-compatible webhook for alerts (JSON {"text": ...}); empty: email only.
     "ROLLOUT_ALERT_WEBHOOK_URL": "",
     "ROLLOUT_ALERT_WEBHOOK_TIMEOUT_SECONDS": 5.0,
-    # Email subject prefix for alerts (Django's EMAIL_SUBJECT_PREFIX is added by mail_admins).
+    # Email new alerts to settings.ADMINS (mail_admins; nothing is sent while ADMINS is empty).
     "ROLLOUT_ALERT_EMAIL": True,
     # Latency baseline (ms) while the legacy path has too few samples in the window.
     "ROLLOUT_BASELINE_P95_MS": 100.0,
