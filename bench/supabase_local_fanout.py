@@ -229,6 +229,15 @@ def _start_server(database_url: str, secret: str) -> tuple[subprocess.Popen, str
     raise SystemExit("server did not start within 60 s")
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """user+system CPU time of a process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _summary(values: list[float]) -> str:
     if not values:
         return "no data"
@@ -290,6 +299,7 @@ async def _run(args: argparse.Namespace) -> int:
             await conn.execute(insert, base - 10 + i, "{}", "0" * 64)
         await asyncio.sleep(1.0)
         interval = 1.0 / args.rate
+        cpu_before = _cpu_seconds(server.pid) if server is not None else None
         commit_ms: list[float] = []
         committed: dict[float, float] = {}
         total = int(args.rate * args.duration)
@@ -321,6 +331,7 @@ async def _run(args: argparse.Namespace) -> int:
             elif time.monotonic() - last_change > 3:
                 break
             await asyncio.sleep(0.1)
+        cpu_after = _cpu_seconds(server.pid) if server is not None else None
         latencies: list[tuple[float, float]] = []
         for pipe in pipes:
             pipe.send("stop")
@@ -351,6 +362,12 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"INSERT+commit round trip ms:                     {_summary(commit_ms)}")
         if oms:
             print(f"official clients only, insert->receipt ms:       {_summary(oms)}")
+        if cpu_before is not None and cpu_after is not None:
+            per_change = (cpu_after - cpu_before) / total * 1000
+            print(
+                f"server CPU per change (all threads, whole pipeline): {per_change:.1f} ms"
+                f" for {args.subscribers} subscribers"
+            )
         ok = len(every) == expected and _pct(ms, 95) <= args.target_p95_ms
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"load average at the end (1, 5, 15 min): {load}  [{os.cpu_count()} CPUs]")
