@@ -149,8 +149,9 @@ def _damage(url: str, seqs: list[int]) -> dict[int, str]:
 
 
 def _figures(run) -> str:
+    load = os.getloadavg()[0]
     return (
-        f"{run.duration_ms / 1000:6.2f} s  status={run.status:<13} "
+        f"{run.duration_ms / 1000:6.2f} s  (load {load:.1f})  status={run.status:<13} "
         f"round trips supabase/local={run.round_trips_supabase}/{run.round_trips_local}  "
         f"chunks={run.chunks_compared:,}  rows fetched supabase/local="
         f"{run.rows_fetched_supabase:,}/{run.rows_fetched_local:,}  "
@@ -216,7 +217,7 @@ def main() -> int:
                 assert expected == event.checksum, f"SQL checksum differs for seq {event.seq}"
 
             print("\nruns (open-ended, as the hourly job):", flush=True)
-            for label in ("agreeing (first)", "agreeing (again)"):
+            for label in ("agreeing (1st)", "agreeing (2nd)", "agreeing (3rd)"):
                 run = reconciliation_run()
                 assert run.status == "clean", (run.status, run.error, run.counts)
                 print(f"  {label:<22} {_figures(run)}", flush=True)

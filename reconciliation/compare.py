@@ -454,7 +454,7 @@ def _expected_absent(
                 [Sink.SUPABASE, *params, max(sample, 1)],
             )
             found = cursor.fetchall()
-        meter.local(len(found))
+        meter.local()
         if found and found[0][2] != DeliveryStatus.SKIPPED:
             total += found[0][3]
         rows.extend(found)

@@ -117,7 +117,8 @@ class ChunkDigest:
 
 @dataclass
 class Meter:
-    """Round trips and rows, per side. Safe to update from the remote worker threads."""
+    """Round trips, and event rows fetched (chunk digests are not rows), per side. Safe to
+    update from the remote worker threads."""
 
     round_trips_local: int = 0
     round_trips_supabase: int = 0
@@ -185,7 +186,7 @@ def local_chunk_digests(
             {"from_seq": from_seq, "to_seq": to_seq, "chunk_size": chunk_size},
         )
         rows = cursor.fetchall()
-    meter.local(len(rows))
+    meter.local()  # digests, not rows: chunks are counted by the caller
     return _clip(rows, to_seq=to_seq, chunk_size=chunk_size)
 
 
@@ -203,7 +204,7 @@ def remote_chunk_digests(
         .execute()
     )
     rows = response.data or []
-    meter.supabase(len(rows))
+    meter.supabase()
     return [
         ChunkDigest(
             int(r["chunk_start"]), int(r["chunk_end"]), int(r["row_count"]), str(r["digest"])

@@ -30,7 +30,7 @@ def test_equal_sides_give_a_clean_run(log):
     # first level only: ceil(500 / (64 * 8)) = 1 RPC call, and the tail probe
     assert run.round_trips_supabase == 2
     assert run.chunks_compared == 8
-    assert run.rows_fetched_supabase == 8  # chunk digests, not rows
+    assert run.rows_fetched_supabase == run.rows_fetched_local == 0  # digests only, no rows
     assert run.finished_at is not None and run.duration_ms >= 0
 
 
