@@ -165,6 +165,11 @@ def main() -> int:
     parser.add_argument("--diffs", default="1,10,1000", help="comma-separated difference counts")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--load-chunk", type=int, default=250_000)
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also time the largest difference count with other merge gaps / concurrency",
+    )
     args = parser.parse_args()
     diffs = [int(x) for x in args.diffs.split(",") if x.strip()]
 
@@ -230,6 +235,15 @@ def main() -> int:
                 found = sorted(run.discrepancies.values_list("seq", flat=True))
                 assert found == seqs, f"found {len(found)} of {count} differences"
                 print(f"  {f'{count} differences':<22} {_figures(run)}", flush=True)
+                if count == max(diffs) and args.sweep:
+                    for gap, concurrency in [(2048, 4), (256, 2), (256, 4), (0, 4)]:
+                        settings.RECONCILIATION_MERGE_GAP_ROWS = gap
+                        settings.RECONCILIATION_REMOTE_CONCURRENCY = concurrency
+                        other = reconciliation_run()
+                        label = f"  gap {gap}, conc. {concurrency}"
+                        print(f"  {label:<22} {_figures(other)}", flush=True)
+                    del settings.RECONCILIATION_MERGE_GAP_ROWS
+                    del settings.RECONCILIATION_REMOTE_CONCURRENCY
                 started = time.perf_counter()
                 result = reconciliation_repair(run_id=run.pk)
                 repair_s = time.perf_counter() - started

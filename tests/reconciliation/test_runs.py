@@ -231,3 +231,21 @@ def test_an_unreachable_supabase_fails_the_run_with_the_error(log, settings):
 
     alert = Alert.objects.get(kind="reconciliation_failed")
     assert alert.severity == "warning" and f"#{run.pk}" in alert.message
+
+
+def test_a_number_whose_jsonb_text_differs_is_still_found(log):
+    # given: 2.5 in the local payload, 2.50 in the copy: equal values in Python, but not
+    # the same jsonb text, so the row digests differ
+    seqs = log.publish(40)
+    log.mirror()
+    log.sql(
+        "UPDATE public.monitoring_events SET payload = jsonb_set(payload, '{nested,b,1}',"
+        " '2.50'::jsonb) WHERE seq = %s",
+        seqs[20],
+    )
+
+    run = reconciliation_run()
+
+    discrepancy = run.discrepancies.get()
+    assert (discrepancy.seq, discrepancy.category) == (seqs[20], Category.CONTENT_MISMATCH)
+    assert "jsonb text" in discrepancy.details["note"]
