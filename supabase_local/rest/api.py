@@ -219,15 +219,27 @@ class RestApi:
         readonly: bool = False,
     ) -> Any:
         assert self.pool is not None
-        async with self.pool.acquire() as connection, connection.transaction(readonly=readonly):
-            await connection.execute(
-                _SET_REQUEST_CONTEXT,
-                claims.role,
-                json.dumps(claims.raw),
-                request.method,
-                request.url.path,
-            )
-            return await work(connection)
+        for attempt in (1, 2):
+            try:
+                async with (
+                    self.pool.acquire() as connection,
+                    connection.transaction(readonly=readonly),
+                ):
+                    await connection.execute(
+                        _SET_REQUEST_CONTEXT,
+                        claims.role,
+                        json.dumps(claims.raw),
+                        request.method,
+                        request.url.path,
+                    )
+                    return await work(connection)
+            except asyncpg.InvalidCachedStatementError:
+                # Defensive: every statement here returns fixed column types, but should a
+                # schema change still invalidate a prepared statement, asyncpg cannot
+                # re-prepare inside a transaction; it rolled back, so run it once more.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _lookup_table(self, schema: str, name: str) -> Table:
         assert self.pool is not None

@@ -244,3 +244,22 @@ def test_json_path_equality_on_jsonb_and_array_positions(service_client, seq_blo
     assert response.data == [
         {"seq": seqs[1], "ok": str(seqs[1] % 2 == 0).lower(), "first_tag": "a"}
     ]
+
+
+def test_a_table_changed_under_a_cached_statement_still_answers(supabase_local, service_client):
+    import uuid as _uuid
+
+    name = f"conformance_altered_{_uuid.uuid4().hex[:8]}"
+    supabase_local.sql(f"CREATE TABLE public.{name} (id bigint PRIMARY KEY, a text)")
+    supabase_local.sql(f"GRANT ALL ON public.{name} TO service_role")
+    supabase_local.sql(f"INSERT INTO public.{name} VALUES (1, 'x')")
+    try:
+        for _ in range(3):  # every pooled connection prepares the statement
+            assert service_client.table(name).select("*").execute().data == [{"id": 1, "a": "x"}]
+        supabase_local.sql(f"ALTER TABLE public.{name} ALTER COLUMN a TYPE varchar(10)")
+        supabase_local.sql("NOTIFY pgrst, 'reload schema'")
+
+        for _ in range(3):
+            assert service_client.table(name).select("*").execute().data == [{"id": 1, "a": "x"}]
+    finally:
+        supabase_local.sql(f"DROP TABLE public.{name}")
