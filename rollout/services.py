@@ -39,8 +39,10 @@ from rollout.models import (
 logger = logging.getLogger(__name__)
 
 SYSTEM = "system"
-# pg_try_advisory_xact_lock key of the health evaluation and promotion check ("rollout").
+# pg_try_advisory_xact_lock keys ("rollout", "rollout"+1). The promotion check has its own,
+# so that it never makes an evaluation skip a run; both lock the state row to write it.
 EVALUATION_LOCK_KEY = 0x726F6C6C6F7574
+PROMOTION_LOCK_KEY = EVALUATION_LOCK_KEY + 1
 
 
 class RolloutError(ValueError):
@@ -222,7 +224,9 @@ def _state_locked() -> RolloutState:
 
 def _figures_now() -> dict[str, Any]:
     try:
-        return selectors.health_report().figures()
+        # A savepoint, so that a failed query does not poison the caller's transaction.
+        with transaction.atomic():
+            return selectors.health_report().figures()
     except Exception as exc:  # the audit entry matters more than its figures
         logger.exception("health figures unavailable")
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -439,13 +443,13 @@ class Evaluation:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def _evaluation_lock() -> bool:
-    """Take the evaluation's advisory lock for this transaction, without waiting, and
-    bound the transaction's statements so a stuck query cannot outlive the next run."""
+def _evaluation_lock(key: int = EVALUATION_LOCK_KEY) -> bool:
+    """Take an advisory lock for this transaction, without waiting, and bound the
+    transaction's statements so a stuck query cannot outlive the next run."""
     limit_ms = int(rollout_setting("ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS") * 1000)
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(limit_ms)])
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [EVALUATION_LOCK_KEY])
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
         (locked,) = cursor.fetchone()
     return bool(locked)
 
@@ -490,7 +494,7 @@ def rollout_promotion_check(*, now: datetime | None = None) -> Evaluation:
     (enough samples, no breach) for the dwell time; a breach resets the dwell."""
     now = now or timezone.now()
     with transaction.atomic():
-        if not _evaluation_lock():
+        if not _evaluation_lock(PROMOTION_LOCK_KEY):
             return Evaluation(ran=False)
         state = _state_locked()
         if not state.auto_promotion_enabled or state.killed or state.stage == Stage.HUNDRED:
