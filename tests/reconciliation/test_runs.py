@@ -249,3 +249,18 @@ def test_a_number_whose_jsonb_text_differs_is_still_found(log):
     discrepancy = run.discrepancies.get()
     assert (discrepancy.seq, discrepancy.category) == (seqs[20], Category.CONTENT_MISMATCH)
     assert "jsonb text" in discrepancy.details["note"]
+
+
+def test_rows_written_by_the_real_supabase_sink_agree(log):
+    from events.services import supabase_sink_flush
+
+    log.publish(30, payload_float=0.1, big=10**16)
+    log.publish(2, event_type="test.debug")
+    while supabase_sink_flush().sent:
+        pass
+
+    run = reconciliation_run()
+
+    assert log.remote_count() == 30
+    assert run.status == RunStatus.CLEAN, run.counts
+    assert run.counts == {"expected_absent": 2}
