@@ -3,10 +3,11 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+BUNDLE := static/dist/dashboard.js
 
-.PHONY: setup run test check lint bench services clean
+.PHONY: setup run test check lint bench services browser clean
 
-setup: $(PY_STAMP) $(NODE_STAMP)
+setup: $(PY_STAMP) $(BUNDLE)
 
 $(PY_STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -18,13 +19,19 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(BUNDLE): $(NODE_STAMP) scripts/build-frontend.mjs $(wildcard static/src/dashboard/*.js)
+	npm run build --silent
+
 run: setup
 	$(PYTHON) manage.py devstack
 
 services:
 	scripts/ensure-services.sh
 
-test: setup services
+browser:
+	scripts/ensure-browser.sh
+
+test: setup services browser
 	$(PYTHON) -m pytest
 
 check: setup services
@@ -39,4 +46,4 @@ bench: setup services
 	@ls bench/*.py
 
 clean:
-	rm -rf $(VENV) node_modules staticfiles
+	rm -rf $(VENV) node_modules staticfiles static/dist

@@ -16,7 +16,7 @@ export class Charts {
       {
         width, height: 180, title: "Events per minute",
         scales: { x: { time: true } },
-        series: [{}, ...CRITICALITIES.map((label, i) => ({ label, stroke: COLOURS[i], width: 1.5 }))],
+        series: [{}, ...CRITICALITIES.map((label, i) => ({ label, stroke: COLOURS[i], width: 1.5, points: { show: true, size: 5 } }))],
         axes: [{ stroke: "#8a949e" }, { stroke: "#8a949e" }],
       },
       [[], ...CRITICALITIES.map(() => [])],
@@ -26,7 +26,7 @@ export class Charts {
       {
         width, height: 180, title: "Delivery latency (ms)",
         scales: { x: { time: true } },
-        series: [{}, { label: "latency ms", stroke: "#8cc4ff", width: 1 }],
+        series: [{}, { label: "latency ms", stroke: "#8cc4ff", width: 1, points: { show: true, size: 4 } }],
         axes: [{ stroke: "#8a949e" }, { stroke: "#8a949e" }],
       },
       [[], []],

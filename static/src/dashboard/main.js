@@ -41,7 +41,10 @@ const merger = new SeqMerger({
     received += events.length;
     view.add(events);
     charts.add(events);
-    buffer.save(merger.contiguous, newestFirst([...events, ...view.events]));
+    buffer.save(() => ({
+      contiguous: merger.contiguous,
+      events: newestFirst([...view.queue, ...view.events]),
+    }));
     updateCounters();
   },
   onGap: () => backfillNow(),
@@ -88,10 +91,7 @@ async function backfillNow() {
 function onStatus(name, state) {
   if (transport?.name !== name) return;
   view.setIndicator(name, navigator.onLine ? state : "offline");
-  if (state === "live") {
-    telemetry.count("connects");
-    backfillNow();
-  }
+  if (state === "live") telemetry.count("connects");
 }
 
 function switchTo(name, notice) {

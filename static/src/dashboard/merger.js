@@ -13,6 +13,7 @@ export class SeqMerger {
     this.onGap = onGap;
     this.duplicates = 0;
     this.gapsFilled = 0;
+    this.highestSeen = contiguous;
     this.gapTimer = null;
   }
 
@@ -20,6 +21,7 @@ export class SeqMerger {
   offer(events) {
     const ready = [];
     for (const event of events) {
+      if (event.seq > this.highestSeen) this.highestSeen = event.seq;
       if (event.seq <= this.contiguous || this.pending.has(event.seq)) {
         this.duplicates += 1;
         continue;
@@ -44,7 +46,8 @@ export class SeqMerger {
     for (const event of backfilled) {
       if (event.seq > this.contiguous && !this.pending.has(event.seq)) {
         this.pending.set(event.seq, event);
-        filled += 1;
+        // A gap is a seq below one already seen live; catching up is not a gap.
+        if (event.seq < this.highestSeen) filled += 1;
       }
     }
     const limit = upTo ?? this.contiguous;

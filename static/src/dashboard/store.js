@@ -19,10 +19,12 @@ export class LocalBuffer {
     return { contiguous: 0, events: [] };
   }
 
-  save(contiguous, events) {
+  // `snapshot` is called when the write happens, so the latest state is what is kept.
+  save(snapshot) {
     clearTimeout(this.saveTimer);
     this.saveTimer = setTimeout(() => {
       try {
+        const { contiguous, events } = snapshot();
         localStorage.setItem(this.key, JSON.stringify({ contiguous, events: events.slice(0, KEEP) }));
       } catch {
         // Storage full or disabled: the feed still works, it only starts empty next time.

@@ -29,7 +29,7 @@ export class SupabaseTransport {
     this.everSubscribed = false;
   }
 
-  start(after) {
+  async start(after) {
     this.stopped = false;
     this.after = after;
     this.client = createClient(this.config.url, this.config.anonKey, {
@@ -39,6 +39,10 @@ export class SupabaseTransport {
     this.onStatus("connecting");
     this.tokens.onRefresh = (token) => this.client?.realtime.setAuth(token);
     this.failTimer = setTimeout(() => this.fail("no subscription within 8 s"), 8000);
+    // The user's token must be on the socket before the join, or the channel joins as
+    // anon and RLS (rightly) lets no change through.
+    await this.client.realtime.setAuth(this.tokens.current());
+    if (this.stopped) return;
 
     this.events = this.client
       .channel("monitor-events")

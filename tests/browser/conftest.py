@@ -1,0 +1,154 @@
+"""A real browser (Debian's Chromium, driven by Playwright) against a real stack.
+
+The stack is daphne and a Celery worker as separate processes on the test database and
+test Redis, supabase_local from the session fixture, and this process publishing events.
+Playwright's sync API runs an event loop in this thread, so Django's guard against ORM
+calls from async code is lifted for these tests (the calls really are synchronous).
+"""
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from tests.fixtures.django_processes import (
+    celery_worker_argv,
+    process_environment,
+    running_process,
+    wait_until,
+)
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class Stack:
+    base_url: str
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+SUPABASE_SETTINGS = (
+    "SUPABASE_URL",
+    "SUPABASE_ANON_KEY",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_JWT_SECRET",
+)
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_setup, django_db_blocker, supabase_local, tmp_path_factory) -> Iterator[Stack]:
+    saved = {name: getattr(settings, name) for name in SUPABASE_SETTINGS}
+    settings.SUPABASE_URL = supabase_local.url
+    settings.SUPABASE_ANON_KEY = supabase_local.anon_key
+    settings.SUPABASE_SERVICE_ROLE_KEY = supabase_local.service_role_key
+    settings.SUPABASE_JWT_SECRET = supabase_local.jwt_secret
+    logs = tmp_path_factory.mktemp("stack")
+    port = _free_port()
+    with django_db_blocker.unblock():
+        env = process_environment()
+    daphne = [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "monitor_project.asgi:application",
+    ]
+    try:
+        with (
+            running_process(daphne, env=env, log_path=logs / "daphne.log"),
+            running_process(celery_worker_argv(), env=env, log_path=logs / "worker.log"),
+        ):
+            base_url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: _answers(f"{base_url}/healthz"), timeout=60, what="daphne")
+            yield Stack(base_url=base_url)
+    finally:
+        for name, value in saved.items():
+            setattr(settings, name, value)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is not installed at {CHROMIUM} (make test installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_dashboard(stack, browser, supabase_local):
+    """Open the dashboard signed in as ``user``; returns (page, context)."""
+    # Each test's local log starts again at seq 1, so the Supabase copy must too.
+    supabase_local.truncate()
+    contexts = []
+
+    def open_as(user):
+        client = Client()
+        client.force_login(user)
+        context = browser.new_context(
+            base_url=stack.base_url, viewport={"width": 1400, "height": 900}
+        )
+        context.add_cookies(
+            [
+                {
+                    "name": settings.SESSION_COOKIE_NAME,
+                    "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                    "url": stack.base_url,
+                }
+            ]
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.goto("/")
+        return page, context
+
+    yield open_as
+    for context in contexts:
+        context.close()
+    supabase_local.clear_faults()
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
