@@ -370,7 +370,7 @@ def user_transport_preference_set(*, user, choice: str, reason: str = "") -> Tra
             preference.save(update_fields=["choice", "updated_at"])
             audit_record(
                 actor=user, action=AuditAction.PREFERENCE, from_value=previous, to_value=choice,
-                reason=reason or "changed on the settings page", subject_user=user, figures={},
+                reason=reason or "changed on the settings page", subject_user=user,
             )  # fmt: skip
     return preference
 
