@@ -68,6 +68,7 @@ def test_a_preference_change_is_audited_with_its_user(user):
     entry = AuditEntry.objects.get()
     assert (entry.actor, entry.subject_user, entry.action) == (user, user, "preference")
     assert (entry.from_value, entry.to_value) == ("auto", "websocket")
+    assert "supabase" in entry.figures and "websocket" in entry.figures
     with pytest.raises(RolloutError):
         services.user_transport_preference_set(user=user, choice="carrier-pigeon")
 
