@@ -64,8 +64,14 @@ def wait_http(url: str, seconds: float = 60) -> None:
 
 
 def spawn(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -80,9 +86,16 @@ def stop(process: subprocess.Popen) -> None:
 
 def http_ingest(base: str, token: str, *, events: int, batch: int, clients: int) -> float:
     bodies = [
-        {"events": [{"event_type": "http.latency", "source": f"bench-{c}",
-                     "payload": {"endpoint": "/v1/orders", "p95_ms": 12.5, "i": i}}
-                    for i in range(batch)]}
+        {
+            "events": [
+                {
+                    "event_type": "http.latency",
+                    "source": f"bench-{c}",
+                    "payload": {"endpoint": "/v1/orders", "p95_ms": 12.5, "i": i},
+                }
+                for i in range(batch)
+            ]
+        }
         for c in range(events // batch)
     ]
     headers = {"Authorization": f"Bearer {token}"}
@@ -108,8 +121,9 @@ def inprocess_ingest(*, events: int, batch: int) -> float:
     payload = {"endpoint": "/v1/orders", "p95_ms": 12.5}
     started = time.perf_counter()
     for _ in range(events // batch):
-        event_publish_batch(events=[{"event_type": "http.latency", "source": "bench",
-                                     "payload": payload}] * batch)
+        event_publish_batch(
+            events=[{"event_type": "http.latency", "source": "bench", "payload": payload}] * batch
+        )
     rate = (events // batch) * batch / (time.perf_counter() - started)
     connection.close()
     return rate
@@ -135,16 +149,24 @@ def main() -> int:
     redis.Redis.from_url(REDIS_URL).flushdb()
     logs = Path(os.environ.get("BENCH_LOG_DIR", "/tmp")) / name
     logs.mkdir(parents=True, exist_ok=True)
-    base_env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
-                "DJANGO_SETTINGS_MODULE": "monitor_project.settings.base",
-                "DJANGO_DEBUG": "false", "LOG_LEVEL": "WARNING", "SUPABASE_URL": "",
-                "SUPABASE_SERVICE_ROLE_KEY": "", "SUPABASE_ANON_KEY": "",
-                "SUPABASE_JWT_SECRET": ""}
+    base_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": "monitor_project.settings.base",
+        "DJANGO_DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "SUPABASE_URL": "",
+        "SUPABASE_SERVICE_ROLE_KEY": "",
+        "SUPABASE_ANON_KEY": "",
+        "SUPABASE_JWT_SECRET": "",
+    }
     processes: list[subprocess.Popen] = []
     results: dict[str, float] = {}
     try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO,
-                       env=base_env, check=True)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=base_env, check=True
+        )
         os.environ.update(base_env)
         import django
 
@@ -155,31 +177,63 @@ def main() -> int:
 
         token = producer_create(name="bench").token
         with running_supabase_local(faults=False) as supabase:
-            on_env = {**base_env, "SUPABASE_URL": supabase.url,
-                      "SUPABASE_ANON_KEY": supabase.anon_key,
-                      "SUPABASE_SERVICE_ROLE_KEY": supabase.service_role_key,
-                      "SUPABASE_JWT_SECRET": supabase.jwt_secret}
+            on_env = {
+                **base_env,
+                "SUPABASE_URL": supabase.url,
+                "SUPABASE_ANON_KEY": supabase.anon_key,
+                "SUPABASE_SERVICE_ROLE_KEY": supabase.service_role_key,
+                "SUPABASE_JWT_SECRET": supabase.jwt_secret,
+            }
             for mode, env in (("off", base_env), ("on", on_env)):
                 port = free_port()
-                daphne = spawn([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
-                                str(port), "monitor_project.asgi:application"], env,
-                               logs / f"daphne-{mode}.log")
+                daphne = spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "daphne",
+                        "-b",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        "monitor_project.asgi:application",
+                    ],
+                    env,
+                    logs / f"daphne-{mode}.log",
+                )
                 processes.append(daphne)
                 if mode == "on":
-                    processes.append(spawn(
-                        [sys.executable, "-m", "celery", "-A", "monitor_project", "worker",
-                         "--loglevel", "warning", "--concurrency", "2"],
-                        env, logs / "worker.log"))
-                    for key in ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY",
-                                "SUPABASE_JWT_SECRET"):
+                    processes.append(
+                        spawn(
+                            [
+                                sys.executable,
+                                "-m",
+                                "celery",
+                                "-A",
+                                "monitor_project",
+                                "worker",
+                                "--loglevel",
+                                "warning",
+                                "--concurrency",
+                                "2",
+                            ],
+                            env,
+                            logs / "worker.log",
+                        )
+                    )
+                    for key in (
+                        "SUPABASE_URL",
+                        "SUPABASE_ANON_KEY",
+                        "SUPABASE_SERVICE_ROLE_KEY",
+                        "SUPABASE_JWT_SECRET",
+                    ):
                         setattr(settings, key, env[key])
                 base = f"http://127.0.0.1:{port}"
                 wait_http(f"{base}/readyz")
                 started = time.perf_counter()
-                results[f"api_{mode}"] = http_ingest(base, token, events=args.events,
-                                                     batch=args.batch, clients=args.clients)
-                results[f"publish_{mode}"] = inprocess_ingest(events=args.events,
-                                                              batch=args.batch)
+                results[f"api_{mode}"] = http_ingest(
+                    base, token, events=args.events, batch=args.batch, clients=args.clients
+                )
+                results[f"publish_{mode}"] = inprocess_ingest(events=args.events, batch=args.batch)
                 if mode == "on":
                     deadline = time.monotonic() + 300
                     while pending_supabase() and time.monotonic() < deadline:
@@ -197,15 +251,19 @@ def main() -> int:
         connections.close_all()
         drop_database(name)
 
-    print(f"ingest benchmark: {args.events} events per run, batches of {args.batch}, "
-          f"{args.clients} HTTP clients, 2 cores")
+    print(
+        f"ingest benchmark: {args.events} events per run, batches of {args.batch}, "
+        f"{args.clients} HTTP clients, 2 cores"
+    )
     print(f"{'path':<28}{'sink off':>12}{'sink on':>12}{'on/off':>9}")
     for path, label in (("api", "POST /api/events (HTTP)"), ("publish", "event_publish_batch")):
         off, on = results[f"{path}_off"], results[f"{path}_on"]
         print(f"{label:<28}{off:>10.0f}/s{on:>10.0f}/s{on / off:>9.2f}")
-    print(f"mirror: {int(results['mirrored_rows'])} rows in Supabase "
-          f"{results['mirror_seconds']:.1f} s after the 'on' run started; "
-          f"{int(results['left_pending'])} deliveries left pending")
+    print(
+        f"mirror: {int(results['mirrored_rows'])} rows in Supabase "
+        f"{results['mirror_seconds']:.1f} s after the 'on' run started; "
+        f"{int(results['left_pending'])} deliveries left pending"
+    )
     return 0
 
 

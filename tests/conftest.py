@@ -62,3 +62,15 @@ def django_supabase(settings, supabase_local):
     settings.SUPABASE_JWT_SECRET = supabase_local.jwt_secret
     supabase_local.truncate()
     return supabase_local
+
+
+@pytest.fixture(autouse=True)
+def django_db_serialized_rollback() -> bool:
+    """Every transactional test restores the seeded rows (rules, routes, schedules, flags).
+
+    Mixing transactional tests with and without serialized rollback breaks the latter:
+    a plain one's flush re-creates content types, which the next serialized restore then
+    inserts a second time. pytest-django turns serialized rollback on for every test that
+    requests a fixture of this name.
+    """
+    return True

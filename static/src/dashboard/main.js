@@ -27,6 +27,7 @@ const tokens = config.supabase ? new TokenSource(config.supabase) : null;
 const saved = buffer.load();
 view.add([...saved.events, ...config.initialEvents]);
 view.flush();
+performance.mark("feed:first-render");
 
 let received = 0;
 let transport = null;

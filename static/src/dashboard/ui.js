@@ -73,8 +73,23 @@ export class FeedView {
     if (!this.queue.length) return;
     const incoming = this.queue.sort((a, b) => b.seq - a.seq);
     this.queue = [];
+    const top = this.events.length ? this.events[0].seq : 0;
     this.events = mergeNewestFirst(incoming, this.events).slice(0, MAX_ROWS);
-    if (!this.paused) this.renderAll();
+    if (this.paused) return;
+    if (incoming[incoming.length - 1].seq > top && this.rows.children.length) {
+      this.prepend(incoming);
+    } else {
+      this.renderAll();
+    }
+  }
+
+  // The common case, new events on top: add their rows and trim the bottom, instead of
+  // rebuilding the table every frame.
+  prepend(incoming) {
+    const fragment = document.createDocumentFragment();
+    for (const event of incoming) if (this.matches(event)) fragment.append(rowFor(event));
+    this.rows.prepend(fragment);
+    while (this.rows.children.length > MAX_ROWS) this.rows.lastElementChild.remove();
   }
 
   togglePause() {
