@@ -39,9 +39,9 @@ from reconciliation.digest import ChunkDigest, EventRow, Meter
 from reconciliation.models import Category
 
 ProgressCallback = Callable[[str, int, int], None]
-# First-level windows one local query covers: a few scans of the delivery table instead of
-# one per window, while a huge range still comes back in pieces.
-LOCAL_WINDOWS_PER_QUERY = 8
+# Seqs one first-level local query covers (whole windows): a few scans of the delivery
+# table instead of one per window, while a huge range still comes back in pieces.
+LOCAL_ROWS_PER_QUERY = 1 << 20
 FIELD_ORDER = digest.CONTENT_FIELDS
 
 
@@ -51,10 +51,11 @@ class TimeLimitExceeded(Exception):
 
 @dataclass(frozen=True)
 class CompareConfig:
-    chunk_size: int = 256
+    chunk_size: int = 64
     max_chunks_per_call: int = 1000
     fanout: int = 16
     leaf_rows: int = 16
+    fetch_budget_rows: int = 65536
     merge_gap_rows: int = 2048
     remote_concurrency: int = 2
     expected_absent_sample: int = 100
@@ -181,6 +182,11 @@ def judge_pair(
             criticality=remote.criticality,
         )
     fields = differing_fields(local, remote)
+    if not fields:
+        # Identical copies: the checksum column is one of the fields, so Supabase's copy is
+        # exactly as valid as the local event; a local event that does not hash to its own
+        # checksum is only looked for where something differs (see docs).
+        return None
     local_ok, remote_ok = checksum_valid(local), checksum_valid(remote)
     if not (local_ok and remote_ok):
         side = "both" if not (local_ok or remote_ok) else ("local" if not local_ok else "supabase")
@@ -349,12 +355,20 @@ class _Bisector:
         spans = [(a, min(a + window, to_seq)) for a in range(from_seq, to_seq, window)]
         size = config.chunk_size
         unequal = self.digest_spans(
-            spans, chunk_size=size, phase="hashing", local_group=LOCAL_WINDOWS_PER_QUERY
+            spans,
+            chunk_size=size,
+            phase="hashing",
+            local_group=max(1, LOCAL_ROWS_PER_QUERY // window),
         )
         self.comparison.levels = 1
         leaves: list[tuple[int, int]] = []
         while unequal:
             self.check_time()
+            # Fetching the rows of every unequal chunk is cheaper than hashing again once
+            # they are few enough (a round trip fetches up to max_chunks_per_call rows).
+            if sum(b - a for a, b in unequal) <= config.fetch_budget_rows:
+                leaves.extend(unequal)
+                break
             small = [(a, b) for a, b in unequal if b - a <= config.leaf_rows]
             leaves.extend(small)
             big = [(a, b) for a, b in unequal if b - a > config.leaf_rows]

@@ -16,14 +16,18 @@ DEFAULTS: dict[str, Any] = {
     "RECONCILIATION_GRACE_SECONDS": 120,
     # Under this share of judged events that agree (0..1), a run raises an alert.
     "RECONCILIATION_CONSISTENCY_THRESHOLD": 0.9999,
-    # Rows per first-level chunk; one call asks for at most MAX_CHUNKS_PER_CALL chunks.
-    "RECONCILIATION_CHUNK_SIZE": 256,
+    # Rows per first-level chunk; one call asks for at most MAX_CHUNKS_PER_CALL chunks, so
+    # 1,000,000 seqs are 16 calls with the defaults.
+    "RECONCILIATION_CHUNK_SIZE": 64,
     # Most rows one Supabase answer may carry (PostgREST's db-max-rows; 1000 on Supabase).
     "RECONCILIATION_MAX_CHUNKS_PER_CALL": 1000,
     # An unequal chunk is split into this many parts until it holds at most LEAF_ROWS rows,
     # whose rows are then fetched and compared one by one.
     "RECONCILIATION_FANOUT": 16,
     "RECONCILIATION_LEAF_ROWS": 16,
+    # When the unequal chunks hold at most this many seqs in all, their rows are fetched
+    # at once instead of being split and hashed again.
+    "RECONCILIATION_FETCH_BUDGET_ROWS": 65536,
     # Unequal chunks closer than this (in seqs) are re-hashed in one call rather than two:
     # hashing ~2,000 rows costs about one round trip.
     "RECONCILIATION_MERGE_GAP_ROWS": 2048,

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import httpx
 from django.db import connection
 
 from events.models import Delivery, DeliveryStatus, Event, Sink
@@ -48,6 +50,9 @@ REMOTE_COLUMNS = "seq," + ",".join(CONTENT_FIELDS)
 # Seqs per "in" filter / ranges per "or" filter: keeps request URLs well under 8 KiB.
 MAX_SEQS_PER_REQUEST = 200
 MAX_RANGES_PER_REQUEST = 60
+# Every Supabase call here only reads, so a dropped connection (a keep-alive socket the
+# server closed while we hashed) is retried; the client itself never retries.
+READ_ATTEMPTS = 3
 
 LOCAL_ROW_HASH_SQL = """hashtextextended(
     e.seq::text
@@ -165,6 +170,19 @@ class EventRow:
         }
 
 
+def _read(request, meter: Meter):
+    """Execute a read-only PostgREST request, retrying transport failures."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return request.execute()
+        except httpx.TransportError:
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+            meter.supabase()  # the failed attempt was a round trip too
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def _clip(chunks: Iterable[tuple], *, to_seq: int, chunk_size: int) -> list[ChunkDigest]:
     return [
         ChunkDigest(start, min(start + chunk_size, to_seq), int(count), str(digest), int(skipped))
@@ -195,15 +213,10 @@ def remote_chunk_digests(
 ) -> list[ChunkDigest]:
     if to_seq <= from_seq:
         return []
-    response = (
-        service_client()
-        .rpc(
-            RPC_CHUNK_DIGESTS,
-            {"from_seq": from_seq, "to_seq": to_seq, "chunk_size": chunk_size},
-        )
-        .execute()
+    request = service_client().rpc(
+        RPC_CHUNK_DIGESTS, {"from_seq": from_seq, "to_seq": to_seq, "chunk_size": chunk_size}
     )
-    rows = response.data or []
+    rows = _read(request, meter).data or []
     meter.supabase()
     return [
         ChunkDigest(
@@ -299,7 +312,7 @@ def remote_rows_in_ranges(*, ranges: Sequence[tuple[int, int]], meter: Meter) ->
         query = query.gte("seq", start).lt("seq", end)
     else:
         query = query.or_(",".join(f"and(seq.gte.{a},seq.lt.{b})" for a, b in ranges))
-    rows = query.order("seq").execute().data or []
+    rows = _read(query.order("seq"), meter).data or []
     meter.supabase(len(rows))
     return [_remote_row(row) for row in rows]
 
@@ -309,16 +322,14 @@ def remote_rows_by_seq(*, seqs: Sequence[int], meter: Meter) -> list[EventRow]:
     seqs = sorted(set(seqs))
     for index in range(0, len(seqs), MAX_SEQS_PER_REQUEST):
         batch = seqs[index : index + MAX_SEQS_PER_REQUEST]
-        rows = (
+        request = (
             service_client()
             .table(MONITORING_EVENTS_TABLE)
             .select(REMOTE_COLUMNS)
             .in_("seq", batch)
             .order("seq")
-            .execute()
-            .data
-            or []
         )
+        rows = _read(request, meter).data or []
         meter.supabase(len(rows))
         result.extend(_remote_row(row) for row in rows)
     return result
@@ -328,7 +339,7 @@ def remote_rows_after(
     *, after_seq: int, received_before: datetime, limit: int, meter: Meter
 ) -> list[EventRow]:
     """Supabase rows above the local log's highest seq, old enough to judge."""
-    rows = (
+    request = (
         service_client()
         .table(MONITORING_EVENTS_TABLE)
         .select(REMOTE_COLUMNS)
@@ -336,9 +347,7 @@ def remote_rows_after(
         .lte("received_at", received_before.isoformat())
         .order("seq")
         .limit(limit)
-        .execute()
-        .data
-        or []
     )
+    rows = _read(request, meter).data or []
     meter.supabase(len(rows))
     return [_remote_row(row) for row in rows]

@@ -81,6 +81,7 @@ def _config() -> CompareConfig:
         max_chunks_per_call=int(reconciliation_setting("RECONCILIATION_MAX_CHUNKS_PER_CALL")),
         fanout=int(reconciliation_setting("RECONCILIATION_FANOUT")),
         leaf_rows=int(reconciliation_setting("RECONCILIATION_LEAF_ROWS")),
+        fetch_budget_rows=int(reconciliation_setting("RECONCILIATION_FETCH_BUDGET_ROWS")),
         merge_gap_rows=int(reconciliation_setting("RECONCILIATION_MERGE_GAP_ROWS")),
         remote_concurrency=int(reconciliation_setting("RECONCILIATION_REMOTE_CONCURRENCY")),
         expected_absent_sample=int(reconciliation_setting("RECONCILIATION_EXPECTED_ABSENT_SAMPLE")),

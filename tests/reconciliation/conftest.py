@@ -81,6 +81,7 @@ def recon_settings(settings):
     settings.RECONCILIATION_LEAF_ROWS = 4
     settings.RECONCILIATION_FANOUT = 4
     settings.RECONCILIATION_MAX_CHUNKS_PER_CALL = 8
+    settings.RECONCILIATION_FETCH_BUDGET_ROWS = 0  # always bisect down to the leaves
     return settings
 
 

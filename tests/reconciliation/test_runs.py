@@ -264,3 +264,17 @@ def test_rows_written_by_the_real_supabase_sink_agree(log):
     assert log.remote_count() == 30
     assert run.status == RunStatus.CLEAN, run.counts
     assert run.counts == {"expected_absent": 2}
+
+
+def test_few_unequal_chunks_are_fetched_at_once_instead_of_split(log, settings):
+    settings.RECONCILIATION_FETCH_BUDGET_ROWS = 10_000
+    seqs = log.publish(300)
+    log.mirror()
+    log.sql("DELETE FROM public.monitoring_events WHERE seq = %s", seqs[150])
+
+    run = reconciliation_run()
+
+    assert _categories(run) == {seqs[150]: Category.MISSING_IN_SUPABASE}
+    # one first-level call, one fetch of the unequal 64-seq chunk, the tail probe
+    assert run.round_trips_supabase == 3
+    assert run.rows_fetched_local == 64 and run.rows_fetched_supabase == 63
