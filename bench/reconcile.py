@@ -168,7 +168,7 @@ def main() -> int:
     parser.add_argument(
         "--sweep",
         action="store_true",
-        help="also time the largest difference count with other merge gaps / concurrency",
+        help="also time the largest difference count found by bisection (no fetch budget)",
     )
     args = parser.parse_args()
     diffs = [int(x) for x in args.diffs.split(",") if x.strip()]
@@ -236,14 +236,15 @@ def main() -> int:
                 assert found == seqs, f"found {len(found)} of {count} differences"
                 print(f"  {f'{count} differences':<22} {_figures(run)}", flush=True)
                 if count == max(diffs) and args.sweep:
-                    for gap, concurrency in [(2048, 4), (256, 2), (256, 4), (0, 4)]:
+                    # the same differences found by splitting and hashing again instead
+                    settings.RECONCILIATION_FETCH_BUDGET_ROWS = 0
+                    for gap in (2048, 256):
                         settings.RECONCILIATION_MERGE_GAP_ROWS = gap
-                        settings.RECONCILIATION_REMOTE_CONCURRENCY = concurrency
                         other = reconciliation_run()
-                        label = f"  gap {gap}, conc. {concurrency}"
+                        label = f"  bisect, gap {gap}"
                         print(f"  {label:<22} {_figures(other)}", flush=True)
                     del settings.RECONCILIATION_MERGE_GAP_ROWS
-                    del settings.RECONCILIATION_REMOTE_CONCURRENCY
+                    del settings.RECONCILIATION_FETCH_BUDGET_ROWS
                 started = time.perf_counter()
                 result = reconciliation_repair(run_id=run.pk)
                 repair_s = time.perf_counter() - started
