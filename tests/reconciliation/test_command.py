@@ -141,3 +141,15 @@ def test_a_run_that_cannot_take_the_lock_exits_3(log):
         code, out = _reconcile("--json")
     assert code == 3
     assert json.loads(out)["run"]["status"] == "skipped"
+
+
+def test_the_progress_bar_goes_to_stderr_and_leaves_stdout_to_the_json(log, capsys):
+    seqs = log.publish(300)
+    log.mirror()
+    log.sql("DELETE FROM public.monitoring_events WHERE seq = %s", seqs[7])
+    out = StringIO()
+
+    with pytest.raises(SystemExit):
+        call_command("reconcile", "--json", stdout=out)
+
+    assert json.loads(out.getvalue())["run"]["counts"] == {"missing_in_supabase": 1}
