@@ -58,6 +58,8 @@ class Connection:
     ) -> None:
         self.vsn = vsn
         self.direct = direct
+        if direct is not None:
+            direct.owner = self
         self.token = token
         self.claims = claims
         self.channels: dict[str, Channel] = {}
@@ -204,17 +206,19 @@ def fanout(out: protocol.Outgoing, conns: list[Connection], faults: Any) -> None
             conn.send(out)
         return
     items: list[tuple[DirectSocket, bytes]] = []
-    owners: dict[DirectSocket, Connection] = {}
+    frames: dict[str, bytes] = {}
     for conn in conns:
         direct = conn.direct
         if direct is not None and not conn._queue and not conn.closed:
-            items.append((direct, out.wire(conn.vsn)))
-            owners[direct] = conn
+            data = frames.get(conn.vsn)
+            if data is None:
+                data = frames[conn.vsn] = out.wire(conn.vsn)
+            items.append((direct, data))
         else:
             conn.send(out)
     if items:
         for direct in write_many(items):
-            owners[direct]._give_up()
+            direct.owner._give_up()
 
 
 def binding_id(event: str, schema: str, table: str, filter_text: str | None) -> int:
@@ -242,6 +246,8 @@ class Hub:
         self.presence: dict[str, TopicPresence] = {}
         # (schema, table) -> bucket signature -> bucket of identical subscriptions
         self.subs: dict[tuple[str, str], dict[tuple, _Bucket]] = {}
+        # set of matched buckets -> fan-out plan; cleared whenever a subscription changes
+        self._plans: dict[tuple[int, ...], list[tuple[str, tuple[int, ...], list]]] = {}
 
     def interest(self) -> tuple[list[str], list[str]]:
         """(schemas with a "*" table binding, "schema.table" names with a binding)."""
@@ -272,8 +278,10 @@ class Hub:
             bucket = buckets[signature] = _Bucket(sub.event, sub.filter, claims.role, claims.raw)
         bucket.subs[sub] = None
         sub.bucket = signature
+        self._plans.clear()
 
     def _unindex(self, sub: Subscription) -> None:
+        self._plans.clear()
         buckets = self.subs.get((sub.schema, sub.table))
         if buckets is None or sub.bucket is None:
             return
@@ -400,24 +408,41 @@ class Hub:
             allowed = await self.rls.visible(need.info, need.role, need.claims, records)
             verdicts[key] = {i for i, ok in zip(need.indices, allowed, strict=True) if ok}
         for idx, data, matched in plan:
-            per_channel: dict[Channel, list[int]] = {}
-            for bucket, key in matched:
-                if key is not None and idx not in verdicts[key]:
-                    continue
-                for sub in bucket.subs:
-                    ids = per_channel.get(sub.channel)
-                    if ids is None:
-                        per_channel[sub.channel] = [sub.id]
-                    elif sub.id not in ids:
-                        ids.append(sub.id)
-            groups: dict[tuple[str, tuple[int, ...]], list[Channel]] = {}
-            for channel, ids in per_channel.items():
-                groups.setdefault((channel.topic, tuple(ids)), []).append(channel)
-            for (topic, ids), channels in groups.items():
+            passing = [b for b, key in matched if key is None or idx in verdicts[key]]
+            if not passing:
+                continue
+            for topic, ids, conns in self._fanout_plan(passing):
                 out = protocol.push(
                     topic, "postgres_changes", {"ids": list(ids), "data": data}, droppable=True
                 )
-                fanout(out, [c.conn for c in channels], self.faults)
+                fanout(out, conns, self.faults)
+
+    def _fanout_plan(self, buckets: list[_Bucket]) -> list[tuple[str, tuple[int, ...], list]]:
+        """Who gets which message when these buckets match: [(topic, ids, sockets)].
+
+        Cached per set of buckets (every change of a busy table matches the same ones)
+        until any subscription changes.
+        """
+        key = tuple(id(b) for b in buckets)
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        per_channel: dict[Channel, list[int]] = {}
+        for bucket in buckets:
+            for sub in bucket.subs:
+                ids = per_channel.get(sub.channel)
+                if ids is None:
+                    per_channel[sub.channel] = [sub.id]
+                elif sub.id not in ids:
+                    ids.append(sub.id)
+        groups: dict[tuple[str, tuple[int, ...]], list[Connection]] = {}
+        for channel, ids in per_channel.items():
+            groups.setdefault((channel.topic, tuple(ids)), []).append(channel.conn)
+        result = [(topic, ids, conns) for (topic, ids), conns in groups.items()]
+        if len(self._plans) >= 256:
+            self._plans.clear()
+        self._plans[key] = result
+        return result
 
     # -- token expiry ----------------------------------------------------------------
 

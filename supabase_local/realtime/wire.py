@@ -48,6 +48,7 @@ def frame(data: str | bytes) -> bytes:
 
 class DirectSocket:
     def __init__(self, protocol: Any) -> None:
+        self.owner: Any = None  # the caller's connection object, for error reporting
         self._protocol = protocol
         self._transport = protocol.transport
         sock = self._transport.get_extra_info("socket")
@@ -79,51 +80,64 @@ FANOUT_HELPERS = 1  # measured: a second helper made 1,000-socket fan-out slower
 _pool: ThreadPoolExecutor | None = None
 
 
-def _send_raw(items: list[tuple[DirectSocket, bytes]]) -> list[tuple[DirectSocket, bytes]]:
-    rest = []
+def _send_raw(
+    items: list[tuple[DirectSocket, bytes]],
+    rest: list[tuple[DirectSocket, bytes]],
+    failed: list[DirectSocket],
+) -> None:
+    """Write frames straight to the fds; what cannot go that way lands in ``rest``.
+
+    Runs in the loop thread or a helper while the loop thread waits, so reading the
+    protocol's and transport's state here races with nothing.
+    """
     for sock, data in items:
+        protocol, transport = sock._protocol, sock._transport
+        if protocol.close_sent or protocol.disconnected or transport.is_closing():
+            failed.append(sock)
+            continue
+        buffered = transport.get_write_buffer_size()
+        if buffered or sock._fd is None:
+            if buffered > MAX_BUFFERED_BYTES:
+                failed.append(sock)
+            else:
+                rest.append((sock, data))  # behind buffered bytes: the transport queues it
+            continue
         try:
-            sent = os.write(sock._fd, data)  # type: ignore[arg-type]
+            sent = os.write(sock._fd, data)
         except BlockingIOError:
             sent = 0
         except OSError:
             continue  # the connection is gone; the protocol will notice and clean up
         if sent < len(data):
             rest.append((sock, data[sent:]))
-    return rest
 
 
 def _drain(
-    chunks: Iterator[list[tuple[DirectSocket, bytes]]], rest: list[tuple[DirectSocket, bytes]]
+    chunks: Iterator[list[tuple[DirectSocket, bytes]]],
+    rest: list[tuple[DirectSocket, bytes]],
+    failed: list[DirectSocket],
 ) -> None:
     for chunk in chunks:
-        rest.extend(_send_raw(chunk))  # list.extend is atomic under the GIL
+        # Appends to the shared lists are atomic under the GIL.
+        _send_raw(chunk, rest, failed)
 
 
 def write_many(items: list[tuple[DirectSocket, bytes]]) -> list[DirectSocket]:
     """Write each frame to its socket; return the sockets that must be given up."""
     global _pool
+    rest: list[tuple[DirectSocket, bytes]] = []
     failed: list[DirectSocket] = []
-    raw: list[tuple[DirectSocket, bytes]] = []
-    for sock, data in items:
-        if not sock.writable():
-            failed.append(sock)
-        elif sock._fd is None or sock._transport.get_write_buffer_size():
-            sock._transport.write(data)
-        else:
-            raw.append((sock, data))
-    if len(raw) < PARALLEL_MIN:
-        rest = _send_raw(raw)
+    if len(items) < PARALLEL_MIN:
+        _send_raw(items, rest, failed)
     else:
         if _pool is None:
             _pool = ThreadPoolExecutor(FANOUT_HELPERS, thread_name_prefix="realtime-fanout")
         # Work sharing, not a fixed split: both threads take chunks from one iterator
         # (next() on it is atomic under the GIL). On a busy machine a helper that is not
         # scheduled in time simply gets no work, and is cancelled if it never started.
-        chunks = iter([raw[i : i + CHUNK] for i in range(0, len(raw), CHUNK)])
-        rest = []
-        futures = [_pool.submit(_drain, chunks, rest) for _ in range(FANOUT_HELPERS)]
-        _drain(chunks, rest)
+        chunks = iter([items[i : i + CHUNK] for i in range(0, len(items), CHUNK)])
+        futures = [_pool.submit(_drain, chunks, rest, failed) for _ in range(FANOUT_HELPERS)]
+        _drain(chunks, rest, failed)
         for future in futures:
             if not future.cancel():
                 future.result()
