@@ -206,7 +206,23 @@ def start_supabase_local(stack: Stack, *, database_url: str) -> None:
     wait_for(
         lambda: _http_answers(f"{url}/rest/v1/"), what="supabase_local", seconds=30, stack=stack
     )
-    stack.env["SUPABASE_URL"] = url
+    stack.env.update(supabase_local_environment(url))
+
+
+def supabase_local_environment(url: str) -> dict[str, str]:
+    """The SUPABASE_* variables that point the app at supabase_local's dev secret."""
+    from supabase_local.auth import mint_token
+    from supabase_local.config import DEV_JWT_SECRET
+
+    ten_years = 10 * 365 * 24 * 3600
+    return {
+        "SUPABASE_URL": url,
+        "SUPABASE_ANON_KEY": mint_token(secret=DEV_JWT_SECRET, role="anon", expires_in=ten_years),
+        "SUPABASE_SERVICE_ROLE_KEY": mint_token(
+            secret=DEV_JWT_SECRET, role="service_role", expires_in=ten_years
+        ),
+        "SUPABASE_JWT_SECRET": DEV_JWT_SECRET,
+    }
 
 
 def stack_up(stack: Stack, *, host: str, port: int, redis_port: int, demo_rate: float) -> None:
@@ -268,6 +284,8 @@ def stack_up(stack: Stack, *, host: str, port: int, redis_port: int, demo_rate: 
     wait_for(
         lambda: _http_ok(f"http://{host}:{port}/readyz"), what="daphne", seconds=60, stack=stack
     )
+    # The prober follows both feeds like a browser, so it starts once daphne answers.
+    stack.spawn("prober", [*MANAGE, "run_prober", "--base-url", f"http://{host}:{port}"])
 
 
 def _supabase_local_available() -> bool:

@@ -134,6 +134,36 @@ SUPABASE_BREAKER_NAMESPACE = env.str("SUPABASE_BREAKER_NAMESPACE", default="moni
 # Bearer token that may read /metrics (staff sessions always may).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
+# --- Rollout (rollout/conf.py documents each) ----------------------------------------------
+ROLLOUT_ALERT_WEBHOOK_URL = env.str("ROLLOUT_ALERT_WEBHOOK_URL", default="")
+ROLLOUT_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float(
+    "ROLLOUT_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=5.0
+)
+ROLLOUT_ALERT_EMAIL = env.bool("ROLLOUT_ALERT_EMAIL", default=True)
+ROLLOUT_BASELINE_P95_MS = env.float("ROLLOUT_BASELINE_P95_MS", default=100.0)
+ROLLOUT_SAMPLE_RETENTION_HOURS = env.int("ROLLOUT_SAMPLE_RETENTION_HOURS", default=48)
+ROLLOUT_TELEMETRY_RATE_PER_MINUTE = env.int("ROLLOUT_TELEMETRY_RATE_PER_MINUTE", default=60)
+ROLLOUT_PROBER_INTERVAL_SECONDS = env.float("ROLLOUT_PROBER_INTERVAL_SECONDS", default=5.0)
+ROLLOUT_PROBER_LOSS_TIMEOUT_SECONDS = env.float(
+    "ROLLOUT_PROBER_LOSS_TIMEOUT_SECONDS", default=10.0
+)
+ROLLOUT_PROBER_USERNAME = env.str("ROLLOUT_PROBER_USERNAME", default="monitor-prober")
+ROLLOUT_PROBER_BASE_URL = env.str("ROLLOUT_PROBER_BASE_URL", default="http://127.0.0.1:8000")
+ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS = env.int(
+    "ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS", default=10
+)
+
+# --- Alerts by email ------------------------------------------------------------------------
+# DJANGO_ADMINS="Ada <ada@example.com>,Grace <grace@example.com>"; nothing is mailed while
+# it is empty. EMAIL_URL configures delivery (https://django-environ.readthedocs.io, "Email
+# settings"); the default prints mails to the console.
+ADMINS = [
+    (address.split("<")[0].strip() or address, address.split("<")[-1].rstrip(">").strip())
+    for address in env.list("DJANGO_ADMINS", default=[])
+]
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="monitor@localhost")
+
 # --- Auth, sessions, i18n ------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

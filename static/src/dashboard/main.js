@@ -129,19 +129,30 @@ function switchTo(name, notice) {
   transport.start(() => merger.contiguous);
 }
 
+async function transportRecheck(reason) {
+  try {
+    const response = await fetch("/api/transport", { credentials: "same-origin", cache: "no-store" });
+    const body = await response.json();
+    if (body.transport && body.transport !== transport?.name) {
+      switchTo(body.transport, `The rollout moved this page to ${body.transport === "supabase" ? "Supabase Realtime" : "the legacy WebSocket feed"}${reason ? `: ${reason}` : ""}.`);
+    }
+  } catch {
+    telemetry.count("errors");
+  }
+}
+
+// A page whose Realtime path silently loses messages cannot hear a broadcast either, so
+// the Supabase path also asks for its transport every few seconds (a kill switch reaches
+// every page within the 10 s the rollout promises).
+setInterval(() => {
+  if (transport?.name === "supabase") transportRecheck();
+}, 5000);
+
 async function onControl(control) {
   if (control.action === "switch_transport" && control.transport) {
     switchTo(control.transport, `Switched to ${control.transport === "supabase" ? "Supabase Realtime" : "the legacy WebSocket feed"} by the rollout${control.reason ? `: ${control.reason}` : ""}.`);
   } else if (control.action === "transport_changed") {
-    try {
-      const response = await fetch("/api/transport", { credentials: "same-origin", cache: "no-store" });
-      const body = await response.json();
-      if (body.transport && body.transport !== transport?.name) {
-        switchTo(body.transport, `The rollout moved this page to ${body.transport === "supabase" ? "Supabase Realtime" : "the legacy WebSocket feed"}.`);
-      }
-    } catch {
-      telemetry.count("errors");
-    }
+    await transportRecheck(control.reason);
   }
 }
 
