@@ -567,3 +567,30 @@ async def test_changes_arrive_in_commit_order_not_statement_order(supabase_local
             early.commit()
         got = await changes.collect(lambda p: seq_of(p) in (first, second), 2)
         assert [seq_of(p) for p in got] == [second, first]
+
+
+async def test_an_upsert_reports_insert_for_new_rows_and_update_for_existing_ones(
+    supabase_local, service_client, seq_block
+):
+    old, new = seq_block(2)
+    insert_sql(supabase_local, old)
+    async with realtime_client(supabase_local, supabase_local.service_role_key) as client:
+        _, changes, system, _ = await subscribe_changes(client)
+        await subscribed(system)
+        # What the Supabase sink does: upsert on seq (merge-duplicates) through REST.
+        rows = [event_row(old, source="again"), event_row(new)]
+        await asyncio.to_thread(
+            lambda: service_client.table(TABLE).upsert(rows, on_conflict="seq").execute()
+        )
+        got = await changes.collect(lambda p: seq_of(p) in (old, new), 2)
+        kinds = {seq_of(p): p["data"]["type"] for p in got}
+        assert kinds == {old: "UPDATE", new: "INSERT"}
+        # ignore-duplicates on an existing row changes nothing, so nothing is sent.
+        await asyncio.to_thread(
+            lambda: (
+                service_client.table(TABLE)
+                .upsert([event_row(old)], on_conflict="seq", ignore_duplicates=True)
+                .execute()
+            )
+        )
+        await changes.nothing(lambda p: seq_of(p) == old and p not in got)
