@@ -156,6 +156,7 @@ def _figures(run) -> str:
         f"chunks={run.chunks_compared:,}  rows fetched supabase/local="
         f"{run.rows_fetched_supabase:,}/{run.rows_fetched_local:,}  "
         f"discrepancies={run.discrepancy_count}  consistency={run.consistency_rate:.6f}"
+        f"\n{'':<25}phases ms: {run.phase_ms}"
     )
 
 

@@ -85,6 +85,11 @@ class Comparison:
     extras_judged: int = 0
     meter: Meter = field(default_factory=Meter)
     levels: int = 0
+    phase_ms: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, phase: str, started: float) -> None:
+        elapsed = (time.monotonic() - started) * 1000
+        self.phase_ms[phase] = round(self.phase_ms.get(phase, 0.0) + elapsed, 1)
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -354,14 +359,17 @@ class _Bisector:
         window = config.chunk_size * config.max_chunks_per_call
         spans = [(a, min(a + window, to_seq)) for a in range(from_seq, to_seq, window)]
         size = config.chunk_size
+        started = time.monotonic()
         unequal = self.digest_spans(
             spans,
             chunk_size=size,
             phase="hashing",
             local_group=max(1, LOCAL_ROWS_PER_QUERY // window),
         )
+        self.comparison.timed("first level", started)
         self.comparison.levels = 1
         leaves: list[tuple[int, int]] = []
+        started = time.monotonic()
         while unequal:
             self.check_time()
             # Fetching the rows of every unequal chunk is cheaper than hashing again once
@@ -378,6 +386,8 @@ class _Bisector:
             spans = _spans(big, sub_size=size, config=config)
             unequal = self.digest_spans(spans, chunk_size=size, phase="bisecting")
             self.comparison.levels += 1
+        if self.comparison.levels > 1:
+            self.comparison.timed("bisection", started)
         return sorted(leaves)
 
 
@@ -517,6 +527,7 @@ def compare_range(
         leaves = bisector.run(from_seq, to_seq) if to_seq > from_seq else []
 
     # Leaf rows, both sides, judged one by one.
+    started = time.monotonic()
     batches = _batches(leaves, max_rows=config.max_chunks_per_call)
     findings: list[Finding] = []
     young: set[int] = set()
@@ -561,7 +572,11 @@ def compare_range(
         if progress:
             progress("comparing rows", index + 1, len(batches))
 
+    if batches:
+        comparison.timed("rows", started)
+
     # Open-ended: Supabase rows above the local log's highest seq can only be extras.
+    started = time.monotonic()
     if open_ended:
         bisector.check_time()
         tail = digest.remote_rows_after(
@@ -614,4 +629,5 @@ def compare_range(
     comparison.counts[Category.EXPECTED_ABSENT.value] = max(expected_total, counted)
     if not comparison.counts[Category.EXPECTED_ABSENT.value]:
         del comparison.counts[Category.EXPECTED_ABSENT.value]
+    comparison.timed("tail and counts", started)
     return comparison

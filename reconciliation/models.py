@@ -71,6 +71,9 @@ class ReconciliationRun(models.Model):
         default=0, help_text="Events in an error category (expected-absent excluded)."
     )
     consistency_rate = models.FloatField(null=True, blank=True)
+    phase_ms = models.JSONField(
+        default=dict, blank=True, help_text="Milliseconds spent per phase of the comparison."
+    )
     error = models.TextField(blank=True, default="")
 
     class Meta:

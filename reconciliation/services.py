@@ -123,6 +123,7 @@ def _store(run: ReconciliationRun, comparison: Comparison, started: float) -> No
     run.rows_fetched_local = meter.rows_fetched_local
     run.rows_fetched_supabase = meter.rows_fetched_supabase
     run.counts = dict(sorted(comparison.counts.items()))
+    run.phase_ms = comparison.phase_ms
     run.discrepancy_count = len(errors)
     run.events_judged = comparison.judged
     run.events_agreeing = comparison.agreeing

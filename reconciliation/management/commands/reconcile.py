@@ -36,6 +36,7 @@ def _run_figures(run) -> dict:
         "events_not_judged": run.events_not_judged,
         "consistency_rate": run.consistency_rate,
         "counts": run.counts,
+        "phase_ms": run.phase_ms,
         "discrepancies": run.discrepancy_count,
         "error": run.error,
     }
