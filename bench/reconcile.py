@@ -169,7 +169,7 @@ def main() -> int:
     parser.add_argument(
         "--sweep",
         action="store_true",
-        help="also time the largest difference count found by bisection (no fetch budget)",
+        help="also time the largest difference count with fetch budgets 65536 and 0",
     )
     args = parser.parse_args()
     diffs = [int(x) for x in args.diffs.split(",") if x.strip()]
@@ -237,14 +237,12 @@ def main() -> int:
                 assert found == seqs, f"found {len(found)} of {count} differences"
                 print(f"  {f'{count} differences':<22} {_figures(run)}", flush=True)
                 if count == max(diffs) and args.sweep:
-                    # the same differences found by splitting and hashing again instead
-                    settings.RECONCILIATION_FETCH_BUDGET_ROWS = 0
-                    for gap in (2048, 256):
-                        settings.RECONCILIATION_MERGE_GAP_ROWS = gap
+                    # the same differences with other fetch budgets (0: pure bisection)
+                    for budget in (65536, 0):
+                        settings.RECONCILIATION_FETCH_BUDGET_ROWS = budget
                         other = reconciliation_run()
-                        label = f"  bisect, gap {gap}"
+                        label = f"  fetch budget {budget}"
                         print(f"  {label:<22} {_figures(other)}", flush=True)
-                    del settings.RECONCILIATION_MERGE_GAP_ROWS
                     del settings.RECONCILIATION_FETCH_BUDGET_ROWS
                 started = time.perf_counter()
                 result = reconciliation_repair(run_id=run.pk)

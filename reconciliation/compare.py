@@ -55,7 +55,7 @@ class CompareConfig:
     max_chunks_per_call: int = 1000
     fanout: int = 16
     leaf_rows: int = 16
-    fetch_budget_rows: int = 65536
+    fetch_budget_rows: int = 16384
     merge_gap_rows: int = 2048
     remote_concurrency: int = 2
     expected_absent_sample: int = 100
