@@ -11,6 +11,7 @@ import redis
 from django.conf import settings
 
 from events import services
+from tests.fixtures.seeds import seeds_apply
 
 pytest_plugins = ["tests.fixtures.supabase_local"]
 
@@ -65,12 +66,12 @@ def django_supabase(settings, supabase_local):
 
 
 @pytest.fixture(autouse=True)
-def django_db_serialized_rollback() -> bool:
-    """Every transactional test restores the seeded rows (rules, routes, schedules, flags).
-
-    Mixing transactional tests with and without serialized rollback breaks the latter:
-    a plain one's flush re-creates content types, which the next serialized restore then
-    inserts a second time. pytest-django turns serialized rollback on for every test that
-    requests a fixture of this name.
-    """
-    return True
+def _seeded_rows_for_transactional_tests(request, django_db_blocker) -> None:
+    """Transactional tests start with the data migrations' rows (see tests/fixtures/seeds)."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool(marker and marker.kwargs.get("transaction")) or bool(
+        {"transactional_db", "live_server"} & set(request.fixturenames)
+    )
+    if transactional:
+        with django_db_blocker.unblock():
+            seeds_apply()

@@ -13,9 +13,8 @@ from events import sinks
 from events.services import event_publish, event_publish_batch
 from monitor_project.asgi import application
 
-# serialized_rollback keeps the seeded classification rules and routes between tests.
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(120),
 ]
 

@@ -21,7 +21,7 @@ from tests.fixtures.django_processes import (
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(180),
 ]
 

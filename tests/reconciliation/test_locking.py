@@ -51,7 +51,7 @@ def test_a_repair_is_refused_while_a_run_holds_the_lock(log):
             reconciliation_repair(run_id=run.pk)
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_two_runs_started_together_do_not_overlap(log):
     log.publish(2000)
     log.mirror()

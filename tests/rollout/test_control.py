@@ -19,7 +19,7 @@ from rollout import services
 from tests.rollout.factories import samples_add
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(120),
 ]
 

@@ -26,7 +26,7 @@ from tests.rollout.stack import running_stack
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(300),
 ]
 

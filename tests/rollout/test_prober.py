@@ -86,9 +86,7 @@ def test_backoff_grows_to_its_cap_and_resets():
     assert backoff.next_delay() <= 0.5
 
 
-# serialized_rollback like every transaction test here: a plain flush re-creates content
-# types, which a later serialized_rollback test would then load a second time.
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 async def test_samples_are_stored_in_one_flush():
     prober = _prober()
     prober.record("websocket", "connect", at=1_700_000_000.0)
