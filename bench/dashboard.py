@@ -28,8 +28,15 @@ sys.path.insert(0, str(REPO / "bench"))
 from ingest import drop_database, free_port, recreate_database, spawn, stop, wait_http  # noqa: E402,I001
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 FRAME_PROBE = """
 () => new Promise(resolve => {
@@ -49,16 +56,28 @@ def main() -> int:
     bundle = (REPO / "static/dist/dashboard.js").read_bytes()
     name = f"monitor_bench_ui_{secrets.token_hex(4)}"
     database_url = recreate_database(name)
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": "redis://127.0.0.1:6379/6",
-           "DJANGO_SETTINGS_MODULE": "monitor_project.settings.base", "DJANGO_DEBUG": "false",
-           "LOG_LEVEL": "WARNING", "SUPABASE_URL": "", "SUPABASE_SERVICE_ROLE_KEY": ""}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": "redis://127.0.0.1:6379/6",
+        "DJANGO_SETTINGS_MODULE": "monitor_project.settings.base",
+        "DJANGO_DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "SUPABASE_URL": "",
+        "SUPABASE_SERVICE_ROLE_KEY": "",
+    }
     os.environ.update(env)
     import subprocess
 
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env,
-                   check=True)
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
-                   cwd=REPO, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
     import django
 
     django.setup()
@@ -79,8 +98,20 @@ def main() -> int:
     client.force_login(user)
     session = client.cookies["sessionid"].value
     port = free_port()
-    daphne = spawn([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                    "monitor_project.asgi:application"], env, Path(f"/tmp/{name}-daphne.log"))
+    daphne = spawn(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "monitor_project.asgi:application",
+        ],
+        env,
+        Path(f"/tmp/{name}-daphne.log"),
+    )
     base = f"http://127.0.0.1:{port}"
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
@@ -132,15 +163,21 @@ def main() -> int:
         drop_database(name)
 
     gaps.sort()
-    print(f"bundle: static/dist/dashboard.js {len(bundle) / 1024:.1f} KiB, "
-          f"{len(gzip.compress(bundle)) / 1024:.1f} KiB gzip")
-    print(f"first render with {rows} events, {args.loads} loads: "
-          f"first contentful paint median {statistics.median(fcp):.0f} ms; "
-          f"rows rendered median {statistics.median(rendered):.0f} ms "
-          f"(max {max(rendered):.0f} ms); target 300 ms")
-    print(f"100 events/s for 10 s: {arrived} events arrived; frame time p50 "
-          f"{gaps[len(gaps) // 2]:.1f} ms, p95 {gaps[int(len(gaps) * 0.95)]:.1f} ms, "
-          f"max {gaps[-1]:.1f} ms over {len(gaps)} frames")
+    print(
+        f"bundle: static/dist/dashboard.js {len(bundle) / 1024:.1f} KiB, "
+        f"{len(gzip.compress(bundle)) / 1024:.1f} KiB gzip"
+    )
+    print(
+        f"first render with {rows} events, {args.loads} loads: "
+        f"first contentful paint median {statistics.median(fcp):.0f} ms; "
+        f"rows rendered median {statistics.median(rendered):.0f} ms "
+        f"(max {max(rendered):.0f} ms); target 300 ms"
+    )
+    print(
+        f"100 events/s for 10 s: {arrived} events arrived; frame time p50 "
+        f"{gaps[len(gaps) // 2]:.1f} ms, p95 {gaps[int(len(gaps) * 0.95)]:.1f} ms, "
+        f"max {gaps[-1]:.1f} ms over {len(gaps)} frames"
+    )
     return 0
 
 

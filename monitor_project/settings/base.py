@@ -153,6 +153,13 @@ ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS = env.int(
     "ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS", default=10
 )
 
+# --- Reconciliation (reconciliation/conf.py documents these and the tuning knobs) ---------
+RECONCILIATION_GRACE_SECONDS = env.int("RECONCILIATION_GRACE_SECONDS", default=120)
+RECONCILIATION_CONSISTENCY_THRESHOLD = env.float(
+    "RECONCILIATION_CONSISTENCY_THRESHOLD", default=0.9999
+)
+RECONCILIATION_TIME_LIMIT_SECONDS = env.int("RECONCILIATION_TIME_LIMIT_SECONDS", default=600)
+
 # --- Alerts by email ------------------------------------------------------------------------
 # DJANGO_ADMINS="Ada <ada@example.com>,Grace <grace@example.com>"; nothing is mailed while
 # it is empty. EMAIL_URL configures delivery (https://django-environ.readthedocs.io, "Email
