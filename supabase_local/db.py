@@ -173,11 +173,19 @@ async def _apply_migrations(
 async def create_pool(database_url: str, *, max_size: int) -> asyncpg.Pool:
     # UTC like a Supabase project, so timestamptz renders with +00:00 as there. JIT off:
     # compiling a 1,000-row INSERT ... SELECT (and its triggers) cost ~25 ms of ~70 ms here.
+    # synchronous_commit off: a commit does not wait for its WAL flush (6-9 ms on this
+    # disk). Only a crash of PostgreSQL itself could lose the last commits; for a dev and
+    # test server that trade is right, and clients see no other difference.
     return await asyncpg.create_pool(
         database_url,
         min_size=1,
         max_size=max_size,
-        server_settings={"timezone": "UTC", "jit": "off", "application_name": "supabase_local"},
+        server_settings={
+            "timezone": "UTC",
+            "jit": "off",
+            "synchronous_commit": "off",
+            "application_name": "supabase_local",
+        },
     )
 
 
