@@ -278,3 +278,19 @@ def test_few_unequal_chunks_are_fetched_at_once_instead_of_split(log, settings):
     # one first-level call, one fetch of the unequal 64-seq chunk, the tail probe
     assert run.round_trips_supabase == 3
     assert run.rows_fetched_local == 64 and run.rows_fetched_supabase == 63
+
+
+def test_stored_rows_are_capped_but_counts_stay_exact(log, settings):
+    settings.RECONCILIATION_MAX_DISCREPANCIES = 2
+    settings.RECONCILIATION_EXPECTED_ABSENT_SAMPLE = 1
+    seqs = log.publish(50)
+    log.publish(4, event_type="test.debug")
+    log.mirror()
+    log.sql("DELETE FROM public.monitoring_events WHERE seq = ANY(%s)", seqs[10:15])
+
+    run = reconciliation_run()
+
+    assert run.counts == {"expected_absent": 4, "missing_in_supabase": 5}
+    assert run.discrepancy_count == 5 and run.events_agreeing == 45
+    assert run.discrepancies.filter(category="missing_in_supabase").count() == 2
+    assert run.discrepancies.filter(category="expected_absent").count() == 1
