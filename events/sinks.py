@@ -39,6 +39,13 @@ def _chunks(wire_events: list[dict]) -> Iterator[list[dict]]:
         yield chunk
 
 
+async def _group_send_all(chunks: list[list[dict]]) -> None:
+    # One trip into the event loop for the whole batch, not one per chunk.
+    layer = get_channel_layer()
+    for chunk in chunks:
+        await layer.group_send(FEED_GROUP, {"type": FEED_MESSAGE_TYPE, "events": chunk})
+
+
 def websocket_sink_send(*, events: list[Event]) -> None:
     """Broadcast committed events to the legacy feed and record the outcome.
 
@@ -52,11 +59,7 @@ def websocket_sink_send(*, events: list[Event]) -> None:
         event_id__in=seqs, sink=Sink.WEBSOCKET, status=DeliveryStatus.PENDING
     )
     try:
-        layer = get_channel_layer()
-        for chunk in _chunks([event_to_wire(event) for event in events]):
-            async_to_sync(layer.group_send)(
-                FEED_GROUP, {"type": FEED_MESSAGE_TYPE, "events": chunk}
-            )
+        async_to_sync(_group_send_all)(list(_chunks([event_to_wire(event) for event in events])))
     except Exception as exc:
         logger.warning("websocket sink failed for seqs %s..%s: %s", seqs[0], seqs[-1], exc)
         outstanding.update(
