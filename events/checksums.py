@@ -47,3 +47,16 @@ def canonical_event_bytes(
 
 def event_checksum(**fields: Any) -> str:
     return hashlib.sha256(canonical_event_bytes(**fields)).hexdigest()
+
+
+def event_checksum_of(event: Any) -> str:
+    """The checksum an event (or any object with the event's fields) should carry."""
+    return event_checksum(
+        seq=event.seq,
+        event_type=event.event_type,
+        source=event.source,
+        criticality=event.criticality,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        payload=event.payload,
+    )

@@ -117,6 +117,12 @@ class Delivery(models.Model):
                 condition=Q(status__in=["pending", "failed"]),
                 name="delivery_outstanding_idx",
             ),
+            # "Which events does this sink not get?" (feeds, backfill, reconciliation).
+            models.Index(
+                fields=["sink", "event"],
+                condition=Q(status="skipped"),
+                name="delivery_skipped_idx",
+            ),
         ]
 
     def __str__(self) -> str:

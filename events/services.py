@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from events import sink_scheduling, sinks, tokens
-from events.checksums import event_checksum
+from events.checksums import event_checksum_of
 from events.classification import classify
 from events.models import Delivery, DeliveryStatus, Event, Producer, SeqCounter, Sink
 from events.selectors import RouteDecision, routing_table
@@ -145,15 +145,7 @@ def event_publish_batch(
                 producer=producer,
                 idempotency_key=item.idempotency_key,
             )
-            event.checksum = event_checksum(
-                seq=event.seq,
-                event_type=event.event_type,
-                source=event.source,
-                criticality=event.criticality,
-                occurred_at=event.occurred_at,
-                received_at=event.received_at,
-                payload=event.payload,
-            )
+            event.checksum = event_checksum_of(event)
             new_events.append(event)
             if item.idempotency_key:
                 existing_by_key[item.idempotency_key] = event

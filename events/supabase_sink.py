@@ -31,8 +31,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from events import supabase_client
-from events.checksums import format_timestamp
 from events.models import BreakerStateChange, Delivery, DeliveryStatus, Event, Sink
+from events.selectors import event_to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -155,16 +155,9 @@ def supabase_breaker_state() -> str:
 
 
 def event_to_supabase_row(event: Event) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "event_type": event.event_type,
-        "source": event.source,
-        "criticality": event.criticality,
-        "occurred_at": format_timestamp(event.occurred_at),
-        "received_at": format_timestamp(event.received_at),
-        "payload": event.payload,
-        "checksum": event.checksum,
-    }
+    """The Supabase row has exactly the fields of the wire format (published_at is set by
+    the database)."""
+    return event_to_wire(event)
 
 
 def _upsert(rows: list[dict[str, Any]]) -> None:

@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from events.checksums import event_checksum
+from events.checksums import event_checksum_of
 from events.models import Delivery, Event, Route, SeqCounter
 from events.services import IdempotencyConflict, event_publish, event_publish_batch
 from events.validation import EventInputError
@@ -15,15 +15,7 @@ pytestmark = pytest.mark.django_db
 
 def stored_checksum_is_valid(event: Event) -> bool:
     event.refresh_from_db()
-    return event.checksum == event_checksum(
-        seq=event.seq,
-        event_type=event.event_type,
-        source=event.source,
-        criticality=event.criticality,
-        occurred_at=event.occurred_at,
-        received_at=event.received_at,
-        payload=event.payload,
-    )
+    return event.checksum == event_checksum_of(event)
 
 
 def deliveries(seq: int) -> dict[str, str]:
