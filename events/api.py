@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from events import selectors, services
 from events.metrics import metrics_registry
 from events.models import Producer, Sink
+from events.ratelimit import rate_limit_wait
 from events.validation import EventInputError, parse_event_input
 
 
@@ -81,6 +82,18 @@ def _ingest(request: HttpRequest) -> JsonResponse:
     producer = _bearer_producer(request)
     if producer is None:
         return _unauthorized()
+    wait = rate_limit_wait(
+        scope="ingest",
+        key=producer.pk,
+        limit=int(getattr(settings, "INGEST_RATE_PER_MINUTE", 6000)),
+    )
+    if wait is not None:
+        return error_response(
+            status=429,
+            code="rate_limited",
+            message="too many ingest requests for this producer; slow down",
+            headers={"Retry-After": str(wait)},
+        )
     try:
         document = _parse_json_body(request)
         if isinstance(document, dict) and "events" in document:

@@ -1,0 +1,32 @@
+"""Fixed one-minute rate windows counted in Redis through Django's cache.
+
+``cache.incr`` is atomic in Redis, so a limit holds across every daphne process. The
+window is the wall-clock minute: a caller may send up to ``limit`` requests in each one
+(at most twice the limit across a window boundary, which is fine for abuse protection).
+"""
+
+import time
+
+from django.core.cache import cache
+
+WINDOW_SECONDS = 60
+
+
+def rate_limit_wait(*, scope: str, key: str | int, limit: int) -> int | None:
+    """Count one request of ``key`` in ``scope``; seconds to wait when over ``limit``.
+
+    Returns None while the caller is within its budget for the current minute, else the
+    whole seconds (at least 1) until the next window opens, for a ``Retry-After`` header.
+    """
+    now = time.time()
+    window = int(now // WINDOW_SECONDS)
+    cache_key = f"ratelimit:{scope}:{key}:{window}"
+    cache.add(cache_key, 0, timeout=2 * WINDOW_SECONDS)
+    try:
+        count = cache.incr(cache_key)
+    except ValueError:  # expired between add and incr
+        cache.add(cache_key, 1, timeout=2 * WINDOW_SECONDS)
+        count = 1
+    if count > limit:
+        return max(1, int((window + 1) * WINDOW_SECONDS - now))
+    return None
