@@ -10,7 +10,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -97,6 +97,12 @@ def _parse_occurred_at(value: Any, *, field: str) -> datetime:
         raise EventInputError(field=field, message="must be an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:
         raise EventInputError(field=field, message="must include a UTC offset (e.g. Z)")
+    try:
+        parsed.astimezone(UTC)  # the checksum writes it in UTC
+    except OverflowError:
+        raise EventInputError(
+            field=field, message="must fall within the years 1-9999 in UTC"
+        ) from None
     return parsed
 
 
