@@ -15,7 +15,17 @@ export class Charts {
     this.rate = new uPlot(
       {
         width, height: 180, title: "Events per minute",
-        scales: { x: { time: true } },
+        // Always the last 30 minutes, so a single minute of data does not stretch the axis.
+        scales: {
+          x: {
+            time: true,
+            range: () => {
+              const now = Math.floor(Date.now() / 60_000) * 60;
+              return [now - (MINUTES - 1) * 60, now + 60];
+            },
+          },
+          y: { range: (u, min, max) => [0, Math.max(5, max)] },
+        },
         series: [{}, ...CRITICALITIES.map((label, i) => ({ label, stroke: COLOURS[i], width: 1.5, points: { show: true, size: 5 } }))],
         axes: [{ stroke: "#8a949e" }, { stroke: "#8a949e" }],
       },

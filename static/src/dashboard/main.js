@@ -61,11 +61,14 @@ function updateCounters() {
 }
 
 function onLiveEvents(events) {
-  const now = telemetry.serverNow();
-  for (const event of events) {
-    const latency = now - Date.parse(event.received_at);
-    telemetry.latency(latency);
-    charts.addLatency(latency);
+  // Latency needs the server clock; until the page has measured its offset it records none.
+  if (telemetry.offsetKnown) {
+    const now = telemetry.serverNow();
+    for (const event of events) {
+      const latency = now - Date.parse(event.received_at);
+      telemetry.latency(latency);
+      charts.addLatency(latency);
+    }
   }
   merger.offer(events);
   updateCounters();

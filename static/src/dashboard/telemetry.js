@@ -5,6 +5,7 @@ export class Telemetry {
   constructor({ csrfToken }) {
     this.csrfToken = csrfToken;
     this.offsetMs = 0;
+    this.offsetKnown = false;
     this.reset();
     this.timer = setInterval(() => this.flush(), 10_000);
   }
@@ -14,14 +15,27 @@ export class Telemetry {
     this.latencies = [];
   }
 
-  async measureOffset() {
-    try {
-      const sent = Date.now();
-      const response = await fetch("/api/time", { credentials: "same-origin", cache: "no-store" });
-      const { now_ms: serverNow } = await response.json();
-      this.offsetMs = serverNow - (sent + Date.now()) / 2;
-    } catch {
-      // Keep the last offset.
+  // NTP-style: several round trips, and the one with the shortest round trip wins,
+  // because its midpoint is the closest to the moment the server read its clock.
+  async measureOffset(samples = 5) {
+    let best = null;
+    for (let i = 0; i < samples; i += 1) {
+      try {
+        const sent = Date.now();
+        const response = await fetch("/api/time", { credentials: "same-origin", cache: "no-store" });
+        const { now_ms: serverNow } = await response.json();
+        const received = Date.now();
+        const roundTrip = received - sent;
+        if (!best || roundTrip < best.roundTrip) {
+          best = { roundTrip, offset: serverNow - (sent + received) / 2 };
+        }
+      } catch {
+        // Keep what the other samples gave.
+      }
+    }
+    if (best) {
+      this.offsetMs = best.offset;
+      this.offsetKnown = true;
     }
   }
 
