@@ -79,6 +79,8 @@ def normalise_payload(value: Any, *, field: str = "payload", depth: int = 0) -> 
     if isinstance(value, float):
         if not math.isfinite(value):
             raise EventInputError(field=field, message="numbers must be finite")
+        if value == 0:
+            return 0.0  # jsonb (numeric) has no negative zero: -0.0 reads back as 0.0
         # jsonb prints exponent-form numbers in full, which reads back as an integer when
         # it has no fractional part (1e16 -> 10000000000000000).
         text = repr(value)

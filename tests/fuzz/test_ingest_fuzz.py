@@ -230,3 +230,9 @@ def test_the_edges_of_the_timestamp_range(client, producer_token, tally):
     ]:
         raw = json.dumps({"event_type": "a.b", "source": "s", "occurred_at": text}).encode()
         assert post_and_check(client, producer_token, raw, "application/json", tally) is None
+
+
+def test_a_negative_zero_in_the_payload_keeps_its_checksum(client, producer_token, tally):
+    for text in ["-0.0", "-0", "-0.0e0", "-0E-10", "0.0", "-1e-400"]:
+        raw = b'{"event_type":"a.b","source":"s","payload":{"x":%s}}' % text.encode()
+        post_and_check(client, producer_token, raw, "application/json", tally)
