@@ -39,7 +39,10 @@ class TelemetryReport:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # An int is compared as it is (math.isfinite would overflow on 10**400).
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _count(data: dict[str, Any], name: str) -> int:
