@@ -16,6 +16,7 @@ from functools import wraps
 from typing import Any
 
 from django.core.cache import cache
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -105,7 +106,13 @@ def telemetry(request: HttpRequest) -> JsonResponse:
             headers={"Retry-After": str(wait)},
         )  # fmt: skip
     try:
-        data = json.loads(request.body.decode("utf-8"))
+        raw = request.body
+    except RequestDataTooBig:  # else Django answers an HTML 400
+        return error_response(
+            status=413, code="body_too_large", message="the report is too large", field="body"
+        )
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return error_response(
             status=400, code="malformed_json", message="the body is not JSON", field="body"

@@ -95,6 +95,16 @@ def test_any_report_gets_a_clean_answer(signed_in_client, no_rate_limit, tally, 
     post_and_check(signed_in_client, raw, content_type, tally)
 
 
+@fuzz_settings(max_examples=100)
+@given(size=st.integers(min_value=1, max_value=6000))
+def test_an_oversized_report_is_a_json_413(signed_in_client, no_rate_limit, settings, tally, size):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
+    raw = json.dumps({"transport": "websocket", "latencies_ms": [1.5] * size}).encode()
+    response = post_and_check(signed_in_client, raw, "application/json", tally)
+    if len(raw) > 2048:
+        assert response.status_code == 413
+
+
 @pytest.mark.parametrize("name", ["clock_offset_ms", "latencies_ms", "connects"])
 def test_an_integer_too_large_for_a_float_is_a_400(signed_in_client, no_rate_limit, tally, name):
     value = 10**400 if name != "latencies_ms" else [10**400]
