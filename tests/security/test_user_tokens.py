@@ -26,7 +26,9 @@ TABLE = "monitoring_events"
 
 def user_client(server, token: str) -> Client:
     options = ClientOptions(
-        headers={"Authorization": f"Bearer {token}"}, postgrest_client_retry=False
+        headers={"Authorization": f"Bearer {token}"},
+        httpx_client=httpx.Client(timeout=10),
+        postgrest_client_retry=False,
     )
     return create_client(server.url, server.anon_key, options=options)
 
