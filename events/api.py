@@ -184,7 +184,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
     header = request.headers.get("Authorization", "")
     token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
     allowed = (request.user.is_authenticated and request.user.is_staff) or (
-        settings.METRICS_TOKEN and token and hmac.compare_digest(token, settings.METRICS_TOKEN)
+        settings.METRICS_TOKEN
+        and token
+        # Bytes: compare_digest refuses non-ASCII text, and a header may carry any.
+        and hmac.compare_digest(token.encode(), settings.METRICS_TOKEN.encode())
     )
     if not allowed:
         return _unauthorized("staff sign-in or the metrics token is required")

@@ -203,6 +203,8 @@ WAFFLE_CREATE_MISSING_FLAGS = False
 # answered 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("INGEST_MAX_BODY_BYTES", default=8 * 1024 * 1024)
 EVENTS_MAX_BATCH = 500
+# Ingest requests per producer per minute (a batch counts once); over it, 429.
+INGEST_RATE_PER_MINUTE = env.int("INGEST_RATE_PER_MINUTE", default=6000)
 EVENTS_MAX_PAYLOAD_BYTES = 64 * 1024
 EVENTS_BACKFILL_DEFAULT_LIMIT = 200
 EVENTS_BACKFILL_MAX_LIMIT = 1000
