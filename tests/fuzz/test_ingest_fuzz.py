@@ -180,7 +180,8 @@ def post_and_check(client, token: str, raw: bytes, content_type: str, tally) -> 
     return None
 
 
-@fuzz_settings(max_examples=2500)
+@pytest.mark.slow  # about 40 s: thousands of generated bodies
+@fuzz_settings(max_examples=1800)
 @given(case=body())
 def test_any_body_gets_a_clean_answer_and_a_rejected_one_stores_nothing(
     client, producer_token, tally, case
@@ -189,7 +190,7 @@ def test_any_body_gets_a_clean_answer_and_a_rejected_one_stores_nothing(
     post_and_check(client, producer_token, raw, content_type, tally)
 
 
-@fuzz_settings(max_examples=400)
+@fuzz_settings(max_examples=300)
 @given(
     items=st.lists(valid_event, min_size=1, max_size=20),
     bad=bad_event() | json_value,
