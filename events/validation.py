@@ -100,12 +100,13 @@ def _parse_occurred_at(value: Any, *, field: str) -> datetime:
     if parsed.tzinfo is None:
         raise EventInputError(field=field, message="must include a UTC offset (e.g. Z)")
     try:
-        parsed.astimezone(UTC)  # the checksum writes it in UTC
+        # In UTC: the checksum writes it so, and PostgreSQL refuses an offset with a
+        # fraction of a second (+05:30:15.5), which Python accepts.
+        return parsed.astimezone(UTC)
     except OverflowError:
         raise EventInputError(
             field=field, message="must fall within the years 1-9999 in UTC"
         ) from None
-    return parsed
 
 
 def parse_event_input(data: Any, *, field_prefix: str = "") -> EventInput:

@@ -47,6 +47,7 @@ timestamp_text = st.one_of(
             "2026-02-30T00:00:00Z",
             "2026-01-01",
             "2026-01-01T00:00:00+24:00",
+            "2026-01-01T00:00:00+05:30:15.5",
             "",
         ]
     ),
@@ -237,3 +238,22 @@ def test_a_negative_zero_in_the_payload_keeps_its_checksum(client, producer_toke
     for text in ["-0.0", "-0", "-0.0e0", "-0E-10", "0.0", "-1e-400"]:
         raw = b'{"event_type":"a.b","source":"s","payload":{"x":%s}}' % text.encode()
         post_and_check(client, producer_token, raw, "application/json", tally)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-01-01T00:00:00+05:30:15",
+        "2026-01-01T00:00:00+05:30:15.123456",
+        "2026-01-01T00:00:00.1234567Z",
+        "2026-01-01T00:00:00,5Z",
+        "0999-01-01T00:00:00Z",
+        "2026-W01-1T00:00:00Z",
+        "20260101T000000Z",
+    ],
+)
+def test_odd_timestamps_python_accepts_are_stored_with_a_checksum_that_recomputes(
+    client, producer_token, tally, text
+):
+    raw = json.dumps({"event_type": "a.b", "source": "s", "occurred_at": text}).encode()
+    post_and_check(client, producer_token, raw, "application/json", tally)
