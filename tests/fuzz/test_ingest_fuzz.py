@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from events.checksums import event_checksum_of
 from events.models import Event, SeqCounter
 from tests.fuzz.conftest import (
+    any_char,
     any_text,
     assert_json_error,
     encode,
@@ -51,6 +52,7 @@ timestamp_text = st.one_of(
             "",
         ]
     ),
+    any_char,
     any_text,
 )
 safe_key = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
@@ -257,3 +259,28 @@ def test_odd_timestamps_python_accepts_are_stored_with_a_checksum_that_recompute
 ):
     raw = json.dumps({"event_type": "a.b", "source": "s", "occurred_at": text}).encode()
     post_and_check(client, producer_token, raw, "application/json", tally)
+
+
+@fuzz_settings(max_examples=300)
+@given(
+    header=st.one_of(
+        st.text(any_char, max_size=80),
+        st.text(any_char, max_size=80).map(lambda t: "Bearer " + t),
+        st.text(any_char, max_size=60).map(lambda t: "Bearer mon_" + t),
+        st.text(any_char, max_size=40).map(lambda t: "Bearer mon_0123456789ab_" + t),
+    ),
+    method=st.sampled_from(["POST", "GET", "PUT", "PATCH", "DELETE"]),
+)
+def test_any_authorization_header_gets_a_json_answer(client, db, tally, header, method):
+    before = _stored_state()
+    response = client.generic(
+        method,
+        "/api/events",
+        b'{"event_type":"a.b","source":"s"}',
+        content_type="application/json",
+        HTTP_AUTHORIZATION=header,
+    )
+    tally.add(response.status_code)
+    assert response.status_code in (401, 405), response.content[:300]
+    assert_json_error(response)
+    assert _stored_state() == before
