@@ -46,6 +46,7 @@ def some_events(db):
     )
 
 
+@pytest.mark.slow  # about 20 s
 @fuzz_settings(max_examples=1800)
 @given(pairs=st.lists(st.tuples(param_name, param_value), max_size=5), raw=st.booleans())
 def test_any_query_gets_200_or_a_json_400(signed_in_client, some_events, tally, pairs, raw):
