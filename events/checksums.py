@@ -14,11 +14,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 def format_timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+    # Spelled out rather than strftime("%Y…"), which does not pad years below 1000.
+    v = value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond:06d}Z"
+    )
 
 
 def canonical_event_bytes(

@@ -3,7 +3,7 @@
 import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 
-from events.checksums import canonical_event_bytes, event_checksum
+from events.checksums import canonical_event_bytes, event_checksum, format_timestamp
 
 FIELDS = {
     "seq": 7,
@@ -37,3 +37,9 @@ def test_any_field_change_changes_the_checksum():
     original = event_checksum(**FIELDS)
     for name, value in [("seq", 8), ("source", "other"), ("payload", {"b": [1]})]:
         assert event_checksum(**{**FIELDS, name: value}) != original
+
+
+def test_timestamps_always_have_four_digit_years():
+    assert format_timestamp(datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == (
+        "0999-01-02T03:04:05.000006Z"
+    )
