@@ -15,12 +15,12 @@ import time
 from functools import wraps
 from typing import Any
 
-from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from events.ratelimit import rate_limit_wait
 from rollout import selectors, services
 from rollout.conf import rollout_setting
 from rollout.telemetry import TelemetryInputError, telemetry_parse
@@ -71,24 +71,12 @@ def transport(request: HttpRequest) -> JsonResponse:
 
 
 def _rate_limited(user_id: int) -> int | None:
-    """Seconds to wait when the user is over the per-minute budget, else None.
-
-    A fixed one-minute window counted in Redis (``cache.incr`` is atomic there), so the
-    limit holds across every daphne process.
-    """
-    limit = int(rollout_setting("ROLLOUT_TELEMETRY_RATE_PER_MINUTE"))
-    now = time.time()
-    window = int(now // 60)
-    key = f"rollout:telemetry:{user_id}:{window}"
-    cache.add(key, 0, timeout=120)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=120)
-        count = 1
-    if count > limit:
-        return max(1, int((window + 1) * 60 - now))
-    return None
+    """Seconds to wait when the user is over the per-minute budget, else None."""
+    return rate_limit_wait(
+        scope="telemetry",
+        key=user_id,
+        limit=int(rollout_setting("ROLLOUT_TELEMETRY_RATE_PER_MINUTE")),
+    )
 
 
 @require_POST
