@@ -155,8 +155,8 @@ def supabase_breaker_state() -> str:
 
 
 def event_to_supabase_row(event: Event) -> dict[str, Any]:
-    """The Supabase row has exactly the fields of the wire format (published_at is set by
-    the database)."""
+    """The row the sink (and a repair) writes: exactly the fields of the wire format, from
+    an ``Event`` or anything with its fields (published_at is set by the database)."""
     return event_to_wire(event)
 
 

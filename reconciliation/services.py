@@ -25,8 +25,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events.checksums import format_timestamp
 from events.supabase_client import MONITORING_EVENTS_TABLE, service_client
+from events.supabase_sink import event_to_supabase_row
 from reconciliation import selectors
 from reconciliation.compare import (
     CompareConfig,
@@ -38,7 +38,7 @@ from reconciliation.compare import (
     judge_rows,
 )
 from reconciliation.conf import reconciliation_setting
-from reconciliation.digest import EventRow, Meter, local_rows_by_seq, remote_rows_by_seq
+from reconciliation.digest import Meter, local_rows_by_seq, remote_rows_by_seq
 from reconciliation.models import (
     ERROR_CATEGORIES,
     Discrepancy,
@@ -308,20 +308,6 @@ class RepairResult:
         }
 
 
-def supabase_row(row: EventRow) -> dict[str, Any]:
-    """A local event as the row the Supabase sink writes."""
-    return {
-        "seq": row.seq,
-        "event_type": row.event_type,
-        "source": row.source,
-        "criticality": row.criticality,
-        "occurred_at": format_timestamp(row.occurred_at),
-        "received_at": format_timestamp(row.received_at),
-        "payload": row.payload,
-        "checksum": row.checksum,
-    }
-
-
 def reconciliation_repair(
     *,
     run_id: int | None = None,
@@ -370,7 +356,7 @@ def reconciliation_repair(
             if not checksum_valid(row):
                 result.not_attempted[d.seq] = "the local event's own checksum is invalid"
                 continue
-            upserts.append(supabase_row(row))
+            upserts.append(event_to_supabase_row(row))
             attempted.add(d.seq)
         unique_upserts = list({row["seq"]: row for row in upserts}.values())
         for index in range(0, len(unique_upserts), batch_size):

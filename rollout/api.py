@@ -13,28 +13,19 @@ import json
 import logging
 import time
 from functools import wraps
-from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from events.api import error_response
 from events.ratelimit import rate_limit_wait
 from rollout import selectors, services
 from rollout.conf import rollout_setting
 from rollout.telemetry import TelemetryInputError, telemetry_parse
 
 logger = logging.getLogger(__name__)
-
-
-def error_response(
-    *, status: int, code: str, message: str, field: str | None = None, headers=None
-) -> JsonResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        body["field"] = field
-    return JsonResponse({"error": body}, status=status, headers=headers)
 
 
 def signed_in_json(view):

@@ -12,23 +12,11 @@ import pytest
 from events import services as event_services
 from events.models import Delivery, DeliveryStatus, Event, Sink
 from events.supabase_client import MONITORING_EVENTS_TABLE, service_client
-from reconciliation.digest import EventRow
-from reconciliation.services import supabase_row
+from events.supabase_sink import event_to_supabase_row
 
 
 def _row(event: Event) -> dict[str, Any]:
-    return supabase_row(
-        EventRow(
-            seq=event.seq,
-            event_type=event.event_type,
-            source=event.source,
-            criticality=event.criticality,
-            occurred_at=event.occurred_at,
-            received_at=event.received_at,
-            payload=event.payload,
-            checksum=event.checksum,
-        )
-    )
+    return event_to_supabase_row(event)
 
 
 class Log:
