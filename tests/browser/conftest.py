@@ -7,19 +7,19 @@ calls from async code is lifted for these tests (the calls really are synchronou
 """
 
 import os
-import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from django.conf import settings
 from django.test import Client
 
 from tests.fixtures.django_processes import (
     celery_worker_argv,
+    daphne_argv,
+    free_port,
+    http_answers_ok,
     process_environment,
     running_process,
     wait_until,
@@ -45,12 +45,6 @@ class Stack:
     base_url: str
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 SUPABASE_SETTINGS = (
     "SUPABASE_URL",
     "SUPABASE_ANON_KEY",
@@ -67,37 +61,21 @@ def stack(django_db_setup, django_db_blocker, supabase_local, tmp_path_factory) 
     settings.SUPABASE_SERVICE_ROLE_KEY = supabase_local.service_role_key
     settings.SUPABASE_JWT_SECRET = supabase_local.jwt_secret
     logs = tmp_path_factory.mktemp("stack")
-    port = _free_port()
+    port = free_port()
     with django_db_blocker.unblock():
         env = process_environment()
-    daphne = [
-        sys.executable,
-        "-m",
-        "daphne",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "monitor_project.asgi:application",
-    ]
+    daphne = daphne_argv(port)
     try:
         with (
             running_process(daphne, env=env, log_path=logs / "daphne.log"),
             running_process(celery_worker_argv(), env=env, log_path=logs / "worker.log"),
         ):
             base_url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: _answers(f"{base_url}/healthz"), timeout=60, what="daphne")
+            wait_until(lambda: http_answers_ok(f"{base_url}/healthz"), timeout=60, what="daphne")
             yield Stack(base_url=base_url)
     finally:
         for name, value in saved.items():
             setattr(settings, name, value)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")

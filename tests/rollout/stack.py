@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,26 +21,11 @@ from pathlib import Path
 
 import httpx
 import redis
-from django.db import connection
+
+from tests.fixtures.django_processes import child_database_url, daphne_argv, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 E2E_REDIS_DB = int(os.environ.get("ROLLOUT_E2E_REDIS_DB", "13"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _database_url() -> str:
-    params = connection.settings_dict
-    credentials = params["USER"] or "postgres"
-    if params.get("PASSWORD"):
-        credentials += f":{params['PASSWORD']}"
-    host = params.get("HOST") or "127.0.0.1"
-    port = params.get("PORT") or 5432
-    return f"postgres://{credentials}@{host}:{port}/{params['NAME']}"
 
 
 class Stack:
@@ -55,7 +39,7 @@ class Stack:
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "monitor_project.settings.test",
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": child_database_url(),
             "TEST_REDIS_URL": self.redis_url,
             "SUPABASE_URL": supabase_local.url,
             "SUPABASE_ANON_KEY": supabase_local.anon_key,
@@ -75,11 +59,7 @@ class Stack:
         return process
 
     def start_daphne(self) -> None:
-        self.start(
-            "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "monitor_project.asgi:application"],
-        )  # fmt: skip
+        self.start("daphne", daphne_argv(self.port))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             self.check_alive()
