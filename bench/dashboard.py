@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from ingest import drop_database, free_port, recreate_database, spawn, stop, wait_http  # noqa: E402,I001
+from tests.fixtures.django_processes import daphne_argv  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARGS = [
@@ -98,20 +99,7 @@ def main() -> int:
     client.force_login(user)
     session = client.cookies["sessionid"].value
     port = free_port()
-    daphne = spawn(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "monitor_project.asgi:application",
-        ],
-        env,
-        Path(f"/tmp/{name}-daphne.log"),
-    )
+    daphne = spawn(daphne_argv(port), env, Path(f"/tmp/{name}-daphne.log"))
     base = f"http://127.0.0.1:{port}"
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:

@@ -15,7 +15,6 @@ mirror took to hold every event.
 import argparse
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -29,14 +28,15 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.fixtures.django_processes import (  # noqa: E402  (the repository root comes first)
+    daphne_argv,
+    free_port,
+    http_answers_ok,
+    wait_until,
+)
+
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def recreate_database(name: str) -> str:
@@ -52,15 +52,7 @@ def drop_database(name: str) -> None:
 
 
 def wait_http(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
+    wait_until(lambda: http_answers_ok(url), timeout=seconds, interval=0.2, what=url)
 
 
 def spawn(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -187,16 +179,7 @@ def main() -> int:
             for mode, env in (("off", base_env), ("on", on_env)):
                 port = free_port()
                 daphne = spawn(
-                    [
-                        sys.executable,
-                        "-m",
-                        "daphne",
-                        "-b",
-                        "127.0.0.1",
-                        "-p",
-                        str(port),
-                        "monitor_project.asgi:application",
-                    ],
+                    daphne_argv(port),
                     env,
                     logs / f"daphne-{mode}.log",
                 )
