@@ -3,11 +3,18 @@
 ``cache.incr`` is atomic in Redis, so a limit holds across every daphne process. The
 window is the wall-clock minute: a caller may send up to ``limit`` requests in each one
 (at most twice the limit across a window boundary, which is fine for abuse protection).
+
+When Redis cannot be reached the request is let through: the limit protects the service,
+and refusing every producer while Redis restarts would be the outage it protects against.
 """
 
+import logging
 import time
 
 from django.core.cache import cache
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 
@@ -21,12 +28,20 @@ def rate_limit_wait(*, scope: str, key: str | int, limit: int) -> int | None:
     now = time.time()
     window = int(now // WINDOW_SECONDS)
     cache_key = f"ratelimit:{scope}:{key}:{window}"
-    cache.add(cache_key, 0, timeout=2 * WINDOW_SECONDS)
     try:
-        count = cache.incr(cache_key)
-    except ValueError:  # expired between add and incr
-        cache.add(cache_key, 1, timeout=2 * WINDOW_SECONDS)
-        count = 1
+        count = _count(cache_key)
+    except RedisError as exc:
+        logger.warning("rate limit %s not counted (Redis unavailable): %s", scope, exc)
+        return None
     if count > limit:
         return max(1, int((window + 1) * WINDOW_SECONDS - now))
     return None
+
+
+def _count(cache_key: str) -> int:
+    cache.add(cache_key, 0, timeout=2 * WINDOW_SECONDS)
+    try:
+        return cache.incr(cache_key)
+    except ValueError:  # expired between add and incr
+        cache.add(cache_key, 1, timeout=2 * WINDOW_SECONDS)
+        return 1

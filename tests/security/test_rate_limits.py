@@ -99,3 +99,17 @@ def test_telemetry_answers_429_json_over_the_per_user_limit(settings, signed_in_
     assert all(answer.status_code == 202 for answer in answers[:-1])
     assert len(answers) - 1 >= LIMIT
     assert_rate_limited(answers[-1])
+
+
+def test_ingest_is_let_through_uncounted_while_redis_is_down(settings, client, producer_token):
+    """The limit protects the service; a Redis restart must not refuse every producer."""
+    settings.INGEST_RATE_PER_MINUTE = 1
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/1",  # nothing listens on port 1
+        }
+    }
+    answers = [ingest(client, producer_token).status_code for _ in range(3)]
+    assert answers == [201, 201, 201]
+    assert Event.objects.filter(source="security-test").count() == 3
