@@ -5,7 +5,6 @@ import uuid
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
 
 from events.models import Delivery, Event
 from events.services import event_publish_batch
@@ -17,6 +16,7 @@ from tests.fixtures.django_processes import (
     process_environment,
     running_process,
     wait_until,
+    worker_holds_delivery_locks,
 )
 
 pytestmark = [
@@ -24,17 +24,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(180),
 ]
-
-
-def worker_holds_delivery_locks() -> bool:
-    """True while another backend holds row locks on the deliveries table."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-            "WHERE c.relname = 'events_delivery' AND l.mode = 'RowShareLock' "
-            "AND l.pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0] > 0
 
 
 def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(django_supabase, tmp_path):
