@@ -269,6 +269,8 @@ class LegacyFollower(Follower):
             ping_interval=2,
             ping_timeout=4,
         ) as socket:
+            if not self.online:  # sent offline while connecting
+                return
             self.connections += 1
             loop = asyncio.get_running_loop()
             self._disconnect = lambda: loop.create_task(socket.close())
@@ -346,6 +348,8 @@ class SupabaseFollower(Follower):
             )
             await asyncio.wait_for(channel.subscribe(on_state), CONNECT_TIMEOUT_SECONDS)
             await asyncio.wait_for(subscribed.wait(), CONNECT_TIMEOUT_SECONDS)
+            if not self.online:  # sent offline while joining
+                return
             self.connections += 1
             self._disconnect = ended.set
             await self._backfill(client, ended)
