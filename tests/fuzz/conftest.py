@@ -122,7 +122,7 @@ def encode(text: str, how: str) -> bytes:
         return text.encode("utf-8", "surrogatepass")
     if how == "latin-1":
         return text.encode("latin-1", "replace")
-    return text.encode("utf-16")
+    return text.encode("utf-16", "surrogatepass")
 
 
 invalid_utf8 = st.one_of(
