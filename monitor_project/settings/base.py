@@ -80,17 +80,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: channel layer, Celery broker, cache ----------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
-# https://channels.readthedocs.io/en/stable/topics/channel_layers.html#redis-channel-layer
+# https://channels.readthedocs.io/en/stable/topics/channel_layers.html#redis-pub-sub-channel-layer
+# Pub/sub: one Redis message per group send reaches each daphne process once, and the
+# process hands it to its own consumers in memory. The list-based layer pushes one copy
+# per consumer and pops them one Redis round trip at a time, which at hundreds of
+# dashboards per process made that hop the slowest part of the legacy path (docs/latency.md).
+# Either layer is at-most-once; consumers refill gaps from the log by seq.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [REDIS_URL],
             "prefix": env.str("CHANNEL_LAYER_PREFIX", default="monitor"),
-            # A dashboard that is busy replaying history must not lose live events to a
-            # full inbox; gaps are still refilled from the log, this only makes them rare.
-            "capacity": 2000,
-            "expiry": 30,
         },
     },
 }

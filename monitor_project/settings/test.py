@@ -10,7 +10,9 @@ from monitor_project.settings.base import CACHES, CHANNEL_LAYERS, env
 DEBUG = False
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/1")
 CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [REDIS_URL]
-CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "monitor-test"
+# Pub/sub channels ignore the database number: name them after it, so test runs on
+# different databases of one Redis never hear each other's group messages.
+CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"monitor-test-{REDIS_URL.rsplit('/', 1)[-1]}"
 CACHES["default"]["LOCATION"] = REDIS_URL
 CACHES["default"]["KEY_PREFIX"] = "monitor-test"
 CELERY_BROKER_URL = REDIS_URL
