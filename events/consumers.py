@@ -22,12 +22,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from events import selectors
 from events.models import Sink
-from events.sinks import FEED_GROUP
+from events.sinks import FEED_GROUP, feed_frame
 
 REPLAY_PAGE_SIZE = 500
 CLOSE_UNAUTHENTICATED = 4401
@@ -64,6 +65,16 @@ def _parse_after(value: Any) -> int | None:
 
 
 class EventFeedConsumer(AsyncJsonWebsocketConsumer):
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' own dispatch first hops to the sync thread to close stale database
+        # connections, for every message. This consumer reaches the database only through
+        # database_sync_to_async, which does that itself; the hop per live event per
+        # consumer was most of daphne's fan-out cost and queued the sync views behind it.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -118,23 +129,23 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
             await self._send_error("unknown_type", "type must be resume or ping")
 
     async def events_batch(self, message: dict[str, Any]) -> None:
-        """Live events from the websocket sink (group message ``events.batch``)."""
-        for event in sorted(message["events"], key=lambda item: item["seq"]):
-            await self._deliver_live(event)
+        """Live events from the websocket sink (group message ``events.batch``), each as
+        its seq and its frame, encoded once by the sink."""
+        for item in sorted(message["events"], key=lambda item: item["seq"]):
+            await self._deliver_live(item["seq"], item["frame"])
 
     async def control_message(self, message: dict[str, Any]) -> None:
         """A rollout control message (group message ``control.message``), e.g. "switch to
         the legacy path now"; passed to the page as ``{"type": "control", ...}``."""
         await self.send_json({"type": "control", **message["control"]})
 
-    async def _deliver_live(self, event: dict[str, Any]) -> None:
-        seq = event["seq"]
+    async def _deliver_live(self, seq: int, frame: str) -> None:
         if seq <= self.cursor:
             return
         if seq > self.cursor + 1:
             async for missing in _feed_from_log(self.cursor, seq - 1):
                 await self._send_event(missing)
-        await self._send_event(event)
+        await self._send_frame(seq, frame)
         self.cursor = seq
 
     async def _resume(self, after: int) -> None:
@@ -151,10 +162,12 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "resumed", "seq": self.cursor})
 
     async def _send_event(self, event: dict[str, Any]) -> None:
-        seq = event["seq"]
+        await self._send_frame(event["seq"], feed_frame(event))
+
+    async def _send_frame(self, seq: int, frame: str) -> None:
         if self.lowest_sent is None or seq < self.lowest_sent:
             self.lowest_sent = seq
-        await self.send_json({"type": "event", "event": event})
+        await self.send(text_data=frame)
 
     async def _send_error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})
