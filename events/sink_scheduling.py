@@ -21,8 +21,19 @@ def _flag_key() -> str:
     return f"{settings.SUPABASE_BREAKER_NAMESPACE}:flush-queued"
 
 
+_clients: dict[str, redis.Redis] = {}
+
+
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    # One client (and connection pool) per process and URL: a new one per publish cost
+    # a TCP connect each time. redis-py clients are thread-safe.
+    client = _clients.get(settings.REDIS_URL)
+    if client is None:
+        client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
+        )
+        _clients[settings.REDIS_URL] = client
+    return client
 
 
 def flush_schedule() -> None:
