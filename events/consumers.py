@@ -17,7 +17,10 @@ below it has been sent. Seq is gapless and follows commit order, so a live event
 read from the log before it is sent. Live events at or below ``cursor`` are duplicates.
 """
 
+import asyncio
 import json
+import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,8 +30,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from events import selectors
+from events.feed_hub import feed_hub
 from events.models import Sink
-from events.sinks import FEED_GROUP, feed_frame
+from events.sinks import feed_frame
+
+logger = logging.getLogger(__name__)
 
 REPLAY_PAGE_SIZE = 500
 CLOSE_UNAUTHENTICATED = 4401
@@ -65,11 +71,19 @@ def _parse_after(value: Any) -> int | None:
 
 
 class EventFeedConsumer(AsyncJsonWebsocketConsumer):
+    """One open feed. Live events come from the process's feed hub (events/feed_hub.py),
+    not from a channel-layer group membership of its own.
+
+    Exactly once, in order, with two paths sending: the hub sends a live event straight
+    away while the feed is up to date, and queues it in ``pending`` while the feed is
+    ``behind`` (replaying history, or filling a gap from the log); whoever holds
+    ``history_lock`` then sends the queue before letting go.
+    """
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' own dispatch first hops to the sync thread to close stale database
         # connections, for every message. This consumer reaches the database only through
-        # database_sync_to_async, which does that itself; the hop per live event per
-        # consumer was most of daphne's fan-out cost and queued the sync views behind it.
+        # database_sync_to_async, which does that itself.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']}")
@@ -80,26 +94,36 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        # Join before reading the log, so nothing committed from here on is missed.
-        await self.channel_layer.group_add(FEED_GROUP, self.channel_name)
-        await self.accept()
-        latest = await _latest_seq()
-        self.cursor: int = latest
+        self.cursor = 0
         self.lowest_sent: int | None = None
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        await self.send_json({"type": "welcome", "latest_seq": latest})
-        if "after" in query:
-            try:
-                after = _parse_after(int(query["after"][0]))
-            except ValueError:
-                after = None
-            if after is None:
-                await self._send_error("invalid_after", "after must be a non-negative integer")
-            else:
-                await self._resume(after)
+        self.pending: deque[dict[str, Any]] = deque()
+        self.behind = 1  # until the welcome (and any ?after= replay) has gone out
+        self.history_lock = asyncio.Lock()
+        self.hub = feed_hub()
+        async with self.history_lock:
+            # Join before reading the log, so nothing committed from here on is missed.
+            await self.hub.join(self)
+            await self.accept()
+            latest = await _latest_seq()
+            self.cursor = latest
+            await self.send_json({"type": "welcome", "latest_seq": latest})
+            query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+            if "after" in query:
+                try:
+                    after = _parse_after(int(query["after"][0]))
+                except ValueError:
+                    after = None
+                if after is None:
+                    await self._send_error("invalid_after", "after must be a non-negative integer")
+                else:
+                    await self._replay(after)
+            await self._send_pending()
+            self.behind -= 1
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(FEED_GROUP, self.channel_name)
+        hub = getattr(self, "hub", None)
+        if hub is not None:
+            hub.leave(self)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
@@ -122,33 +146,71 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
             if after is None:
                 await self._send_error("invalid_after", "after must be a non-negative integer")
                 return
-            await self._resume(after)
+            self.behind += 1
+            try:
+                async with self.history_lock:
+                    await self._replay(after)
+                    await self._send_pending()
+            finally:
+                self.behind -= 1
         elif kind == "ping":
             await self.send_json({"type": "pong", "latest_seq": self.cursor})
         else:
             await self._send_error("unknown_type", "type must be resume or ping")
 
-    async def events_batch(self, message: dict[str, Any]) -> None:
-        """Live events from the websocket sink (group message ``events.batch``), each as
-        its seq and its frame, encoded once by the sink."""
-        for item in sorted(message["events"], key=lambda item: item["seq"]):
-            await self._deliver_live(item["seq"], item["frame"])
+    # --- from the feed hub -------------------------------------------------------------
 
-    async def control_message(self, message: dict[str, Any]) -> None:
-        """A rollout control message (group message ``control.message``), e.g. "switch to
-        the legacy path now"; passed to the page as ``{"type": "control", ...}``."""
-        await self.send_json({"type": "control", **message["control"]})
-
-    async def _deliver_live(self, seq: int, frame: str) -> None:
-        if seq <= self.cursor:
+    async def feed_live(self, items: list[dict[str, Any]]) -> None:
+        """Live events (seq and frame, encoded once by the sink), in seq order."""
+        if self.behind:
+            self.pending.extend(items)
             return
-        if seq > self.cursor + 1:
-            async for missing in _feed_from_log(self.cursor, seq - 1):
-                await self._send_event(missing)
-        await self._send_frame(seq, frame)
-        self.cursor = seq
+        for index, item in enumerate(items):
+            seq = item["seq"]
+            if seq <= self.cursor:
+                continue
+            if seq > self.cursor + 1:
+                # The layer lost messages: fill from the log in a task of this feed's own,
+                # so the hub goes on serving the other feeds meanwhile.
+                self.pending.extend(items[index:])
+                self.behind += 1
+                self.catch_up_task = asyncio.create_task(self._catch_up())
+                return
+            await self._send_frame(seq, item["frame"])
+            self.cursor = seq
 
-    async def _resume(self, after: int) -> None:
+    async def feed_control(self, control: dict[str, Any]) -> None:
+        """A rollout control message, e.g. "switch to the legacy path now"."""
+        await self.send_json({"type": "control", **control})
+
+    # --- sending -----------------------------------------------------------------------
+
+    async def _catch_up(self) -> None:
+        try:
+            async with self.history_lock:
+                await self._send_pending()
+        except Exception:
+            logger.exception("feed: filling a gap from the log failed; closing the feed")
+            await self.close()
+        finally:
+            self.behind -= 1
+
+    async def _send_pending(self) -> None:
+        """Send the queued live events, reading any gap before one from the log. Called
+        with ``history_lock`` held."""
+        while self.pending:
+            item = self.pending.popleft()
+            seq = item["seq"]
+            if seq <= self.cursor:
+                continue
+            if seq > self.cursor + 1:
+                async for missing in _feed_from_log(self.cursor, seq - 1):
+                    await self._send_event(missing)
+            await self._send_frame(seq, item["frame"])
+            self.cursor = seq
+
+    async def _replay(self, after: int) -> None:
+        """History after ``after``, then ``resumed``. Called with ``history_lock`` held."""
         if self.lowest_sent is None:
             # Nothing sent yet: history and live continue from ``after`` in order.
             self.cursor = after

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 FEED_GROUP = "events.feed"
 FEED_MESSAGE_TYPE = "events.batch"
+CONTROL_MESSAGE_TYPE = "control.message"
 # Large batches are split so that one channel-layer message stays small.
 MAX_MESSAGE_BYTES = 256 * 1024
 
@@ -91,4 +92,4 @@ def control_broadcast_legacy(*, control: dict) -> None:
     Raises when the channel layer cannot be reached; the caller decides what that means.
     """
     layer = get_channel_layer()
-    async_to_sync(layer.group_send)(FEED_GROUP, {"type": "control.message", "control": control})
+    async_to_sync(layer.group_send)(FEED_GROUP, {"type": CONTROL_MESSAGE_TYPE, "control": control})

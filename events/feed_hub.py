@@ -1,0 +1,108 @@
+"""The legacy feed's fan-out inside one daphne process.
+
+When every open feed was its own member of the channel-layer group, each event was
+queued, woken, decoded and dispatched once per consumer: at hundreds of dashboards per
+process that was most of daphne's CPU and the legacy path's latency. Instead each event
+loop (one per daphne process) has one hub, the process's single member of the group,
+which hands every batch to the open feeds in memory. The feeds keep their own
+exactly-once logic (events/consumers.py); the hub only passes messages on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+
+from events.sinks import CONTROL_MESSAGE_TYPE, FEED_GROUP, FEED_MESSAGE_TYPE
+
+logger = logging.getLogger(__name__)
+
+REJOIN_DELAY_SECONDS = 1.0
+
+
+class FeedListener(Protocol):
+    async def feed_live(self, items: list[dict[str, Any]]) -> None: ...
+
+    async def feed_control(self, control: dict[str, Any]) -> None: ...
+
+
+class FeedHub:
+    def __init__(self) -> None:
+        self.listeners: set[FeedListener] = set()
+        self._joined: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def join(self, listener: FeedListener) -> None:
+        """Add ``listener``; returns once the hub is in the group, so that anything
+        committed after this returns reaches the listener. Raises if the channel layer
+        cannot be reached (the caller refuses the connection; the next join retries)."""
+        if self._task is None or self._task.done():
+            self._joined = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._run(self._joined))
+        await asyncio.shield(self._joined)
+        self.listeners.add(listener)
+
+    def leave(self, listener: FeedListener) -> None:
+        self.listeners.discard(listener)
+
+    async def _run(self, joined: asyncio.Future[None]) -> None:
+        layer = get_channel_layer()
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add(FEED_GROUP, channel)
+        except Exception as exc:
+            joined.set_exception(exc)
+            return
+        joined.set_result(None)
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a list-based layer raises while Redis is away
+                logger.warning("feed hub: channel layer receive failed: %s", exc)
+                await asyncio.sleep(REJOIN_DELAY_SECONDS)
+                await _rejoin(layer, channel)
+                continue
+            await self._hand_out(message)
+
+    async def _hand_out(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == FEED_MESSAGE_TYPE:
+            items = sorted(message["events"], key=lambda item: item["seq"])
+            for listener in list(self.listeners):
+                await _call(listener.feed_live, items)
+        elif kind == CONTROL_MESSAGE_TYPE:
+            for listener in list(self.listeners):
+                await _call(listener.feed_control, message["control"])
+
+
+async def _call(method, argument) -> None:  # noqa: ANN001
+    # One feed's failure (its socket gone mid-send) must not stop the others.
+    try:
+        await method(argument)
+    except Exception:
+        logger.exception("feed hub: a feed failed to take a message")
+
+
+async def _rejoin(layer, channel: str) -> None:  # noqa: ANN001
+    try:
+        await layer.group_add(FEED_GROUP, channel)
+    except Exception as exc:
+        logger.warning("feed hub: could not rejoin the feed group yet: %s", exc)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FeedHub] = weakref.WeakKeyDictionary()
+
+
+def feed_hub() -> FeedHub:
+    """The running event loop's hub (daphne runs one loop per process)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = FeedHub()
+    return hub
