@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
-import multiprocessing as mp
 import os
-import re
 import signal
 import socket
 import statistics
@@ -35,13 +32,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.wsload import ClientSpec, Fleet  # noqa: E402
 from supabase_local.auth import mint_token  # noqa: E402
 from supabase_local.config import DEV_JWT_SECRET  # noqa: E402
 
@@ -58,121 +55,6 @@ def _free_port() -> int:
 def _ws_url(url: str, key: str, vsn: str = "1.0.0") -> str:
     base = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
     return f"{base}/realtime/v1/websocket?apikey={key}&vsn={vsn}"
-
-
-# -- load-generating subscribers (worker processes) ------------------------------------
-
-
-class _RawSubscriber(asyncio.Protocol):
-    """A minimal WebSocket client: a load generator, not a conformance client.
-
-    It does the RFC 6455 handshake, sends a masked vsn 1.0.0 ``phx_join``, and parses
-    only what it needs from the unmasked server frames (the ``t`` stamp), so that on
-    this 2-core machine the bench measures the server rather than client libraries.
-    """
-
-    def __init__(self, path: str, host: str, state: dict) -> None:
-        self.path, self.host, self.state = path, host, state
-        self.buf = bytearray()
-        self.handshaken = False
-
-    def connection_made(self, transport) -> None:  # noqa: ANN001
-        self.transport = transport
-        key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
-            (
-                f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-
-    def _send_text(self, text: str) -> None:
-        data = text.encode()
-        mask = os.urandom(4)
-        n = len(data)
-        header = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.transport.write(header + mask + masked)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        self.buf += data
-        if not self.handshaken:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not self.buf.startswith(b"HTTP/1.1 101"):
-                self.state["errors"] += 1
-                self.transport.close()
-                return
-            del self.buf[: end + 4]
-            self.handshaken = True
-            join = {
-                "topic": TOPIC,
-                "event": "phx_join",
-                "ref": "1",
-                "join_ref": "1",
-                "payload": {"config": {"postgres_changes": [BINDING]}},
-            }
-            self._send_text(json.dumps(join))
-        buf = self.buf
-        while len(buf) >= 2:
-            n, offset = buf[1] & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    return
-                n, offset = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                if len(buf) < 10:
-                    return
-                n, offset = int.from_bytes(buf[2:10], "big"), 10
-            if len(buf) < offset + n:
-                return
-            payload = bytes(buf[offset : offset + n])
-            del buf[: offset + n]
-            m = _STAMP.search(payload)
-            if m is not None and b'"postgres_changes"' in payload[:100]:
-                self.state["latencies"].append((float(m.group(1)), now))
-            elif b"Subscribed to PostgreSQL" in payload:
-                self.state["joined"] += 1
-                if self.state["joined"] == self.state["count"]:
-                    self.state["ready"].set()
-
-
-_STAMP = re.compile(rb'"t":\s*([0-9.]+)')
-
-
-async def _worker_main(url: str, count: int, conn) -> None:  # noqa: ANN001
-    parsed = urlsplit(url)
-    loop = asyncio.get_running_loop()
-    state = {"latencies": [], "joined": 0, "count": count, "errors": 0, "ready": asyncio.Event()}
-    path = f"{parsed.path}?{parsed.query}"
-    transports = []
-    for _ in range(count):
-        transport, _proto = await loop.create_connection(
-            lambda: _RawSubscriber(path, parsed.netloc, state), parsed.hostname, parsed.port
-        )
-        transports.append(transport)
-    try:
-        await asyncio.wait_for(state["ready"].wait(), 60)
-    except TimeoutError:
-        conn.send(("error", f"only {state['joined']}/{count} joined"))
-        return
-    conn.send(("ready", state["joined"]))
-    while (await loop.run_in_executor(None, conn.recv)) == "count":
-        conn.send(("count", len(state["latencies"])))
-    conn.send(("latencies", state["latencies"]))
-    for transport in transports:
-        transport.close()
-
-
-def _worker(url: str, count: int, conn) -> None:  # noqa: ANN001
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(_worker_main(url, count, conn))
 
 
 # -- official clients (main process) ----------------------------------------------------
@@ -266,22 +148,27 @@ async def _run(args: argparse.Namespace) -> int:
         official_lat: list[tuple[float, float]] = []
         official = await _official_clients(url, key, args.official, official_lat)
         raw_count = args.subscribers - args.official
-        per_worker = [
-            raw_count // args.workers + (i < raw_count % args.workers) for i in range(args.workers)
-        ]
-        ctx = mp.get_context("spawn")
-        pipes, procs = [], []
-        for count in per_worker:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(_ws_url(url, key), count, child))
-            proc.start()
-            pipes.append(parent)
-            procs.append(proc)
+        join = json.dumps(
+            {
+                "topic": TOPIC,
+                "event": "phx_join",
+                "ref": "1",
+                "join_ref": "1",
+                "payload": {"config": {"postgres_changes": [BINDING]}},
+            }
+        )
+        spec = ClientSpec(
+            url=_ws_url(url, key),
+            join=join,
+            ready_marker=b"Subscribed to PostgreSQL",
+            event_marker=b'"postgres_changes"',
+        )
+        fleet = Fleet([spec] * raw_count, workers=args.workers, ready_timeout=60)
         loop = asyncio.get_running_loop()
-        for pipe in pipes:
-            kind, value = await loop.run_in_executor(None, pipe.recv)
-            if kind != "ready":
-                raise SystemExit(f"worker failed: {value}")
+        ready = await loop.run_in_executor(None, fleet.start)
+        if ready.failed:
+            fleet.close()
+            raise SystemExit(f"only {ready.subscribed}/{raw_count} joined: {ready.failures}")
         print(
             f"{args.subscribers} subscribers joined "
             f"({raw_count} raw vsn 1.0.0 over {args.workers} processes, "
@@ -321,10 +208,7 @@ async def _run(args: argparse.Namespace) -> int:
         expected_raw = total * raw_count
         last, last_change = -1, time.monotonic()
         for _ in range(600):
-            counts = 0
-            for pipe in pipes:
-                pipe.send("count")
-                counts += (await loop.run_in_executor(None, pipe.recv))[1]
+            counts = await loop.run_in_executor(None, fleet.count)
             if counts >= expected_raw and len(official_lat) >= total * args.official:
                 break
             if counts != last:
@@ -333,14 +217,8 @@ async def _run(args: argparse.Namespace) -> int:
                 break
             await asyncio.sleep(0.1)
         cpu_after = _cpu_seconds(server.pid) if server is not None else None
-        latencies: list[tuple[float, float]] = []
-        for pipe in pipes:
-            pipe.send("stop")
-        for pipe in pipes:
-            kind, value = await loop.run_in_executor(None, pipe.recv)
-            latencies.extend(value)
-        for proc in procs:
-            proc.join(10)
+        records = await loop.run_in_executor(None, fleet.collect)
+        latencies = [(stamp, received) for _tag, _index, stamp, received in records]
         await conn.execute(
             "DELETE FROM public.monitoring_events WHERE seq >= $1 AND seq < $2",
             base - 10,
