@@ -179,15 +179,29 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
             await self._send_frame(seq, item["frame"])
             self.cursor = seq
 
+    async def feed_resync(self, latest_seq: int) -> None:
+        """The hub's periodic check: events up to ``latest_seq`` are committed; if this
+        feed has not sent them (their live message was lost and nothing came after),
+        send them from the log."""
+        if self.behind or latest_seq <= self.cursor:
+            return
+        self.behind += 1
+        self.catch_up_task = asyncio.create_task(self._catch_up(up_to=latest_seq))
+
     async def feed_control(self, control: dict[str, Any]) -> None:
         """A rollout control message, e.g. "switch to the legacy path now"."""
         await self.send_json({"type": "control", **control})
 
     # --- sending -----------------------------------------------------------------------
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, up_to: int | None = None) -> None:
         try:
             async with self.history_lock:
+                if up_to is not None and up_to > self.cursor:
+                    async for missing in _feed_from_log(self.cursor, up_to):
+                        await self._send_event(missing)
+                    # Every routed event up to ``up_to`` is sent now (skipped ones too).
+                    self.cursor = up_to
                 await self._send_pending()
         except Exception:
             logger.exception("feed: filling a gap from the log failed; closing the feed")

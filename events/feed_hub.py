@@ -15,19 +15,27 @@ import logging
 import weakref
 from typing import Any, Protocol
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from events import selectors
 from events.sinks import CONTROL_MESSAGE_TYPE, FEED_GROUP, FEED_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
 
 REJOIN_DELAY_SECONDS = 1.0
+# The channel layer is at-most-once. A feed notices a lost message when the next live
+# event shows the gap; if none comes (the last event before a quiet spell was lost, or
+# Redis was down), this check catches it up from the log.
+RESYNC_SECONDS = 5.0
 
 
 class FeedListener(Protocol):
     async def feed_live(self, items: list[dict[str, Any]]) -> None: ...
 
     async def feed_control(self, control: dict[str, Any]) -> None: ...
+
+    async def feed_resync(self, latest_seq: int) -> None: ...
 
 
 class FeedHub:
@@ -58,6 +66,13 @@ class FeedHub:
             joined.set_exception(exc)
             return
         joined.set_result(None)
+        resync = asyncio.create_task(self._resync_forever())
+        try:
+            await self._receive_forever(layer, channel)
+        finally:
+            resync.cancel()
+
+    async def _receive_forever(self, layer, channel: str) -> None:  # noqa: ANN001
         while True:
             try:
                 message = await layer.receive(channel)
@@ -69,6 +84,25 @@ class FeedHub:
                 await _rejoin(layer, channel)
                 continue
             await self._hand_out(message)
+
+    async def _resync_forever(self) -> None:
+        # Feeds are asked to be at the seq read one period earlier: an event committed
+        # that long ago whose live message has not come is lost, not merely in flight.
+        committed_a_period_ago: int | None = None
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            if not self.listeners:
+                committed_a_period_ago = None
+                continue
+            try:
+                latest = await _latest_seq()
+            except Exception as exc:
+                logger.warning("feed hub: could not read the latest seq: %s", exc)
+                continue
+            if committed_a_period_ago is not None:
+                for listener in list(self.listeners):
+                    await _call(listener.feed_resync, committed_a_period_ago)
+            committed_a_period_ago = latest
 
     async def _hand_out(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -94,6 +128,11 @@ async def _rejoin(layer, channel: str) -> None:  # noqa: ANN001
         await layer.group_add(FEED_GROUP, channel)
     except Exception as exc:
         logger.warning("feed hub: could not rejoin the feed group yet: %s", exc)
+
+
+@database_sync_to_async
+def _latest_seq() -> int:
+    return selectors.event_latest_seq()
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FeedHub] = weakref.WeakKeyDictionary()

@@ -219,3 +219,18 @@ async def test_control_messages_reach_every_open_feed(user):
         "action": "switch",
         "to": "websocket",
     }
+
+
+async def test_a_lost_last_event_is_sent_from_the_log_without_a_later_one(user, monkeypatch):
+    """The channel layer is at-most-once; when nothing comes after a lost message, the
+    hub's periodic check still brings the feed up to date from the log."""
+    from events import feed_hub
+
+    monkeypatch.setattr(feed_hub, "RESYNC_SECONDS", 0.3)
+    monkeypatch.setattr(sinks, "websocket_sink_send", lambda *, events: None)  # all lost
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    lost = await publish(2)
+    assert await collect_events(communicator, until_seq=lost[-1]) == lost
+    assert await communicator.receive_nothing(timeout=1)
+    await communicator.disconnect()
