@@ -1,16 +1,11 @@
 """The fault suite's stack and the summary it adds to every test run's output."""
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from events import services
 from tests.reliability.harness import FaultStack, Scenario
-
-# The followers' Supabase client and the reconciliation run are synchronous Django code
-# called from threads of this test; nothing here shares the ORM across an event loop.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 FAULT_REPORTS: list[tuple[str, list[str]]] = []
 
