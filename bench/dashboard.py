@@ -25,19 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from ingest import drop_database, free_port, recreate_database, spawn, stop, wait_http  # noqa: E402,I001
-from tests.fixtures.django_processes import daphne_argv  # noqa: E402
+from ingest import drop_database, free_port, recreate_database, wait_http  # noqa: E402,I001
+from tests.fixtures.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.fixtures.django_processes import daphne_argv, spawn_process, stop_process  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 FRAME_PROBE = """
 () => new Promise(resolve => {
@@ -99,13 +90,15 @@ def main() -> int:
     client.force_login(user)
     session = client.cookies["sessionid"].value
     port = free_port()
-    daphne = spawn(daphne_argv(port), env, Path(f"/tmp/{name}-daphne.log"))
+    daphne = spawn_process(daphne_argv(port), env=env, log_path=Path(f"/tmp/{name}-daphne.log"))
     base = f"http://127.0.0.1:{port}"
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         wait_http(f"{base}/healthz")
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
             context = browser.new_context(base_url=base)
             context.add_cookies([{"name": "sessionid", "value": session, "url": base}])
             page = context.new_page()
@@ -146,7 +139,7 @@ def main() -> int:
             arrived = page.evaluate("window.monitorFeed.contiguous") - start_seq
             browser.close()
     finally:
-        stop(daphne)
+        stop_process(daphne)
         connection.close()
         drop_database(name)
 

@@ -29,9 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.fixtures.django_processes import (  # noqa: E402  (the repository root comes first)
+    celery_worker_argv,
     daphne_argv,
     free_port,
     http_answers_ok,
+    spawn_process,
+    stop_process,
     wait_until,
 )
 
@@ -53,27 +56,6 @@ def drop_database(name: str) -> None:
 
 def wait_http(url: str, seconds: float = 60) -> None:
     wait_until(lambda: http_answers_ok(url), timeout=seconds, interval=0.2, what=url)
-
-
-def spawn(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        argv,
-        cwd=REPO,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
 
 
 def http_ingest(base: str, token: str, *, events: int, batch: int, clients: int) -> float:
@@ -178,30 +160,14 @@ def main() -> int:
             }
             for mode, env in (("off", base_env), ("on", on_env)):
                 port = free_port()
-                daphne = spawn(
-                    daphne_argv(port),
-                    env,
-                    logs / f"daphne-{mode}.log",
+                daphne = spawn_process(
+                    daphne_argv(port), env=env, log_path=logs / f"daphne-{mode}.log"
                 )
                 processes.append(daphne)
                 if mode == "on":
+                    worker_argv = celery_worker_argv(concurrency=2, loglevel="warning")
                     processes.append(
-                        spawn(
-                            [
-                                sys.executable,
-                                "-m",
-                                "celery",
-                                "-A",
-                                "monitor_project",
-                                "worker",
-                                "--loglevel",
-                                "warning",
-                                "--concurrency",
-                                "2",
-                            ],
-                            env,
-                            logs / "worker.log",
-                        )
+                        spawn_process(worker_argv, env=env, log_path=logs / "worker.log")
                     )
                     for key in (
                         "SUPABASE_URL",
@@ -225,10 +191,10 @@ def main() -> int:
                     results["mirror_seconds"] = time.perf_counter() - started
                     results["mirrored_rows"] = mirrored
                     results["left_pending"] = pending_supabase()
-                stop(daphne)
+                stop_process(daphne)
     finally:
         for process in processes:
-            stop(process)
+            stop_process(process)
         from django.db import connections
 
         connections.close_all()

@@ -59,6 +59,8 @@ from tests.fixtures.django_processes import (  # noqa: E402
     daphne_argv,
     free_port,
     http_answers_ok,
+    spawn_process,
+    stop_process,
     wait_until,
 )
 
@@ -81,26 +83,6 @@ def log(message: str) -> None:
 
 
 # -- processes ---------------------------------------------------------------------------
-
-
-def spawn(argv: list[str], *, env: dict[str, str] | None, log_path: Path) -> subprocess.Popen:
-    """A child in its own process group, so that stop() reaches everything it starts."""
-    with log_path.open("wb") as out:
-        return subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -383,7 +365,7 @@ def run_floor(args: argparse.Namespace, logs: Path) -> tuple[TransportRun, Publi
 
     port = free_port()
     server_log = logs / "floor.log"
-    server = spawn(
+    server = spawn_process(
         [sys.executable, __file__, "--serve-floor", str(port)], env=None, log_path=server_log
     )
     connections: list = []
@@ -430,7 +412,7 @@ def run_floor(args: argparse.Namespace, logs: Path) -> tuple[TransportRun, Publi
         for publisher in connections:
             with suppress(Exception):
                 publisher.close()
-        stop(server)
+        stop_process(server)
 
 
 # -- product ----------------------------------------------------------------------------------
@@ -495,11 +477,10 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
             for number in range(args.daphne):
                 port = free_port()
                 log_path = logs / f"daphne-{number + 1}.log"
-                processes.append(spawn(daphne_argv(port), env=env, log_path=log_path))
+                processes.append(spawn_process(daphne_argv(port), env=env, log_path=log_path))
                 base_urls.append(f"http://127.0.0.1:{port}")
-            worker_argv = celery_worker_argv(concurrency=1)
-            worker_argv[worker_argv.index("--loglevel") + 1] = "warning"
-            worker = spawn(worker_argv, env=env, log_path=logs / "worker.log")
+            worker_argv = celery_worker_argv(loglevel="warning")
+            worker = spawn_process(worker_argv, env=env, log_path=logs / "worker.log")
             processes.append(worker)
             for base_url in base_urls:
                 wait_until(
@@ -523,7 +504,7 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
             )
     finally:
         for process in processes:
-            stop(process)
+            stop_process(process)
         with suppress(Exception):
             from django.db import connections
 

