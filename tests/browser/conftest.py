@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
+from tests.fixtures.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.fixtures.django_processes import (
     celery_worker_argv,
     daphne_argv,
@@ -27,17 +28,7 @@ from tests.fixtures.django_processes import (
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @dataclass
