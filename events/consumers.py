@@ -30,7 +30,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from events import selectors
-from events.feed_hub import feed_hub
+from events.feed_hub import feed_hub, latest_seq
 from events.models import Sink
 from events.sinks import feed_frame
 
@@ -57,11 +57,6 @@ async def _feed_from_log(after: int, up_to: int | None = None) -> AsyncIterator[
         if len(page) < REPLAY_PAGE_SIZE:
             return
         after = page[-1]["seq"]
-
-
-@database_sync_to_async
-def _latest_seq() -> int:
-    return selectors.event_latest_seq()
 
 
 def _parse_after(value: Any) -> int | None:
@@ -104,7 +99,7 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
             # Join before reading the log, so nothing committed from here on is missed.
             await self.hub.join(self)
             await self.accept()
-            latest = await _latest_seq()
+            latest = await latest_seq()
             self.cursor = latest
             await self.send_json({"type": "welcome", "latest_seq": latest})
             query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
@@ -179,14 +174,14 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
             await self._send_frame(seq, item["frame"])
             self.cursor = seq
 
-    async def feed_resync(self, latest_seq: int) -> None:
-        """The hub's periodic check: events up to ``latest_seq`` are committed; if this
+    async def feed_resync(self, committed_seq: int) -> None:
+        """The hub's periodic check: events up to ``committed_seq`` are committed; if this
         feed has not sent them (their live message was lost and nothing came after),
         send them from the log."""
-        if self.behind or latest_seq <= self.cursor:
+        if self.behind or committed_seq <= self.cursor:
             return
         self.behind += 1
-        self.catch_up_task = asyncio.create_task(self._catch_up(up_to=latest_seq))
+        self.catch_up_task = asyncio.create_task(self._catch_up(up_to=committed_seq))
 
     async def feed_control(self, control: dict[str, Any]) -> None:
         """A rollout control message, e.g. "switch to the legacy path now"."""

@@ -35,7 +35,7 @@ class FeedListener(Protocol):
 
     async def feed_control(self, control: dict[str, Any]) -> None: ...
 
-    async def feed_resync(self, latest_seq: int) -> None: ...
+    async def feed_resync(self, committed_seq: int) -> None: ...
 
 
 class FeedHub:
@@ -95,7 +95,7 @@ class FeedHub:
                 committed_a_period_ago = None
                 continue
             try:
-                latest = await _latest_seq()
+                latest = await latest_seq()
             except Exception as exc:
                 logger.warning("feed hub: could not read the latest seq: %s", exc)
                 continue
@@ -131,7 +131,8 @@ async def _rejoin(layer, channel: str) -> None:  # noqa: ANN001
 
 
 @database_sync_to_async
-def _latest_seq() -> int:
+def latest_seq() -> int:
+    """The newest committed seq, read in the sync thread."""
     return selectors.event_latest_seq()
 
 
