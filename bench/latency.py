@@ -53,7 +53,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.wsload import ClientSpec, Fleet  # noqa: E402  (the repository root comes first)
+from bench.ingest import drop_database, recreate_database  # noqa: E402  (the root comes first)
+from bench.wsload import ClientSpec, Fleet  # noqa: E402
 from tests.fixtures.django_processes import (  # noqa: E402
     celery_worker_argv,
     daphne_argv,
@@ -64,7 +65,6 @@ from tests.fixtures.django_processes import (  # noqa: E402
     wait_until,
 )
 
-PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_LATENCY_REDIS_URL", "redis://127.0.0.1:6379/4")
 # "latency" is a performance keyword (events/migrations/0002_seed_routing.py), and the
 # performance route goes to both sinks.
@@ -426,13 +426,6 @@ class Product:
     processes: dict[str, list[int]] = field(default_factory=dict)  # name -> pids
 
 
-def _database(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def _django_setup(env: dict[str, str]) -> None:
     os.environ.update(env)
     import django
@@ -448,9 +441,8 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
     from tests.fixtures.supabase_local import running_supabase_local
 
     name = f"monitor_latency_{secrets.token_hex(4)}"
-    database_url = f"{PG_SERVER}/{name}"
     redis.Redis.from_url(REDIS_URL).flushdb()
-    _database(f'CREATE DATABASE "{name}"')
+    database_url = recreate_database(name)
     processes: list[subprocess.Popen] = []
     try:
         with running_supabase_local(faults=False) as supabase:
@@ -509,7 +501,7 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
             from django.db import connections
 
             connections.close_all()
-        _database(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 @contextmanager
