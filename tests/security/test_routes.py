@@ -327,6 +327,16 @@ def caller_client(kind: str, request) -> Client:
     return client
 
 
+def case_send(client: Client, case: Case):
+    """Make the case's request (its method, path and body) as ``client``."""
+    kwargs = {}
+    if case.data is not None:
+        kwargs["data"] = json.dumps(case.data) if case.json_body else case.data
+        if case.json_body:
+            kwargs["content_type"] = "application/json"
+    return getattr(client, case.method.lower())(case.path, **kwargs)
+
+
 def check(response, expected) -> None:
     where = f"{response.request['REQUEST_METHOD']} {response.request['PATH_INFO']}"
     if expected == JSON_401:
@@ -348,13 +358,7 @@ def check(response, expected) -> None:
 def test_route_answers_each_caller_as_intended(case: Case, caller: str, request):
     if case.supabase:
         request.getfixturevalue("django_supabase")
-    client = caller_client(caller, request)
-    kwargs = {}
-    if case.data is not None:
-        kwargs["data"] = json.dumps(case.data) if case.json_body else case.data
-        if case.json_body:
-            kwargs["content_type"] = "application/json"
-    response = getattr(client, case.method.lower())(case.path, **kwargs)
+    response = case_send(caller_client(caller, request), case)
     check(response, case.expect[caller])
 
 

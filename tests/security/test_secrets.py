@@ -21,7 +21,7 @@ from events.models import Delivery
 from events.services import event_publish_batch
 from events.supabase_client import supabase_settings
 from events.supabase_sink import supabase_breaker, supabase_sink_flush
-from tests.security.test_routes import CALLERS, CASES
+from tests.security.test_routes import CALLERS, CASES, case_send
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(240)]
 
@@ -130,12 +130,7 @@ def test_the_service_role_key_reaches_no_page_answer_or_log(
                 client = Client()
                 if caller in sessions:
                     client.force_login(sessions[caller])
-            kwargs = {}
-            if case.data is not None:
-                kwargs["data"] = json.dumps(case.data) if case.json_body else case.data
-                if case.json_body:
-                    kwargs["content_type"] = "application/json"
-            response = getattr(client, case.method.lower())(case.path, **kwargs)
+            response = case_send(client, case)
             assert response.status_code < 500, (case.id, caller)
             # then no answer carries a secret
             assert_absent(response_text(response), secrets, f"{case.id} as {caller}")
