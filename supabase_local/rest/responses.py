@@ -65,6 +65,16 @@ def content_range(lower: int, page_count: int, total: int | None) -> str:
     return f"{range_part}/{'*' if total is None else total}"
 
 
+def shaped_rows(body: str, count: int, *, single: bool, strip_nulls: bool) -> tuple[str, str]:
+    """A JSON array of rows as the client asked for it: one object (``single``), nulls
+    stripped, or as is; with its media type."""
+    if single:
+        return single_body(body, count, strip_nulls), OBJECT_TYPE + "; charset=utf-8"
+    if strip_nulls:
+        return json.dumps(stripped(json.loads(body))), JSON_TYPE
+    return body, JSON_TYPE
+
+
 def read_response(
     request: Request,
     *,
@@ -93,12 +103,7 @@ def read_response(
     counted = [p for p in preferences.applied if p.startswith("count=")]
     if counted:
         headers["Preference-Applied"] = ", ".join(counted)
-    media_type = JSON_TYPE
-    if single:
-        body = single_body(body, page_count, strip_nulls)
-        media_type = OBJECT_TYPE + "; charset=utf-8"
-    elif strip_nulls:
-        body = json.dumps(stripped(json.loads(body)))
+    body, media_type = shaped_rows(body, page_count, single=single, strip_nulls=strip_nulls)
     content = b"" if request.method == "HEAD" else body.encode("utf-8")
     return Response(content, status_code=status, media_type=media_type, headers=headers)
 
@@ -120,12 +125,7 @@ def mutation_response(
         headers["Preference-Applied"] = ", ".join(preferences.applied)
     if preferences.returning == "representation":
         text = body if body is not None else (body_if_representation or "[]")
-        media_type = JSON_TYPE
-        if single:
-            text = single_body(text, row_count, strip_nulls)
-            media_type = OBJECT_TYPE + "; charset=utf-8"
-        elif strip_nulls:
-            text = json.dumps(stripped(json.loads(text)))
+        text, media_type = shaped_rows(text, row_count, single=single, strip_nulls=strip_nulls)
         return Response(
             text.encode("utf-8"), status_code=success_status, media_type=media_type, headers=headers
         )
