@@ -1,21 +1,34 @@
 """Fault injection: make REST fail or slow down, Realtime drop messages or connections.
 
 The settings live in one mutable ``FaultSettings`` owned by a ``FaultInjector``; the
-REST layer asks ``rest_fault()`` before handling a request and Realtime reads
-``settings.realtime_*`` itself. The HTTP endpoint ``/__faults`` changes them. It answers
-only when the server was started with ``--faults`` and only to loopback clients: tests
-use it, nothing else should.
+REST layer handles every request inside ``rest_request()`` and asks ``rest_fault()``
+before handling it, and Realtime reads ``settings.realtime_*`` itself. The HTTP endpoint
+``/__faults`` changes them. It answers only when the server was started with
+``--faults`` and only to loopback clients: tests use it, nothing else should.
+
+Injected REST latency holds a request before the server acts on it. Two rules keep a
+held request from outliving the test that caused it:
+
+- a client that hangs up while its request is held never reaches the database (as if
+  the connection had been reset before the server read the request);
+- clearing the faults releases every held request at once and answers only when each
+  has been handled, so after ``DELETE /__faults`` nothing held earlier is still to come.
+
+``GET /__faults/in-flight?wait=S`` answers how many REST requests are being handled,
+after waiting up to S seconds for that to reach zero: test fixtures use it to prove that
+a test left no request of its own behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -25,6 +38,26 @@ from starlette.routing import Route
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+CLEAR_WAIT_SECONDS = 10.0  # how long DELETE /__faults waits for released requests
+MAX_IN_FLIGHT_WAIT_SECONDS = 60.0
+
+
+class ClientGone(Exception):
+    """The client hung up while its request was held by injected latency."""
+
+
+@dataclass(eq=False)
+class InFlightRequest:
+    """One REST request being handled; ``held`` while injected latency delays it."""
+
+    held: bool = False
+    handled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _client_hangs_up(request: Request) -> None:
+    """Return when the client closes its connection (the body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @dataclass
@@ -64,6 +97,8 @@ class FaultInjector:
         self.enabled = enabled
         self.settings = FaultSettings()
         self._close_realtime_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._in_flight: set[InFlightRequest] = set()
+        self._release_held = asyncio.Event()
 
     def on_close_realtime(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._close_realtime_hooks.append(callback)
@@ -82,16 +117,80 @@ class FaultInjector:
         for name, value in validated.items():
             setattr(self.settings, name, value)
 
-    def clear(self) -> None:
+    def clear(self) -> list[InFlightRequest]:
+        """Back to no faults; release the held requests and return them."""
         # In place: a part that kept a reference to ``settings`` sees the change too.
-        for field in dataclasses.fields(FaultSettings):
-            setattr(self.settings, field.name, getattr(FaultSettings(), field.name))
+        for setting in dataclasses.fields(FaultSettings):
+            setattr(self.settings, setting.name, getattr(FaultSettings(), setting.name))
+        released = [request for request in self._in_flight if request.held]
+        self._release_held.set()
+        self._release_held = asyncio.Event()
+        return released
 
-    async def rest_fault(self) -> tuple[int, dict[str, Any]] | None:
-        """Delay as configured; return (status, PostgREST-style error) to fail the request."""
+    async def clear_and_wait(self) -> None:
+        """``clear()``, then wait (bounded) until every released request has been handled."""
+        released = self.clear()
+        if not released:
+            return
+        waits = [asyncio.ensure_future(request.handled.wait()) for request in released]
+        _, pending = await asyncio.wait(waits, timeout=CLEAR_WAIT_SECONDS)
+        for wait in pending:
+            wait.cancel()
+        if pending:
+            log.warning("faults cleared; %d released request(s) still being handled", len(pending))
+
+    # --- REST requests ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def rest_request(self) -> AsyncIterator[InFlightRequest]:
+        """Count a REST request as in flight for as long as it is being handled."""
+        request = InFlightRequest()
+        self._in_flight.add(request)
+        try:
+            yield request
+        finally:
+            self._in_flight.discard(request)
+            request.handled.set()
+
+    @property
+    def rest_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def rest_in_flight_after(self, seconds: float) -> int:
+        """The number of REST requests in flight, once it is zero or ``seconds`` have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return self.rest_in_flight
+
+    async def _hold(self, request: Request, in_flight: InFlightRequest, seconds: float) -> None:
+        # Read the body first: uvicorn stops reading a socket once 64 KiB of body wait
+        # unread, and would then notice a hang-up only after the delay, when it is too late.
+        await request.body()
+        in_flight.held = True
+        delay = asyncio.ensure_future(asyncio.sleep(seconds))
+        released = asyncio.ensure_future(self._release_held.wait())
+        hang_up = asyncio.ensure_future(_client_hangs_up(request))
+        try:
+            await asyncio.wait({delay, released, hang_up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            in_flight.held = False
+            for waiting in (delay, released, hang_up):
+                waiting.cancel()
+        if hang_up.done() and not hang_up.cancelled():
+            raise ClientGone
+
+    async def rest_fault(
+        self, request: Request, in_flight: InFlightRequest
+    ) -> tuple[int, dict[str, Any]] | None:
+        """Delay as configured; return (status, PostgREST-style error) to fail the request.
+
+        Raises ``ClientGone`` when the client hung up while the request was held.
+        """
         settings = self.settings
         if settings.rest_latency_ms:
-            await asyncio.sleep(settings.rest_latency_ms / 1000)
+            await self._hold(request, in_flight, settings.rest_latency_ms / 1000)
         if settings.rest_error_rate and random.random() < settings.rest_error_rate:
             return settings.rest_error_status, {
                 "code": "PGRST000",
@@ -104,7 +203,10 @@ class FaultInjector:
     # --- HTTP endpoint -------------------------------------------------------------
 
     def routes(self) -> list[Route]:
-        return [Route("/__faults", self._endpoint, methods=["GET", "POST", "DELETE"])]
+        return [
+            Route("/__faults", self._endpoint, methods=["GET", "POST", "DELETE"]),
+            Route("/__faults/in-flight", self._in_flight_endpoint, methods=["GET"]),
+        ]
 
     def _refusal(self, request: Request) -> Response | None:
         if not self.enabled:
@@ -126,7 +228,7 @@ class FaultInjector:
         if request.method == "GET":
             return self._shown()
         if request.method == "DELETE":
-            self.clear()
+            await self.clear_and_wait()
             log.info("faults cleared")
             return self._shown()
         try:
@@ -148,3 +250,20 @@ class FaultInjector:
         if close_now:
             await self.close_realtime_connections()
         return self._shown()
+
+    async def _in_flight_endpoint(self, request: Request) -> Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        raw = request.query_params.get("wait", "0")
+        try:
+            wait = float(raw)
+        except ValueError:
+            wait = -1.0
+        if not 0 <= wait <= MAX_IN_FLIGHT_WAIT_SECONDS:
+            return JSONResponse(
+                {"message": f"wait must be a number of seconds from 0 to "
+                 f"{MAX_IN_FLIGHT_WAIT_SECONDS:.0f}"},
+                status_code=400,
+            )  # fmt: skip
+        return JSONResponse({"rest_in_flight": await self.rest_in_flight_after(wait)})

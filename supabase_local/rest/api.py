@@ -23,7 +23,7 @@ from starlette.routing import Route
 from supabase_local import db
 from supabase_local.auth import AuthError, Claims, verify_token
 from supabase_local.config import ServerConfig
-from supabase_local.faults import FaultInjector
+from supabase_local.faults import ClientGone, FaultInjector
 from supabase_local.rest.bodies import (
     body_column,
     existing_column,
@@ -124,10 +124,22 @@ class RestApi:
     async def _guarded(
         self, request: Request, handler: Callable[[Request, Claims, str], Awaitable[Response]]
     ) -> Response:
-        fault = await self.faults.rest_fault()
-        if fault is not None:
-            status, body = fault
-            return JSONResponse(body, status_code=status)
+        async with self.faults.rest_request() as in_flight:
+            try:
+                fault = await self.faults.rest_fault(request, in_flight)
+            except ClientGone:
+                log.info("%s %s dropped: the client hung up while injected latency held it",
+                         request.method, request.url.path)  # fmt: skip
+                # Nobody reads it; nginx's "client closed request" names what happened.
+                return Response(status_code=499)
+            if fault is not None:
+                status, body = fault
+                return JSONResponse(body, status_code=status)
+            return await self._handled(request, handler)
+
+    async def _handled(
+        self, request: Request, handler: Callable[[Request, Claims, str], Awaitable[Response]]
+    ) -> Response:
         claims: Claims | None = None
         try:
             claims = self._authenticate(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -71,6 +72,107 @@ def test_delete_clears_and_get_shows(supabase_faults_cleared, service_client):
     service_client.table("monitoring_events").select("seq").limit(1).execute()
 
 
+def _upsert(server, rows, *, timeout: float) -> httpx.Response:
+    """The Supabase sink's write: an upsert on seq that ignores rows already there."""
+    return httpx.post(
+        f"{server.url}/rest/v1/monitoring_events",
+        json=rows,
+        headers={
+            "apikey": server.service_role_key,
+            "Authorization": f"Bearer {server.service_role_key}",
+            "Prefer": "resolution=ignore-duplicates,return=minimal",
+        },
+        params={"on_conflict": "seq"},
+        timeout=timeout,
+    )
+
+
+def _count(server, seqs) -> int:
+    rows = server.sql(
+        "SELECT count(*) AS n FROM monitoring_events WHERE seq BETWEEN %s AND %s",
+        seqs[0],
+        seqs[-1],
+    )
+    return rows[0]["n"]
+
+
+def test_a_write_held_by_latency_never_lands_once_its_client_has_hung_up(
+    supabase_faults_cleared, seq_block
+):
+    # given: 300 rows, more body than uvicorn reads ahead (64 KiB), as a sink batch is
+    server = supabase_faults_cleared
+    seqs = seq_block(300)
+    server.set_faults(rest_latency_ms=3000)
+    # when: the writer gives up while the write is held, as a SIGKILLed worker's socket
+    # closes (issue 17: such a write landed after the next test had emptied the table)
+    with pytest.raises(httpx.ReadTimeout):
+        _upsert(server, [event_row(seq) for seq in seqs], timeout=0.5)
+    # then: once nothing is in flight (the 3 s are over), the abandoned write has not landed
+    assert server.rest_in_flight(wait=10) == 0
+    assert _count(server, seqs) == 0
+    assert "dropped: the client hung up" in server.log_tail(200)
+
+
+def test_clearing_faults_releases_held_writes_and_answers_after_they_landed(
+    supabase_faults_cleared, seq_block
+):
+    server = supabase_faults_cleared
+    seqs = seq_block(300)
+    server.set_faults(rest_latency_ms=30_000)
+    answers: list[httpx.Response] = []
+    writer = threading.Thread(
+        target=lambda: answers.append(_upsert(server, [event_row(seq) for seq in seqs], timeout=60))
+    )
+    writer.start()
+    try:
+        _wait_until_held(server)
+
+        server.clear_faults()
+
+        # The DELETE answered after the released write was handled, not 30 s later.
+        assert _count(server, seqs) == 300
+    finally:
+        writer.join(timeout=60)
+    assert [answer.status_code for answer in answers] == [201]
+
+
+def _wait_until_held(server, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while server.rest_in_flight() == 0:
+        assert time.monotonic() < deadline, "the write never reached supabase_local"
+        time.sleep(0.02)
+
+
+def test_in_flight_counts_rest_requests_until_they_are_handled(supabase_faults_cleared):
+    server = supabase_faults_cleared
+    server.set_faults(rest_latency_ms=30_000)
+    reader = threading.Thread(
+        target=lambda: httpx.get(
+            f"{server.url}/rest/v1/monitoring_events?limit=1",
+            headers={"apikey": server.service_role_key},
+            timeout=60,
+        )
+    )
+    reader.start()
+    try:
+        _wait_until_held(server)
+        assert server.rest_in_flight() == 1
+        # A bounded wait answers the count it saw when the time ran out.
+        assert server.rest_in_flight(wait=0.2) == 1
+    finally:
+        server.clear_faults()
+        reader.join(timeout=60)
+    assert server.rest_in_flight(wait=5) == 0
+
+
+@pytest.mark.parametrize("wait", ["-1", "61", "soon", "nan", "inf"])
+def test_in_flight_wait_out_of_range_is_400(supabase_local, wait):
+    response = httpx.get(f"{supabase_local.url}/__faults/in-flight", params={"wait": wait})
+
+    assert response.status_code == 400
+    assert "wait must be" in response.json()["message"]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -110,13 +212,16 @@ def test_endpoint_is_404_without_the_faults_flag():
     with TestClient(app, client=("127.0.0.1", 5000)) as client:
         assert client.get("/__faults").status_code == 404
         assert client.post("/__faults", json={"rest_error_rate": 1}).status_code == 404
+        assert client.get("/__faults/in-flight").status_code == 404
 
 
 def test_endpoint_refuses_non_loopback_clients():
     app, _ = _app(enabled=True)
     with TestClient(app, client=("192.0.2.10", 5000)) as client:
         response = client.post("/__faults", json={"rest_error_rate": 1})
+        in_flight = client.get("/__faults/in-flight")
     assert response.status_code == 403
+    assert in_flight.status_code == 403
 
 
 def test_close_realtime_connections_awaits_every_hook():
