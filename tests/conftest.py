@@ -55,14 +55,16 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 @pytest.fixture
-def django_supabase(settings, supabase_local):
-    """Point the Django app at the test supabase_local server, with an empty table."""
+def django_supabase(request, settings, supabase_local):
+    """Point the Django app at the test supabase_local server, with an empty table; after
+    the test, no fault and no REST request of the test's is left behind."""
     settings.SUPABASE_URL = supabase_local.url
     settings.SUPABASE_ANON_KEY = supabase_local.anon_key
     settings.SUPABASE_SERVICE_ROLE_KEY = supabase_local.service_role_key
     settings.SUPABASE_JWT_SECRET = supabase_local.jwt_secret
     supabase_local.truncate()
-    return supabase_local
+    yield supabase_local
+    supabase_local.assert_left_behind_nothing(request.node.nodeid)
 
 
 @pytest.fixture(autouse=True)

@@ -84,7 +84,7 @@ def browser():
 
 
 @pytest.fixture
-def open_dashboard(stack, browser, supabase_local):
+def open_dashboard(request, stack, browser, supabase_local):
     """Open the dashboard signed in as ``user``; returns (page, context)."""
     # Each test's local log starts again at seq 1, so the Supabase copy must too.
     supabase_local.truncate()
@@ -113,7 +113,7 @@ def open_dashboard(stack, browser, supabase_local):
     yield open_as
     for context in contexts:
         context.close()
-    supabase_local.clear_faults()
+    supabase_local.assert_left_behind_nothing(request.node.nodeid)
 
 
 def screenshot(page, name: str) -> Path:
