@@ -6,7 +6,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from events.models import Delivery, Event
+from events.models import Delivery
 from events.services import event_publish_batch
 from events.supabase_sink import supabase_breaker
 from events.tasks import supabase_sink_drain_task, supabase_sink_flush_task
@@ -18,6 +18,7 @@ from tests.fixtures.django_processes import (
     wait_until,
     worker_holds_delivery_locks,
 )
+from tests.fixtures.integrity import assert_supabase_copy_matches_log
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,8 +68,7 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(django_supabase,
     print(f"drain after the kill sent {result['sent']}; Supabase holds {len(remote)} rows")
 
     assert [row["seq"] for row in remote] == seqs
-    local = dict(Event.objects.filter(seq__in=seqs).values_list("seq", "checksum"))
-    assert {row["seq"]: row["checksum"] for row in remote} == local
+    assert_supabase_copy_matches_log(django_supabase)
     assert set(
         Delivery.objects.filter(event_id__in=seqs, sink="supabase").values_list("status", flat=True)
     ) == {"sent"}

@@ -452,7 +452,7 @@ class Scenario:
         return time.monotonic() - started
 
     def verify(self, *, settle_seconds: float = 3.0, catch_up_timeout: float = 120.0) -> None:
-        from events.models import Event
+        from tests.fixtures.integrity import assert_supabase_copy_matches_log
 
         assert self.publisher is not None
         time.sleep(settle_seconds)
@@ -495,7 +495,7 @@ class Scenario:
         assert sorted(published) == expected == local, "the producer's seqs are the log"
         server_errors = {a: n for a, n in self.publisher.answers.items() if a.startswith("5")}
         assert not server_errors, "a fault is never the producer's 5xx"
-        assert remote == dict(Event.objects.values_list("seq", "checksum"))
+        assert_supabase_copy_matches_log(self.supabase)
         for follower in self.followers:
             assert sorted(follower.seqs) == expected, f"{follower.name} saw each event once"
             if follower.transport == "websocket":
