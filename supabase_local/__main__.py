@@ -1,7 +1,9 @@
 """``python -m supabase_local``: start the server on loopback and print its keys.
 
-Prints ``anon key: ...``, ``service_role key: ...`` and, once the socket is listening,
-``supabase_local ready on http://HOST:PORT`` (test fixtures wait for that line).
+Prints ``publishable key: sb_publishable_...``, ``secret key: sb_secret_...``, the legacy
+``anon key: ...`` and ``service_role key: ...`` while legacy keys are enabled, one
+``signing key: <kid> <alg>`` line per asymmetric signing key and, once the socket is
+listening, ``supabase_local ready on http://HOST:PORT`` (test fixtures wait for that line).
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import ipaddress
 import logging
 import os
 import sys
+from pathlib import Path
 
 import asyncpg
 import uvicorn
 
 from supabase_local import db
+from supabase_local.api_keys import PUBLISHABLE_PREFIX, SECRET_PREFIX, ApiKeyError, api_key_check
 from supabase_local.app import create_app
 from supabase_local.auth import mint_token
 from supabase_local.config import DATABASE_URL_ENV, DEV_JWT_SECRET, ServerConfig
+from supabase_local.signing_keys import SigningKey, SigningKeyError, signing_key_load
 
 # Printed keys last ten years, like the Supabase CLI's local keys.
 KEY_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
@@ -53,7 +58,44 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--jwt-secret",
         default=DEV_JWT_SECRET,
-        help="HS256 secret of keys and tokens (default: the Supabase CLI's public dev secret)",
+        help="legacy HS256 secret of the anon/service_role keys and of HS256 user tokens "
+        "(default: the Supabase CLI's public dev secret); 'off': no HS256 at all",
+    )
+    parser.add_argument(
+        "--publishable-key",
+        action="append",
+        default=[],
+        metavar="sb_publishable_...",
+        help="a publishable API key (repeatable; default: one derived from the JWT secret)",
+    )
+    parser.add_argument(
+        "--secret-key",
+        action="append",
+        default=[],
+        metavar="sb_secret_...",
+        help="a secret API key (repeatable; default: one derived from the JWT secret)",
+    )
+    parser.add_argument(
+        "--legacy-keys",
+        choices=("on", "off"),
+        default="on",
+        help="whether the JWT anon/service_role API keys are accepted (default: on)",
+    )
+    parser.add_argument(
+        "--signing-key",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PEM_FILE",
+        help="an ES256 (P-256) or RS256 key, private or public, to verify user tokens by its "
+        "kid (repeatable)",
+    )
+    parser.add_argument(
+        "--signing-key-id",
+        action="append",
+        default=[],
+        metavar="KID",
+        help="the kid of the --signing-key in the same position (default: its RFC 7638 thumbprint)",
     )
     parser.add_argument("--faults", action="store_true", help="enable POST /__faults")
     parser.add_argument("--log-level", default="warning")
@@ -66,9 +108,40 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         loopback = False
     if not loopback:
         parser.error("supabase_local binds loopback addresses only (it is a dev/test server)")
-    if len(args.jwt_secret) < 32:
-        parser.error("--jwt-secret must be at least 32 characters")
+    if args.jwt_secret == "off":
+        args.jwt_secret = None
+    elif len(args.jwt_secret) < 32:
+        parser.error("--jwt-secret must be at least 32 characters (or 'off')")
+    for option, prefix, keys in (
+        ("--publishable-key", PUBLISHABLE_PREFIX, args.publishable_key),
+        ("--secret-key", SECRET_PREFIX, args.secret_key),
+    ):
+        for key in keys:
+            try:
+                api_key_check(key, prefix=prefix)
+            except ApiKeyError as error:
+                parser.error(f"{option}: {error}")
+    if len(args.signing_key_id) > len(args.signing_key):
+        parser.error("--signing-key-id names more keys than --signing-key gives")
+    try:
+        args.signing_keys = _signing_keys(args.signing_key, args.signing_key_id)
+    except SigningKeyError as error:
+        parser.error(f"--signing-key {error}")
+    if args.jwt_secret is None and not args.signing_keys:
+        parser.error("--jwt-secret off needs at least one --signing-key to verify tokens")
     return args
+
+
+def _signing_keys(paths: list[Path], kids: list[str]) -> tuple[SigningKey, ...]:
+    keys = tuple(
+        signing_key_load(path, kid=kids[index] if index < len(kids) else None)
+        for index, path in enumerate(paths)
+    )
+    seen = [key.kid for key in keys]
+    duplicates = sorted({kid for kid in seen if seen.count(kid) > 1})
+    if duplicates:
+        raise SigningKeyError(f"two keys have the kid {duplicates[0]}")
+    return keys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         database_url=args.database_url,
         jwt_secret=args.jwt_secret,
+        publishable_keys=tuple(args.publishable_key),
+        secret_keys=tuple(args.secret_key),
+        legacy_keys_enabled=args.legacy_keys == "on",
+        signing_keys=args.signing_keys,
         faults_enabled=args.faults,
     )
     try:
@@ -89,9 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         print(f"supabase_local: cannot use PostgreSQL ({error})", file=sys.stderr)
         return 1
-    for role in ("anon", "service_role"):
-        key = mint_token(secret=config.jwt_secret, role=role, expires_in=KEY_LIFETIME_SECONDS)
-        print(f"{role} key: {key}", flush=True)
+    api_keys = config.api_keys
+    for key in api_keys.publishable:
+        print(f"publishable key: {key}", flush=True)
+    for key in api_keys.secret:
+        print(f"secret key: {key}", flush=True)
+    if api_keys.legacy_enabled:
+        for role in ("anon", "service_role"):
+            key = mint_token(secret=config.jwt_secret, role=role, expires_in=KEY_LIFETIME_SECONDS)
+            print(f"{role} key: {key}", flush=True)
+    for signing_key in config.signing_keys:
+        print(f"signing key: {signing_key.kid} {signing_key.alg}", flush=True)
     uvicorn_config = uvicorn.Config(
         create_app(config),
         host=config.host,

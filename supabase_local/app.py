@@ -22,12 +22,21 @@ from supabase_local import db
 from supabase_local.config import ServerConfig
 from supabase_local.faults import FaultInjector
 from supabase_local.rest import RestApi
+from supabase_local.signing_keys import jwks_document
 
 log = logging.getLogger(__name__)
 
 
 async def _health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
+
+
+async def _jwks(request: Request) -> JSONResponse:
+    # Public halves only; the legacy HS256 secret is never published, as on Supabase.
+    config: ServerConfig = request.app.state.config
+    return JSONResponse(
+        jwks_document(config.signing_keys), headers={"Cache-Control": "public, max-age=600"}
+    )
 
 
 def create_app(config: ServerConfig) -> Starlette:
@@ -55,6 +64,7 @@ def create_app(config: ServerConfig) -> Starlette:
 
     routes = [
         Route("/health", _health, methods=["GET"]),
+        Route("/auth/v1/.well-known/jwks.json", _jwks, methods=["GET"]),
         *injector.routes(),
         *rest_api.routes(),
         *realtime.routes,

@@ -8,6 +8,16 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass, field
+from functools import cached_property
+
+from supabase_local.api_keys import (
+    PUBLISHABLE_PREFIX,
+    SECRET_PREFIX,
+    ApiKeys,
+    api_key_derive,
+)
+from supabase_local.auth import Gateway, TokenVerifier
+from supabase_local.signing_keys import SigningKey
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_MIGRATIONS_DIR = REPO_ROOT / "supabase" / "migrations"
@@ -24,10 +34,35 @@ class ServerConfig:
     database_url: str
     host: str = "127.0.0.1"
     port: int = 54321
-    jwt_secret: str = DEV_JWT_SECRET
+    # The legacy HS256 secret: signs the legacy anon/service_role keys and still verifies
+    # HS256 user tokens; None once a project has moved off it (``--jwt-secret off``).
+    jwt_secret: str | None = DEV_JWT_SECRET
+    # New API keys; when none is given, one of each kind is derived from the JWT secret.
+    publishable_keys: tuple[str, ...] = ()
+    secret_keys: tuple[str, ...] = ()
+    legacy_keys_enabled: bool = True
+    # Asymmetric JWT signing keys (ES256 / RS256), published at /auth/v1/.well-known/jwks.json.
+    signing_keys: tuple[SigningKey, ...] = ()
     faults_enabled: bool = False
     migrations_dir: pathlib.Path = field(default=DEFAULT_MIGRATIONS_DIR)
     # Schemas PostgREST would expose (db-schemas); the first one is the default profile.
     exposed_schemas: tuple[str, ...] = ("public",)
     # Size of the REST connection pool; PostgreSQL here allows 100 connections in all.
     pool_max_size: int = 10
+
+    @cached_property
+    def api_keys(self) -> ApiKeys:
+        seed = self.jwt_secret or self.database_url
+        return ApiKeys(
+            publishable=self.publishable_keys
+            or (api_key_derive(prefix=PUBLISHABLE_PREFIX, seed=seed),),
+            secret=self.secret_keys or (api_key_derive(prefix=SECRET_PREFIX, seed=seed),),
+            legacy_enabled=self.legacy_keys_enabled and self.jwt_secret is not None,
+        )
+
+    @cached_property
+    def gateway(self) -> Gateway:
+        return Gateway(
+            api_keys=self.api_keys,
+            verifier=TokenVerifier(hs256_secret=self.jwt_secret, signing_keys=self.signing_keys),
+        )

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from supabase_local.auth import AuthError, verify_token
+from supabase_local.auth import AuthError
 
 from . import protocol
 from .capture import ChangeCapture
@@ -105,10 +105,11 @@ class Realtime:
             if self.hub is not None:
                 self.hub.expire_tokens()
 
-    def _verify(self, token: str | None) -> Any:
+    def _verify(self, token: str | None, *, apikey: str | None = None) -> Any:
+        """Claims of an access token (a user JWT, or an API key standing for itself)."""
         if not token:
             raise AuthError("No apikey or access token given")
-        return verify_token(token, secret=self.config.jwt_secret)
+        return self.config.gateway.token_claims(token, apikey=apikey)
 
     # -- websocket -------------------------------------------------------------------
 
@@ -119,7 +120,9 @@ class Realtime:
             await ws.close(code=1008)
             return
         try:
-            claims = self._verify(token)
+            if not token:
+                raise AuthError("No apikey given")
+            claims = self.config.gateway.key_claims(token, user_agent=ws.headers.get("user-agent"))
         except AuthError:
             # Closing before accept makes the server answer the upgrade with 403.
             await ws.close(code=1008)
@@ -207,7 +210,9 @@ class Realtime:
     def _access_token(self, channel: Channel, token: Any) -> None:
         assert self.hub is not None
         try:
-            claims = self._verify(token if isinstance(token, str) else None)
+            claims = self._verify(
+                token if isinstance(token, str) else None, apikey=channel.conn.token
+            )
         except AuthError as exc:
             channel.system(
                 "error",
@@ -240,7 +245,9 @@ class Realtime:
             return
         access_token = payload.get("access_token")
         try:
-            claims = self._verify(access_token if isinstance(access_token, str) else conn.token)
+            claims = self._verify(
+                access_token if isinstance(access_token, str) else conn.token, apikey=conn.token
+            )
         except AuthError as exc:
             conn.send(protocol.reply(msg, "error", {"reason": str(exc)}))
             return
@@ -359,10 +366,9 @@ class Realtime:
         key = request.headers.get("apikey")
         auth = request.headers.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        claims = self._verify(key or bearer)
-        if bearer and bearer != key:
-            claims = self._verify(bearer)
-        return claims
+        return self.config.gateway.authenticate(
+            apikey=key, bearer=bearer or None, user_agent=request.headers.get("user-agent")
+        )
 
     async def _rest_broadcast(self, request: Request) -> Response:
         try:

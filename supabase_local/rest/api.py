@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from supabase_local import db
-from supabase_local.auth import AuthError, Claims, verify_token
+from supabase_local.auth import AuthError, Claims
 from supabase_local.config import ServerConfig
 from supabase_local.faults import ClientGone, FaultInjector
 from supabase_local.rest.bodies import (
@@ -175,35 +175,18 @@ class RestApi:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             bearer = value.strip()
-        token = bearer or apikey
-        if token is None:
-            raise RestError(
-                401,
-                "PGRST301",
-                "No API key found in request",
-                hint="No `apikey` request header or url param was found.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if apikey is not None and apikey != token:
-            # The gateway checks the apikey even when a user token decides the role.
-            try:
-                verify_token(apikey, secret=self.config.jwt_secret)
-            except AuthError as error:
-                raise RestError(
-                    401,
-                    error.code,
-                    "Invalid API key",
-                    details=str(error),
-                    hint="Double check your Supabase `anon` or `service_role` API key.",
-                ) from error
         try:
-            return verify_token(token, secret=self.config.jwt_secret)
+            return self.config.gateway.authenticate(
+                apikey=apikey, bearer=bearer, user_agent=request.headers.get("user-agent")
+            )
         except AuthError as error:
+            header = "Bearer" if apikey is None else 'Bearer error="invalid_token"'
             raise RestError(
                 401,
                 error.code,
                 str(error),
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                hint=error.hint,
+                headers={"WWW-Authenticate": header},
             ) from error
 
     def _profile(self, request: Request) -> str:

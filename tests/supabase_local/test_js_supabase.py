@@ -68,14 +68,27 @@ def insert_row(server: Any, seq: int) -> None:
 # -- REST ---------------------------------------------------------------------------------
 
 
+def _keys(server: Any, kind: str) -> tuple[str, str, str, str]:
+    """(browser key, server key, a user's token, a forged server key) of one generation."""
+    sub = str(uuid.uuid4())
+    if kind == "legacy JWT keys, HS256 user token":
+        forged = server.mint("service_role")[:-4] + "AAAA"
+        return server.anon_key, server.service_role_key, server.mint("authenticated", sub), forged
+    forged = "sb_secret_" + secrets.token_urlsafe(24).replace("-", "x")
+    user = server.mint_signed("authenticated", sub, alg="ES256")
+    return server.publishable_key, server.secret_key, user, forged
+
+
 @pytest.mark.slow
-def test_rest_through_supabase_js(node, supabase_local, js_seqs):
+@pytest.mark.parametrize(
+    "kind", ["legacy JWT keys, HS256 user token", "publishable/secret keys, ES256 user token"]
+)
+def test_rest_through_supabase_js(node, supabase_local, js_seqs, kind):
     seq = js_seqs(4)[0]
-    user = supabase_local.mint("authenticated", sub=str(uuid.uuid4()))
-    forged = supabase_local.mint("service_role")[:-4] + "AAAA"
+    browser_key, server_key, user, forged = _keys(supabase_local, kind)
     result = subprocess.run(
-        [node, str(JS_DIR / "rest.mjs"), supabase_local.url, supabase_local.anon_key,
-         supabase_local.service_role_key, user, forged, str(seq)],
+        [node, str(JS_DIR / "rest.mjs"), supabase_local.url, browser_key, server_key, user,
+         forged, str(seq)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
