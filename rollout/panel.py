@@ -27,7 +27,7 @@ def staff_required(view):
     def wrapper(request: HttpRequest, *args, **kwargs):
         user = request.user
         if not (user.is_authenticated and user.is_active and user.is_staff):
-            raise PermissionDenied("staff only")
+            raise PermissionDenied("The rollout panel is for staff accounts.")
         return view(request, *args, **kwargs)
 
     return wrapper

@@ -212,11 +212,33 @@ EVENTS_BACKFILL_MAX_LIMIT = 1000
 # Seconds a process keeps classification rules and routes before re-reading them.
 EVENTS_RULES_CACHE_SECONDS = env.float("EVENTS_RULES_CACHE_SECONDS", default=5.0)
 
+# Every record reaches the console once, through the root logger. Django's own default
+# gives the "django" logger a console handler too (with DEBUG on), which printed each
+# request warning twice; here it keeps only the mail to ADMINS for errors. A refused
+# request (PermissionDenied) is logged as Django's one-line warning, without a traceback.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        "permission_denied_plain": {
+            "()": "monitor_project.log_filters.PermissionDeniedWithoutTraceback"
+        },
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "mail_admins": {
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+            "class": "django.utils.log.AdminEmailHandler",
+        },
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},
+        "django.request": {"filters": ["permission_denied_plain"]},
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
 }

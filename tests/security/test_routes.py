@@ -32,6 +32,7 @@ ADMIN_LOGIN = (302, "/admin/login/")
 ADMIN_INDEX = (302, "/admin/")
 PANEL = (302, "/admin/rollout/panel/")
 JSON_401 = "401json"  # 401 with a JSON error body
+JSON_403 = "403json"  # 403 with a JSON error body
 
 
 def answers(anonymous, signed_in, staff, producer, superuser=None) -> dict:
@@ -83,7 +84,7 @@ SITE_CASES = [
         data=EVENT,
         json_body=True,
     ),  # fmt: skip
-    Case("metrics", "GET", "/metrics", answers(JSON_401, JSON_401, 200, JSON_401)),
+    Case("metrics", "GET", "/metrics", answers(JSON_401, JSON_403, 200, JSON_401)),
     Case(
         "api/realtime-token",
         "GET",
@@ -343,6 +344,10 @@ def check(response, expected) -> None:
         assert response.status_code == 401, where
         assert response["Content-Type"] == "application/json", where
         assert response.json()["error"]["code"] == "unauthorized", where
+    elif expected == JSON_403:
+        assert response.status_code == 403, where
+        assert response["Content-Type"] == "application/json", where
+        assert response.json()["error"]["code"] == "forbidden", where
     elif isinstance(expected, tuple):
         status, location = expected
         assert response.status_code == status, where
