@@ -34,6 +34,13 @@ def test_an_anonymous_caller_is_offered_the_sign_in_page(client):
     assert 'href="/accounts/login/?next=/admin/rollout/panel/"' in body
 
 
+def test_staff_without_the_permission_are_told_which_one_they_need(client, staff_user):
+    client.force_login(staff_user)
+    response = client.post("/admin/rollout/panel/action/", {"action": "kill", "reason": "r"})
+    assert response.status_code == 403
+    assert "rollout.operate_kill_switch" in response.content.decode()
+
+
 def test_on_an_api_path_a_refusal_is_a_json_error():
     request = RequestFactory().get("/api/transport")
     response = permission_denied(request, PermissionDenied("staff only"))
