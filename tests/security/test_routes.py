@@ -214,6 +214,7 @@ ADMIN_MODELS = {
     "rollout.healthsample": False,
     "reconciliation.reconciliationrun": False,
     "reconciliation.discrepancy": False,
+    "axes.accessattempt": False,  # sign-in lockouts, recorded by django-axes
 }
 
 
