@@ -264,7 +264,9 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["mail_admins"], "level": "INFO"},
         "django.request": {"filters": ["permission_denied_plain"]},
-        "axes.apps": {"level": "WARNING"},  # its start-up banner in every process
+        # django-axes: failures and lockouts are warnings; its start-up banner and a few
+        # lines per successful sign-in are INFO.
+        "axes": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
     },
