@@ -31,6 +31,7 @@ LOGIN = (302, "/accounts/login/")
 ADMIN_LOGIN = (302, "/admin/login/")
 ADMIN_INDEX = (302, "/admin/")
 PANEL = (302, "/admin/rollout/panel/")
+RUNS_LIST = (302, "/admin/reconciliation/reconciliationrun/")
 JSON_401 = "401json"  # 401 with a JSON error body
 JSON_403 = "403json"  # 403 with a JSON error body
 
@@ -127,6 +128,13 @@ SITE_CASES = [
         "POST",
         "/admin/rollout/panel/alerts/999999/acknowledge/",
         answers(403, 403, 404, 403),
+    ),  # fmt: skip
+    # Queues a reconciliation run: needs reconciliation.run_reconciliation (superusers).
+    Case(
+        "admin/reconciliation/reconciliationrun/run-now/",
+        "POST",
+        "/admin/reconciliation/reconciliationrun/run-now/",
+        answers(ADMIN_LOGIN, ADMIN_LOGIN, 403, ADMIN_LOGIN, superuser=RUNS_LIST),
     ),  # fmt: skip
     # The admin site itself.
     Case("admin/", "GET", "/admin/", answers(ADMIN_LOGIN, ADMIN_LOGIN, 200, ADMIN_LOGIN)),
