@@ -217,3 +217,20 @@ def test_staff_with_the_permission_get_the_button(
     with django_capture_on_commit_callbacks() as callbacks:
         assert client.post(RUN_NOW).status_code == 302
     assert len(callbacks) == 1
+
+
+def test_run_now_needs_the_csrf_token(log, django_user_model, django_capture_on_commit_callbacks):
+    from django.test import Client
+
+    root = django_user_model.objects.create_superuser("root", "root@example.com", "pw-x-123")
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(root)
+    strict.get(RUNS)  # sets the csrftoken cookie, as a browser would
+    token = strict.cookies["csrftoken"].value
+
+    with django_capture_on_commit_callbacks() as without_token:
+        assert strict.post(RUN_NOW).status_code == 403
+    with django_capture_on_commit_callbacks() as with_token:
+        assert strict.post(RUN_NOW, {"csrfmiddlewaretoken": token}).status_code == 302
+
+    assert (len(without_token), len(with_token)) == (0, 1)

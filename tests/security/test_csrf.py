@@ -134,14 +134,6 @@ FORMS = [
         lambda: False,  # step 1 renders the confirmation page
     ),
     Form(
-        "reconciliation run now",
-        "superuser",
-        "/admin/reconciliation/reconciliationrun/run-now/",
-        dict,
-        302,
-        lambda: False,  # queues after commit (or says why not): the redirect is the answer
-    ),
-    Form(
         "producer rotate action",
         "superuser",
         "/admin/events/producer/",
