@@ -180,7 +180,11 @@ def events_collection(request: HttpRequest) -> JsonResponse:
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus metrics of the sinks: for staff sessions or ``Bearer <METRICS_TOKEN>``."""
+    """Prometheus metrics of the sinks: for staff sessions or ``Bearer <METRICS_TOKEN>``.
+
+    401 when no acceptable credential came (anonymous, or a wrong token); 403 to a
+    signed-in user who is not staff and sent no token (signing in again will not help).
+    """
     header = request.headers.get("Authorization", "")
     token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
     allowed = (request.user.is_authenticated and request.user.is_staff) or (
@@ -189,6 +193,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
         # Bytes: compare_digest refuses non-ASCII text, and a header may carry any.
         and hmac.compare_digest(token.encode(), settings.METRICS_TOKEN.encode())
     )
+    if not allowed and request.user.is_authenticated and not header:
+        return error_response(
+            status=403, code="forbidden", message="metrics are for staff accounts"
+        )
     if not allowed:
         return _unauthorized("staff sign-in or the metrics token is required")
     body = generate_latest(metrics_registry())

@@ -16,3 +16,6 @@ urlpatterns = [
     path("", include("rollout.urls")),
     path("", include("reconciliation.urls")),
 ]
+
+# A refusal answers with the site's 403 page (JSON on the API paths): monitor_project/errors.py.
+handler403 = "monitor_project.errors.permission_denied"

@@ -1,19 +1,22 @@
 """Admin: runs with their figures and a consistency chart; discrepancies by category;
-repair actions behind a confirmation page (the work is done by the repair service)."""
+repair actions behind a confirmation page (the work is done by the repair service); a
+"Run now" button that queues a manual run (``reconciliation.run_reconciliation``)."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from reconciliation import selectors, services
 from reconciliation.conf import reconciliation_setting
-from reconciliation.models import ERROR_CATEGORIES, Discrepancy, ReconciliationRun
+from reconciliation.models import ERROR_CATEGORIES, Category, Discrepancy, ReconciliationRun
 
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 760, 220, 40
 
@@ -98,17 +101,46 @@ def _report(modeladmin, request: HttpRequest, results: list[services.RepairResul
         modeladmin.message_user(request, f"Not repaired: {listed}", messages.WARNING)
 
 
+RUN_PERMISSION = "reconciliation.run_reconciliation"
+
+
+def _category_links(run: ReconciliationRun, categories) -> str:
+    url = reverse("admin:reconciliation_discrepancy_changelist")
+    return format_html_join(
+        mark_safe("<br>"),
+        '<a href="{}?run__id__exact={}&amp;category__exact={}">{}: {}</a>',
+        (
+            (url, run.pk, category, category, count)
+            for category, count in run.counts.items()
+            if category in categories and count
+        ),
+    )
+
+
 class DiscrepancyCountsMixin:
-    @admin.display(description="discrepancies")
+    """A run's figures as separate columns: events compared, discrepancies (errors, by
+    category), and events expected to be absent (not errors), so that a clean run reads
+    "discrepancies: 0" whatever else it counted."""
+
+    @admin.display(description="events compared", ordering="events_judged")
+    def events_compared(self, run: ReconciliationRun) -> str:
+        return f"{run.events_judged:,}"
+
+    @admin.display(description="discrepancies", ordering="discrepancy_count")
     def discrepancy_links(self, run: ReconciliationRun) -> str:
-        if not run.counts:
-            return "—"
-        url = reverse("admin:reconciliation_discrepancy_changelist")
-        return format_html_join(
-            mark_safe("<br>"),
-            '<a href="{}?run__id__exact={}&amp;category__exact={}">{}: {}</a>',
-            ((url, run.pk, category, category, count) for category, count in run.counts.items()),
+        if not run.discrepancy_count:
+            return "0"
+        return format_html(
+            "<strong>{}</strong><br>{}",
+            f"{run.discrepancy_count:,}",
+            _category_links(run, ERROR_CATEGORIES),
         )
+
+    @admin.display(description="expected absent (not errors)")
+    def expected_absent(self, run: ReconciliationRun) -> str:
+        if not run.counts.get(Category.EXPECTED_ABSENT):
+            return "0"
+        return _category_links(run, {Category.EXPECTED_ABSENT})
 
 
 @admin.register(ReconciliationRun)
@@ -120,9 +152,10 @@ class ReconciliationRunAdmin(DiscrepancyCountsMixin, admin.ModelAdmin):
         "trigger",
         "status",
         "seq_range",
-        "events_judged",
+        "events_compared",
         "consistency",
         "discrepancy_links",
+        "expected_absent",
         "duration",
         "round_trips_display",
         "rows_fetched_display",
@@ -130,10 +163,46 @@ class ReconciliationRunAdmin(DiscrepancyCountsMixin, admin.ModelAdmin):
     list_filter = ["status", "trigger"]
     date_hierarchy = "started_at"
     actions = ["repair_runs", "repair_runs_and_delete_extras"]
-    readonly_fields = [f.name for f in ReconciliationRun._meta.fields] + ["discrepancy_links"]
+    readonly_fields = [f.name for f in ReconciliationRun._meta.fields] + [
+        "discrepancy_links",
+        "expected_absent",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # runs come from the service (beat, the command)
+        return False  # runs come from the service (beat, the command, "Run now")
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RUN_PERMISSION)
+
+    def get_urls(self):
+        run_now = path(
+            "run-now/",
+            self.admin_site.admin_view(self.run_now_view),
+            name="reconciliation_reconciliationrun_run_now",
+        )
+        return [run_now, *super().get_urls()]
+
+    def run_now_view(self, request: HttpRequest) -> HttpResponse:
+        """POST: queue a manual run of everything judgeable (after commit)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_run_permission(request):
+            raise PermissionDenied(
+                "Starting a reconciliation run needs the permission “Can start a "
+                f"reconciliation run from the admin” ({RUN_PERMISSION})."
+            )
+        try:
+            services.reconciliation_run_enqueue()
+        except (services.ReconciliationBusy, services.ReconciliationUnavailable) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                "Reconciliation run queued (trigger: manual). It appears in this list when "
+                "a worker starts it; reload to follow it.",
+                messages.SUCCESS,
+            )
+        return redirect("admin:reconciliation_reconciliationrun_changelist")
 
     @admin.display(description="seqs")
     def seq_range(self, run: ReconciliationRun) -> str:
@@ -158,7 +227,12 @@ class ReconciliationRunAdmin(DiscrepancyCountsMixin, admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         threshold = float(reconciliation_setting("RECONCILIATION_CONSISTENCY_THRESHOLD"))
         chart = consistency_chart(selectors.runs_for_chart(limit=100), threshold=threshold)
-        return super().changelist_view(request, {**(extra_context or {}), "chart": chart})
+        context = {
+            **(extra_context or {}),
+            "chart": chart,
+            "can_run_now": self.has_run_permission(request),
+        }
+        return super().changelist_view(request, context)
 
     def _repair(self, request: HttpRequest, queryset: QuerySet, *, delete_extras: bool, action):
         if request.POST.get("post") != "yes":

@@ -81,6 +81,8 @@ class ReconciliationRun(models.Model):
         indexes = [
             models.Index(fields=["trigger", "status", "-started_at"], name="recon_run_trigger_idx")
         ]
+        # The admin's "Run now" button (reconciliation/admin.py); superusers hold it.
+        permissions = [("run_reconciliation", "Can start a reconciliation run from the admin")]
 
     def __str__(self) -> str:
         return f"run #{self.pk} ({self.status})"

@@ -25,7 +25,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events.supabase_client import MONITORING_EVENTS_TABLE, service_client
+from events.supabase_client import MONITORING_EVENTS_TABLE, service_client, supabase_configured
 from events.supabase_sink import event_to_supabase_row
 from reconciliation import selectors
 from reconciliation.compare import (
@@ -264,6 +264,33 @@ def reconciliation_run(
     if run.status != RunStatus.SKIPPED:
         _alerts_raise(run, comparison)
     return run
+
+
+class ReconciliationUnavailable(Exception):
+    """A run cannot be started now (Supabase not configured); the message says why."""
+
+
+def reconciliation_run_enqueue() -> None:
+    """Queue a manual run (``reconciliation.run_manual``) once the caller's transaction
+    commits. Refused with ``ReconciliationUnavailable`` when Supabase is not configured
+    and ``ReconciliationBusy`` while a run or a repair holds the lock, so that a click
+    does not queue a run that could only fail or be skipped. (A run that starts between
+    this check and the task is still safe: the task's run is then recorded as skipped.)
+    """
+    from reconciliation.tasks import run_manual_task  # tasks import this module
+
+    if not supabase_configured():
+        raise ReconciliationUnavailable(
+            "Supabase is not configured (SUPABASE_* settings); there is nothing to compare."
+        )
+    with reconciliation_lock() as acquired:
+        if not acquired:
+            running = selectors.run_running()
+            what = f"run #{running.pk}" if running else "a repair"
+            raise ReconciliationBusy(
+                f"Another reconciliation ({what}) is in progress; try again when it ends."
+            )
+    transaction.on_commit(run_manual_task.delay)
 
 
 def reconciliation_run_hourly(*, progress: ProgressCallback | None = None) -> ReconciliationRun:

@@ -33,6 +33,13 @@ def run_recheck_task() -> dict:
     return _summary(services.reconciliation_run_recheck())
 
 
+@shared_task(name="reconciliation.run_manual", time_limit=900, soft_time_limit=840)
+def run_manual_task() -> dict:
+    """A manual run of everything judgeable, as ``manage.py reconcile`` without options
+    (queued by the admin's "Run now")."""
+    return _summary(services.reconciliation_run())
+
+
 @shared_task(name="reconciliation.repair", time_limit=900, soft_time_limit=840)
 def repair_task(run_id: int, delete_extras: bool = False) -> dict:
     """Repair a run's discrepancies (the run is re-read by id)."""

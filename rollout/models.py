@@ -105,6 +105,12 @@ class RolloutState(models.Model):
         constraints = [
             models.CheckConstraint(condition=models.Q(id=1), name="rolloutstate_single_row")
         ]
+        # What the panel checks (rollout/permissions.py); editing the thresholds is the
+        # Thresholds model's own ``rollout.change_thresholds``. Superusers hold them all.
+        permissions = [
+            ("set_stage", "Can change the rollout stage and automatic promotion"),
+            ("operate_kill_switch", "Can throw and release the kill switch"),
+        ]
 
     def __str__(self) -> str:
         return f"stage {self.stage}{' (killed)' if self.killed else ''}"

@@ -3,7 +3,9 @@
 Every change goes through a confirmation page that restates its effect and needs a
 reason; the confirmed POST calls one service, which audits it. Non-staff users get 403
 on every URL here (not the admin's redirect to its login form), and every form carries
-Django's CSRF token.
+Django's CSRF token. Staff see the panel; each change also needs its permission
+(``rollout/permissions.py``): without it the form is disabled with the reason, and a POST
+is refused with 403 before anything is confirmed or changed.
 """
 
 from functools import wraps
@@ -18,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from rollout import charts, selectors, services
 from rollout.models import STAGE_PERCENT, Alert, Stage
+from rollout.permissions import rollout_permission_missing, rollout_permissions_for
 
 CHART_BUCKETS = 30
 
@@ -27,7 +30,7 @@ def staff_required(view):
     def wrapper(request: HttpRequest, *args, **kwargs):
         user = request.user
         if not (user.is_authenticated and user.is_active and user.is_staff):
-            raise PermissionDenied("staff only")
+            raise PermissionDenied("The rollout panel is for staff accounts.")
         return view(request, *args, **kwargs)
 
     return wrapper
@@ -82,6 +85,7 @@ def panel_view(request: HttpRequest) -> HttpResponse:
         "cohorts": selectors.cohort_sizes(),
         "audit": selectors.audit_entries(limit=50),
         "alerts": selectors.open_alerts(),
+        "refused": rollout_permissions_for(request.user),
         **_health_context(),
     }
     return render(request, "admin/rollout/panel.html", context)
@@ -132,6 +136,9 @@ def panel_action(request: HttpRequest) -> HttpResponse:
     reason = (request.POST.get("reason") or "").strip()
     if action not in ACTIONS:
         return HttpResponse("unknown action", status=400)
+    refused = rollout_permission_missing(request.user, action=action)
+    if refused:
+        raise PermissionDenied(refused)
     state = selectors.rollout_state_get()
     error = None
     if action == "stage" and stage not in STAGE_PERCENT:

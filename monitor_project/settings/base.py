@@ -183,6 +183,32 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Sign-in throttling (django-axes) -------------------------------------------------------
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+# LOGIN_FAILURE_LIMIT wrong passwords for one username from one address lock that pair
+# (the right password is refused too) for LOGIN_LOCKOUT_MINUTES after the last attempt;
+# other users and other addresses are not affected. Both sign-in forms (/accounts/login/,
+# /admin/login/) go through authenticate(request=...), which axes watches. Attempts live
+# in PostgreSQL (durable across restarts, listed in the admin, cleared by
+# `manage.py axes_reset_username`); the answer is monitor_project/lockout.py's 429 page.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # last, as axes requires
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked pair before the password
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
+AXES_COOLOFF_TIME = "monitor_project.lockout.cool_off"  # LOGIN_LOCKOUT_MINUTES
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a successful sign-in forgets earlier typos
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True  # an attempt while locked restarts the wait
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]  # masked in logs
+AXES_LOCKOUT_CALLABLE = "monitor_project.lockout.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful sign-in (only failures count)
+AXES_ENABLE_ADMIN = False  # monitor_project/admin.py lists the attempts alone
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -212,11 +238,36 @@ EVENTS_BACKFILL_MAX_LIMIT = 1000
 # Seconds a process keeps classification rules and routes before re-reading them.
 EVENTS_RULES_CACHE_SECONDS = env.float("EVENTS_RULES_CACHE_SECONDS", default=5.0)
 
+# Every record reaches the console once, through the root logger. Django's own default
+# gives the "django" logger a console handler too (with DEBUG on), which printed each
+# request warning twice; here it keeps only the mail to ADMINS for errors. A refused
+# request (PermissionDenied) is logged as Django's one-line warning, without a traceback.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        "permission_denied_plain": {
+            "()": "monitor_project.log_filters.PermissionDeniedWithoutTraceback"
+        },
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "mail_admins": {
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+            "class": "django.utils.log.AdminEmailHandler",
+        },
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},
+        "django.request": {"filters": ["permission_denied_plain"]},
+        # django-axes: failures and lockouts are warnings; its start-up banner and a few
+        # lines per successful sign-in are INFO.
+        "axes": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
 }

@@ -15,9 +15,22 @@ def _fresh_figures():
     cache.delete(CACHE_KEY)
 
 
-def test_anonymous_and_non_staff_callers_are_refused(client, signed_in_client):
-    assert client.get("/metrics").status_code == 401
-    assert signed_in_client.get("/metrics").status_code == 401
+def test_anonymous_callers_get_401_and_signed_in_non_staff_403(signed_in_client):
+    from django.test import Client
+
+    anonymous = Client().get("/metrics")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+    non_staff = signed_in_client.get("/metrics")
+    assert non_staff.status_code == 403
+    assert non_staff.json()["error"]["code"] == "forbidden"
+    assert "monitor_" not in non_staff.content.decode()
+
+
+def test_a_non_staff_session_with_a_wrong_token_gets_401(signed_in_client, settings):
+    settings.METRICS_TOKEN = "metrics-secret"
+    response = signed_in_client.get("/metrics", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401
 
 
 def test_the_metrics_token_is_accepted_and_a_wrong_one_is_not(client, settings):

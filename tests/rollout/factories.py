@@ -1,10 +1,23 @@
-"""Small helpers that put health samples in the database."""
+"""Small helpers that put health samples in the database, and grant permissions."""
 
 from datetime import datetime, timedelta
 
 from django.utils import timezone
 
 from rollout.models import HealthSample
+
+
+def permissions_grant(user, *permissions: str):
+    """Give ``user`` the named permissions (``"rollout.set_stage"``); returns the user
+    re-read, so no permission cache of the old object hides the grant."""
+    from django.contrib.auth.models import Permission
+
+    for name in permissions:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return type(user).objects.get(pk=user.pk)
 
 
 def samples_add(

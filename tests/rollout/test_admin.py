@@ -1,11 +1,13 @@
-"""The staff rollout panel: every action confirmed, reasoned and audited; 403 for others."""
+"""The staff rollout panel: every action confirmed, reasoned and audited; each change
+needs its permission (staff alone may look); 403 for everyone else."""
 
 import pytest
 from django.urls import reverse
 
 from rollout import services
 from rollout.models import Alert, AuditEntry, RolloutState
-from tests.rollout.factories import samples_add
+from rollout.permissions import CHANGE_THRESHOLDS, OPERATE_KILL_SWITCH, SET_STAGE
+from tests.rollout.factories import permissions_grant, samples_add
 
 pytestmark = pytest.mark.django_db
 
@@ -15,8 +17,14 @@ HEALTH = "/admin/rollout/panel/health.json"
 
 
 @pytest.fixture
-def staff_client(client, staff_user):
-    client.force_login(staff_user)
+def operator(staff_user):
+    """Staff holding the rollout's permissions (stage and kill switch)."""
+    return permissions_grant(staff_user, SET_STAGE, OPERATE_KILL_SWITCH)
+
+
+@pytest.fixture
+def staff_client(client, operator):
+    client.force_login(operator)
     return client
 
 
@@ -126,11 +134,11 @@ def test_non_staff_get_403_on_every_panel_url(client, user, who):
     assert Alert.objects.get().acknowledged_at is None
 
 
-def test_panel_forms_are_csrf_protected(staff_user):
+def test_panel_forms_are_csrf_protected(operator):
     from django.test import Client
 
     strict = Client(enforce_csrf_checks=True)
-    strict.force_login(staff_user)
+    strict.force_login(operator)
     response = strict.post(ACTION, {"action": "kill", "reason": "r", "confirm": "yes"})
     assert response.status_code == 403
     assert not _state().killed
@@ -152,3 +160,108 @@ def test_the_state_changelist_leads_to_the_panel(staff_client, staff_user):
     staff_user.save()
     response = staff_client.get("/admin/rollout/rolloutstate/")
     assert response.status_code == 302 and response.url == PANEL
+
+
+# --- permissions ---------------------------------------------------------------------------
+
+CHANGES = {
+    "stage": {"action": "stage", "stage": "50", "reason": "r"},
+    "promotion": {"action": "promotion", "enabled": "on", "dwell_seconds": "60", "reason": "r"},
+    "kill": {"action": "kill", "reason": "r"},
+    "resume": {"action": "resume", "reason": "r"},
+}
+BUTTONS = {"stage": "Set stage…", "promotion": "Save…", "kill": "Kill switch…",
+           "resume": "Resume…"}  # fmt: skip
+
+
+def _unchanged() -> bool:
+    state = _state()
+    return (state.stage, state.killed, state.auto_promotion_enabled) == ("shadow", False, False)
+
+
+def _button_disabled(body: str, label: str) -> bool:
+    start = body.index(label)
+    return "disabled" in body[body.rindex("<button", 0, start) : start]
+
+
+@pytest.mark.parametrize("action", list(CHANGES))
+@pytest.mark.parametrize("confirm", [False, True])
+def test_staff_without_the_permission_are_refused_403_and_nothing_changes(
+    client, staff_user, action, confirm
+):
+    # given the kill switch thrown, so "resume" is a real change too
+    if action == "resume":
+        services.rollout_kill(actor=None, reason="incident")
+    client.force_login(staff_user)
+    data = {**CHANGES[action], **({"confirm": "yes"} if confirm else {})}
+
+    response = client.post(ACTION, data)
+
+    assert response.status_code == 403
+    assert "rollout." in response.content.decode()  # names the permission it needs
+    assert _state().stage == "shadow" and not _state().auto_promotion_enabled
+    assert _state().killed is (action == "resume")
+    assert AuditEntry.objects.exclude(action="kill", actor=None).count() == 0
+
+
+def test_staff_without_permissions_see_the_panel_with_every_change_disabled_and_why(
+    client, staff_user
+):
+    client.force_login(staff_user)
+    body = client.get(PANEL).content.decode()
+    for action in ("stage", "promotion", "kill"):
+        assert _button_disabled(body, BUTTONS[action]), action
+        assert f'data-testid="refused-{action}"' in body
+    assert "rollout.set_stage" in body and "rollout.operate_kill_switch" in body
+    assert "rollout/thresholds/1/change/" not in body  # no edit link without the permission
+    assert "needs rollout.change_thresholds" in body
+
+
+@pytest.mark.parametrize(
+    ("permission", "allowed"),
+    [(SET_STAGE, {"stage", "promotion"}), (OPERATE_KILL_SWITCH, {"kill", "resume"})],
+)
+def test_each_permission_opens_its_own_changes_only(client, staff_user, permission, allowed):
+    client.force_login(permissions_grant(staff_user, permission))
+    body = client.get(PANEL).content.decode()
+    for action in ("stage", "promotion", "kill"):
+        assert _button_disabled(body, BUTTONS[action]) is (action not in allowed), action
+    for action, data in CHANGES.items():
+        status = client.post(ACTION, data).status_code  # the confirmation step
+        assert status == (200 if action in allowed else 403), action
+
+
+def test_a_permitted_staff_member_changes_the_stage_and_throws_the_kill_switch(staff_client):
+    body = staff_client.get(PANEL).content.decode()
+    assert 'class="refused"' not in body.split('id="rollout-health"')[0]
+    staff_client.post(ACTION, {**CHANGES["stage"], "confirm": "yes"})
+    staff_client.post(ACTION, {**CHANGES["kill"], "confirm": "yes"})
+    assert _state().stage == "50" and _state().killed
+    assert [e.action for e in AuditEntry.objects.order_by("id")] == ["stage", "kill"]
+
+
+def test_a_superuser_holds_every_rollout_permission(client, django_user_model):
+    root = django_user_model.objects.create_superuser(username="root", password="pw-x-123")
+    client.force_login(root)
+    body = client.get(PANEL).content.decode()
+    assert 'data-testid="refused-' not in body
+    assert "/admin/rollout/thresholds/1/change/" in body
+    response = client.post(ACTION, {**CHANGES["kill"], "confirm": "yes"})
+    assert response.status_code == 302 and _state().killed
+
+
+def test_thresholds_edit_leads_to_the_change_form_for_those_allowed(client, staff_user):
+    client.force_login(staff_user)
+    assert client.get("/admin/rollout/thresholds/1/change/").status_code == 403
+
+    client.force_login(permissions_grant(staff_user, CHANGE_THRESHOLDS))
+    body = client.get(PANEL).content.decode()
+    assert 'href="/admin/rollout/thresholds/1/change/">edit</a>' in body
+    form = client.get("/admin/rollout/thresholds/1/change/")
+    assert form.status_code == 200 and b'name="error_rate_max"' in form.content
+
+
+def test_the_health_section_polled_by_the_panel_keeps_the_edit_link(client, django_user_model):
+    root = django_user_model.objects.create_superuser(username="root", password="pw-x-123")
+    client.force_login(root)
+    assert "/admin/rollout/thresholds/1/change/" in client.get(HEALTH).json()["html"]

@@ -21,6 +21,8 @@ from reconciliation.models import ReconciliationRun
 from rollout import selectors as rollout_selectors
 from rollout import services as rollout_services
 from rollout.models import Alert, HealthSample, TransportPreference
+from rollout.permissions import OPERATE_KILL_SWITCH, SET_STAGE
+from tests.rollout.factories import permissions_grant
 
 pytestmark = pytest.mark.django_db
 
@@ -87,7 +89,7 @@ FORMS = [
     ),
     Form(
         "panel stage",
-        "staff_user",
+        "rollout_operator",
         "/admin/rollout/panel/action/",
         lambda: {"action": "stage", "stage": "10", "reason": "csrf", "confirm": "yes"},
         302,
@@ -95,7 +97,7 @@ FORMS = [
     ),
     Form(
         "panel kill",
-        "staff_user",
+        "rollout_operator",
         "/admin/rollout/panel/action/",
         lambda: {"action": "kill", "reason": "csrf", "confirm": "yes"},
         302,
@@ -103,7 +105,7 @@ FORMS = [
     ),
     Form(
         "panel promotion",
-        "staff_user",
+        "rollout_operator",
         "/admin/rollout/panel/action/",
         lambda: {
             "action": "promotion",
@@ -154,6 +156,12 @@ FORMS = [
 @pytest.fixture
 def superuser(django_user_model):
     return django_user_model.objects.create_superuser(username="root", password="pw-for-tests-3")
+
+
+@pytest.fixture
+def rollout_operator(staff_user):
+    """Staff with the rollout's permissions: what the panel's changes need."""
+    return permissions_grant(staff_user, SET_STAGE, OPERATE_KILL_SWITCH)
 
 
 def strict_client(request, caller: str | None) -> Client:

@@ -31,7 +31,9 @@ LOGIN = (302, "/accounts/login/")
 ADMIN_LOGIN = (302, "/admin/login/")
 ADMIN_INDEX = (302, "/admin/")
 PANEL = (302, "/admin/rollout/panel/")
+RUNS_LIST = (302, "/admin/reconciliation/reconciliationrun/")
 JSON_401 = "401json"  # 401 with a JSON error body
+JSON_403 = "403json"  # 403 with a JSON error body
 
 
 def answers(anonymous, signed_in, staff, producer, superuser=None) -> dict:
@@ -83,7 +85,7 @@ SITE_CASES = [
         data=EVENT,
         json_body=True,
     ),  # fmt: skip
-    Case("metrics", "GET", "/metrics", answers(JSON_401, JSON_401, 200, JSON_401)),
+    Case("metrics", "GET", "/metrics", answers(JSON_401, JSON_403, 200, JSON_401)),
     Case(
         "api/realtime-token",
         "GET",
@@ -112,12 +114,13 @@ SITE_CASES = [
     # The rollout panel: 403 (not the admin's login redirect) to anyone but active staff.
     Case("admin/rollout/panel/", "GET", "/admin/rollout/panel/", STAFF_ONLY),
     Case("admin/rollout/panel/health.json", "GET", "/admin/rollout/panel/health.json", STAFF_ONLY),
-    # Without ``confirm=yes`` the action only renders its confirmation page.
+    # Without ``confirm=yes`` the action only renders its confirmation page; even that
+    # needs the action's permission (rollout.operate_kill_switch), which superusers hold.
     Case(
         "admin/rollout/panel/action/",
         "POST",
         "/admin/rollout/panel/action/",
-        STAFF_ONLY,
+        answers(403, 403, 403, 403, superuser=200),
         data={"action": "kill", "reason": "route table"},
     ),  # fmt: skip
     Case(
@@ -125,6 +128,13 @@ SITE_CASES = [
         "POST",
         "/admin/rollout/panel/alerts/999999/acknowledge/",
         answers(403, 403, 404, 403),
+    ),  # fmt: skip
+    # Queues a reconciliation run: needs reconciliation.run_reconciliation (superusers).
+    Case(
+        "admin/reconciliation/reconciliationrun/run-now/",
+        "POST",
+        "/admin/reconciliation/reconciliationrun/run-now/",
+        answers(ADMIN_LOGIN, ADMIN_LOGIN, 403, ADMIN_LOGIN, superuser=RUNS_LIST),
     ),  # fmt: skip
     # The admin site itself.
     Case("admin/", "GET", "/admin/", answers(ADMIN_LOGIN, ADMIN_LOGIN, 200, ADMIN_LOGIN)),
@@ -212,6 +222,7 @@ ADMIN_MODELS = {
     "rollout.healthsample": False,
     "reconciliation.reconciliationrun": False,
     "reconciliation.discrepancy": False,
+    "axes.accessattempt": False,  # sign-in lockouts, recorded by django-axes
 }
 
 
@@ -343,6 +354,10 @@ def check(response, expected) -> None:
         assert response.status_code == 401, where
         assert response["Content-Type"] == "application/json", where
         assert response.json()["error"]["code"] == "unauthorized", where
+    elif expected == JSON_403:
+        assert response.status_code == 403, where
+        assert response["Content-Type"] == "application/json", where
+        assert response.json()["error"]["code"] == "forbidden", where
     elif isinstance(expected, tuple):
         status, location = expected
         assert response.status_code == status, where
