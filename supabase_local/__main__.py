@@ -98,6 +98,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the kid of the --signing-key in the same position (default: its RFC 7638 thumbprint)",
     )
     parser.add_argument("--faults", action="store_true", help="enable POST /__faults")
+    parser.add_argument(
+        "--private-only",
+        action="store_true",
+        help="Realtime refuses public channels, as a project without public access does",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     if not args.database_url:
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         legacy_keys_enabled=args.legacy_keys == "on",
         signing_keys=args.signing_keys,
         faults_enabled=args.faults,
+        private_only=args.private_only,
     )
     try:
         # Fail with one clear line rather than a lifespan traceback.

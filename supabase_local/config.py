@@ -44,6 +44,8 @@ class ServerConfig:
     # Asymmetric JWT signing keys (ES256 / RS256), published at /auth/v1/.well-known/jwks.json.
     signing_keys: tuple[SigningKey, ...] = ()
     faults_enabled: bool = False
+    # Realtime refuses public channels (a project's "Allow public access" turned off).
+    private_only: bool = False
     migrations_dir: pathlib.Path = field(default=DEFAULT_MIGRATIONS_DIR)
     # Schemas PostgREST would expose (db-schemas); the first one is the default profile.
     exposed_schemas: tuple[str, ...] = ("public",)

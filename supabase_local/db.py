@@ -18,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from supabase_local.realtime.schema import REALTIME_SCHEMA_SQL
+
 log = logging.getLogger(__name__)
 
 # Roles as on a Supabase project: NOLOGIN, service_role bypasses RLS.
@@ -144,6 +146,8 @@ async def bootstrap(database_url: str, migrations_dir: pathlib.Path) -> list[str
         await connection.execute("SELECT pg_advisory_lock($1)", _BOOTSTRAP_LOCK_KEY)
         try:
             await connection.execute(_DATABASE_SQL)
+            # Before the migrations: they may write policies on realtime.messages.
+            await connection.execute(REALTIME_SCHEMA_SQL)
             return await _apply_migrations(connection, migrations_dir)
         finally:
             await connection.execute("SELECT pg_advisory_unlock($1)", _BOOTSTRAP_LOCK_KEY)

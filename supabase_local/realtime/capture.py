@@ -73,6 +73,26 @@ BEGIN
 END
 $fn$;
 
+-- Broadcast from the database: rows inserted into realtime.messages (by realtime.send,
+-- realtime.broadcast_changes or plain SQL) travel the same outbox, so they are broadcast
+-- after commit and in commit order, like the changes of any captured table.
+CREATE OR REPLACE FUNCTION {SCHEMA}.capture_broadcast() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+BEGIN
+    INSERT INTO {SCHEMA}.outbox (schema_name, table_name, op, record)
+    SELECT 'realtime', 'messages', 'BROADCAST', to_jsonb(n)
+    FROM new_rows n WHERE n.extension = 'broadcast';
+    IF FOUND THEN
+        PERFORM pg_notify('{CHANNEL}', txid_current()::text);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+DROP TRIGGER IF EXISTS {TRIGGER_PREFIX}broadcast ON realtime.messages;
+CREATE TRIGGER {TRIGGER_PREFIX}broadcast AFTER INSERT ON realtime.messages
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION {SCHEMA}.capture_broadcast();
+
 CREATE OR REPLACE FUNCTION {SCHEMA}.capture_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
 BEGIN
@@ -129,7 +149,7 @@ class Change:
     txid: int
     schema: str
     table: str
-    op: str  # INSERT | UPDATE | DELETE
+    op: str  # INSERT | UPDATE | DELETE, or BROADCAST for a realtime.messages row
     record: dict[str, Any] | None
     old_record: dict[str, Any] | None
     commit_timestamp: str
@@ -287,8 +307,7 @@ class ChangeCapture:
     async def _read(self, txids: list[int]) -> list[Change]:
         assert self._read_conn is not None
         schemas, tables = self._interest()
-        if not schemas and not tables:
-            return []
+        tables = [*tables, "realtime.messages"]  # database broadcasts are always read
         rows = await self._read_conn.fetch(READ_SQL, txids, schemas, tables)
         return [
             Change(

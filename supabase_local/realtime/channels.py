@@ -55,8 +55,11 @@ class Connection:
         claims: Any,
         faults: Any,
         direct: DirectSocket | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.vsn = vsn
+        # The upgrade request's headers, for policies reading request.headers.
+        self.headers = headers or {}
         self.direct = direct
         if direct is not None:
             direct.owner = self
@@ -166,7 +169,24 @@ class Channel:
     presence_key: str = ""
     presence_enabled: bool = False
     private: bool = False
+    # A private channel's permissions (realtime/authorization.py); None on a public one.
+    permissions: Any = None
+    # Broadcast replay: ids already replayed are not delivered again; while the replay is
+    # being sent, live database broadcasts wait here so that they follow it in order.
+    replayed_ids: set[str] = field(default_factory=set)
+    replay_buffer: list[tuple[str, protocol.Outgoing]] | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
+
+    def receives_broadcast(self, *, private: bool) -> bool:
+        if self.private != private:
+            return False  # a private and a public channel of one name are two topics
+        return not private or bool(self.permissions and self.permissions.broadcast_read)
+
+    def finish_replay(self) -> None:
+        buffered, self.replay_buffer = self.replay_buffer or [], None
+        for message_id, out in buffered:
+            if message_id not in self.replayed_ids:
+                self.send(out)
 
     @property
     def sub_topic(self) -> str:
@@ -354,10 +374,39 @@ class Hub:
 
     # -- broadcast -------------------------------------------------------------------
 
-    def broadcast(self, topic: str, payload: dict[str, Any], sender: Channel | None) -> int:
-        """Relay a user broadcast to the topic's channels; returns the receiver count."""
+    def broadcast(
+        self, topic: str, payload: dict[str, Any], sender: Channel | None, *, private: bool = False
+    ) -> int:
+        """Relay a user broadcast to the topic's channels of the same privacy; returns the
+        receiver count."""
         out = protocol.push(topic, "broadcast", payload, droppable=True)
-        conns = [m.conn for m in self.topics.get(topic, ()) if m is not sender or m.broadcast_self]
+        conns = [
+            m.conn
+            for m in self.topics.get(topic, ())
+            if (m is not sender or m.broadcast_self) and m.receives_broadcast(private=private)
+        ]
+        fanout(out, conns, self.faults)
+        return len(conns)
+
+    def database_broadcast(self, message: dict[str, Any]) -> int:
+        """A committed ``realtime.messages`` row, to the channels joined to its topic."""
+        topic = f"realtime:{message.get('topic')}"
+        payload = {
+            "type": "broadcast",
+            "event": message.get("event"),
+            "payload": message.get("payload") if message.get("payload") is not None else {},
+            "meta": {"id": message.get("id")},
+        }
+        out = protocol.push(topic, "broadcast", payload, droppable=True)
+        private = bool(message.get("private"))
+        conns = []
+        for member in self.topics.get(topic, ()):
+            if not member.receives_broadcast(private=private):
+                continue
+            if member.replay_buffer is not None:
+                member.replay_buffer.append((str(message.get("id")), out))
+            elif str(message.get("id")) not in member.replayed_ids:
+                conns.append(member.conn)
         fanout(out, conns, self.faults)
         return len(conns)
 
@@ -365,6 +414,11 @@ class Hub:
 
     async def dispatch(self, changes: list[Change]) -> None:
         """Fan one committed transaction out to the subscribers allowed to see it."""
+        broadcasts = [c for c in changes if c.op == "BROADCAST"]
+        if broadcasts:
+            for change in broadcasts:
+                self.database_broadcast(change.record or {})
+            changes = [c for c in changes if c.op != "BROADCAST"]
         plan: list[tuple[int, dict[str, Any], list[tuple[_Bucket, tuple | None]]]] = []
         needs: dict[tuple, _Need] = {}
         for idx, change in enumerate(changes):

@@ -31,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from supabase_local.auth import AuthError
 
 from . import protocol
+from .authorization import PolicyError, may_send, permissions_for
 from .capture import ChangeCapture
 from .channels import Channel, Connection, Hub, Subscription, binding_id
 from .filters import Filter, FilterError, parse_filter
@@ -40,7 +41,9 @@ from .wire import find_direct
 log = logging.getLogger(__name__)
 
 EVENTS = ("INSERT", "UPDATE", "DELETE", "*")
+SECRET_HEADERS = frozenset({"apikey", "authorization", "cookie"})
 EXPIRY_CHECK_INTERVAL_S = 0.5
+MESSAGE_RETENTION_SWEEP_S = 3600
 
 
 class Realtime:
@@ -75,6 +78,9 @@ class Realtime:
         )
         await self._capture.start()
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="realtime-expiry"))
+        self._tasks.append(
+            asyncio.create_task(self._retention_loop(), name="realtime-message-retention")
+        )
 
     async def shutdown(self) -> None:
         await self.close_all_connections()
@@ -104,6 +110,19 @@ class Realtime:
             await asyncio.sleep(EXPIRY_CHECK_INTERVAL_S)
             if self.hub is not None:
                 self.hub.expire_tokens()
+
+    async def _retention_loop(self) -> None:
+        """Broadcast messages are kept three days, as Supabase keeps its partitions."""
+        while True:
+            if self._pool is not None:
+                try:
+                    await self._pool.execute(
+                        "DELETE FROM realtime.messages"
+                        " WHERE inserted_at < timezone('utc', now()) - interval '3 days'"
+                    )
+                except (asyncpg.PostgresError, OSError) as exc:
+                    log.warning("realtime: message retention sweep failed: %s", exc)
+            await asyncio.sleep(MESSAGE_RETENTION_SWEEP_S)
 
     def _verify(self, token: str | None, *, apikey: str | None = None) -> Any:
         """Claims of an access token (a user JWT, or an API key standing for itself)."""
@@ -137,6 +156,9 @@ class Realtime:
             claims=claims,
             faults=self.faults,
             direct=find_direct(ws._send),
+            headers={
+                name: value for name, value in ws.headers.items() if name not in SECRET_HEADERS
+            },
         )
         hub.connections.add(conn)
         writer = asyncio.create_task(conn.writer(), name="realtime-writer")
@@ -190,10 +212,16 @@ class Realtime:
         elif msg.event == "access_token":
             self._access_token(channel, payload.get("access_token"))
         elif msg.event == "broadcast":
-            self.hub.broadcast(channel.topic, _broadcast_payload(payload), channel)
+            if channel.private and not channel.permissions.broadcast_write:
+                return  # as Realtime: a broadcast the policies do not allow is dropped
+            self.hub.broadcast(
+                channel.topic, _broadcast_payload(payload), channel, private=channel.private
+            )
             if channel.broadcast_ack:
                 conn.send(protocol.reply(msg, "ok"))
         elif msg.event == "presence":
+            if channel.private and not channel.permissions.presence_write:
+                return
             self._presence(channel, msg, payload)
         else:
             conn.send(protocol.reply(msg, "error", {"reason": f"unknown event {msg.event!r}"}))
@@ -252,20 +280,40 @@ class Realtime:
             conn.send(protocol.reply(msg, "error", {"reason": str(exc)}))
             return
         config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-        broadcast = config.get("broadcast") or {}
+        broadcast = config.get("broadcast") if isinstance(config.get("broadcast"), dict) else {}
         presence = config.get("presence") or {}
         private = bool(config.get("private"))
-        if private and claims.role == "anon":
+        sub_topic = msg.topic.removeprefix("realtime:")
+        unauthorized = {
+            "reason": "Unauthorized: You do not have permissions to read from this "
+            f"Channel topic: {sub_topic}"
+        }
+        if not private and self.config.private_only:
             conn.send(
                 protocol.reply(
                     msg,
                     "error",
-                    {
-                        "reason": "Unauthorized: You do not have permissions to read from this "
-                        f"Channel topic: {msg.topic.removeprefix('realtime:')}"
-                    },
+                    {"reason": "PrivateOnly: This project only allows private channels"},
                 )
             )
+            return
+        permissions = None
+        if private:
+            try:
+                permissions = await permissions_for(
+                    self._pool, topic=sub_topic, claims=claims, headers=conn.headers
+                )
+            except PolicyError as exc:
+                log.info("realtime: RlsPolicyError on %s: %s", sub_topic, exc)
+            if permissions is None or not permissions.may_join:
+                conn.send(protocol.reply(msg, "error", unauthorized))
+                return
+        replay, replay_problem = _replay_request(broadcast.get("replay"), private=private)
+        if replay_problem is not None:
+            conn.send(protocol.reply(msg, "error", {"reason": replay_problem}))
+            return
+        if replay is not None and not permissions.broadcast_read:
+            conn.send(protocol.reply(msg, "error", unauthorized))
             return
         bindings = config.get("postgres_changes") or []
         if not isinstance(bindings, list):
@@ -302,6 +350,8 @@ class Realtime:
             presence_key=str(presence.get("key") or "") or secrets.token_hex(8),
             presence_enabled=bool(presence.get("enabled")),
             private=private,
+            permissions=permissions,
+            replay_buffer=[] if replay is not None else None,
         )
         hub.add_channel(channel)
         if problem is None:
@@ -312,6 +362,8 @@ class Realtime:
             echo["id"] = binding_id(event, schema, table, filt)
             reply_changes.append(echo)
         conn.send(protocol.reply(msg, "ok", {"postgres_changes": reply_changes}))
+        if replay is not None:
+            await self._replay(channel, since_ms=replay[0], limit=replay[1])
         if channel.presence_enabled:
             state = hub.presence.get(channel.topic)
             channel.push("presence_state", state.state() if state else {})
@@ -391,12 +443,13 @@ class Realtime:
         if self.hub is None:
             return JSONResponse({"message": "realtime is not running"}, status_code=503)
         for topic, event, payload, private in items:
-            if private and claims.role == "anon":
-                continue  # private topics need an authorised role; Realtime skips them
+            if private and not await may_send(self._pool, topic=topic, claims=claims):
+                continue  # Realtime skips a private message the policies do not allow
             self.hub.broadcast(
                 f"realtime:{topic}",
                 {"type": "broadcast", "event": event, "payload": payload},
                 None,
+                private=private,
             )
         return Response(status_code=202)
 
@@ -416,16 +469,71 @@ class Realtime:
             except ValueError:
                 return JSONResponse({"message": "payload is not JSON"}, status_code=400)
         private = request.query_params.get("private") == "true"
-        if private and claims.role == "anon":
-            return JSONResponse({"message": "Unauthorized"}, status_code=403)
+        topic = request.path_params["topic"]
         if self.hub is None:
             return JSONResponse({"message": "realtime is not running"}, status_code=503)
+        if private and not await may_send(self._pool, topic=topic, claims=claims):
+            return JSONResponse({"message": "Unauthorized"}, status_code=403)
         self.hub.broadcast(
-            f"realtime:{request.path_params['topic']}",
+            f"realtime:{topic}",
             {"type": "broadcast", "event": request.path_params["event"], "payload": payload},
             None,
+            private=private,
         )
         return Response(status_code=202)
+
+    # -- broadcast replay --------------------------------------------------------------
+
+    async def _replay(self, channel: Channel, *, since_ms: int, limit: int) -> None:
+        """Send the stored broadcasts of a private topic since ``since_ms``, oldest first,
+        marked ``meta.replayed``; then the live ones that arrived meanwhile."""
+        assert self._pool is not None
+        try:
+            rows = await self._pool.fetch(REPLAY_SQL, channel.sub_topic, since_ms, limit)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("realtime: replay of %s failed: %s", channel.sub_topic, exc)
+            rows = []
+        for row in reversed(rows):
+            message_id = str(row["id"])
+            channel.replayed_ids.add(message_id)
+            channel.push(
+                "broadcast",
+                {
+                    "type": "broadcast",
+                    "event": row["event"],
+                    "payload": json.loads(row["payload"]) if row["payload"] is not None else {},
+                    "meta": {"replayed": True, "id": message_id},
+                },
+            )
+        channel.finish_replay()
+
+
+REPLAY_SQL = """
+SELECT id, event, payload::text AS payload FROM realtime.messages
+WHERE topic = $1 AND private AND extension = 'broadcast'
+  AND inserted_at >= to_timestamp($2::bigint / 1000.0) AT TIME ZONE 'utc'
+  AND inserted_at < timezone('utc', now()) + interval '1 minute'
+ORDER BY inserted_at DESC LIMIT $3
+"""
+REPLAY_HARD_LIMIT = 25
+
+
+def _replay_request(raw: Any, *, private: bool) -> tuple[tuple[int, int] | None, str | None]:
+    """``config.broadcast.replay`` as (since in ms, limit), or the reason it is refused."""
+    if raw is None:
+        return None, None
+    if not private:
+        return None, "UnableToReplayMessages: Replay is not allowed for public channels"
+    invalid = "UnableToReplayMessages: Replay params are not valid"
+    if not isinstance(raw, dict):
+        return None, invalid
+    since, limit = raw.get("since", 0), raw.get("limit", REPLAY_HARD_LIMIT)
+    for value in (since, limit):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return None, invalid
+    if since > 253_402_300_799_000:  # after the year 9999: not a time
+        return None, invalid
+    return (since, max(1, min(limit, REPLAY_HARD_LIMIT))), None
 
 
 def _broadcast_payload(payload: dict[str, Any]) -> dict[str, Any]:

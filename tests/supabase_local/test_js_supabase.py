@@ -14,6 +14,7 @@ import json
 import secrets
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -220,3 +221,48 @@ async def test_realtime_through_supabase_js(node, supabase_local, js_seqs, vsn):
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vsn", ["1.0.0", "default"])
+async def test_a_private_channel_with_replay_through_supabase_js(node, supabase_local, vsn):
+    """Per-user topics, as docs/supabase.md sets them up: the user's own topic is joined
+    with the messages missed since a time replayed first, another user's is refused."""
+    sub = str(uuid.uuid4())
+    own, other = f"user:{sub}", f"user:{uuid.uuid4()}"
+    policy = f"js_own_topic_{uuid.uuid4().hex[:6]}"
+    supabase_local.sql(
+        f'CREATE POLICY "{policy}" ON realtime.messages FOR SELECT TO authenticated'
+        " USING (realtime.topic() = 'user:' || (auth.jwt() ->> 'sub'))"
+    )
+    since = int(time.time() * 1000) - 1000
+    for n in range(2):
+        send_broadcast_sql(supabase_local, own, "missed", {"n": n})
+    proc = await asyncio.create_subprocess_exec(
+        node, str(JS_DIR / "private.mjs"), supabase_local.url, supabase_local.publishable_key,
+        supabase_local.mint_signed("authenticated", sub), vsn, own, other, str(since),
+        cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    script = NodeScript(proc)
+    try:
+        await script.expect(type="status", topic=own, status="SUBSCRIBED")
+        refused = await script.expect(type="status", topic=other, status="CHANNEL_ERROR")
+        assert "You do not have permissions to read from this Channel topic" in refused["error"]
+        replayed = [await script.expect(type="broadcast", event="missed") for _ in range(2)]
+        assert [m["payload"]["n"] for m in replayed] == [0, 1]
+        assert all(m["meta"]["replayed"] is True for m in replayed)
+
+        send_broadcast_sql(supabase_local, own, "live", {"n": 2})
+        live = await script.expect(type="broadcast", event="live")
+        assert live["payload"]["n"] == 2 and not live["meta"].get("replayed")
+        await script.send("quit")
+    finally:
+        supabase_local.sql(f'DROP POLICY "{policy}" ON realtime.messages')
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+def send_broadcast_sql(server: Any, topic: str, event: str, payload: dict) -> None:
+    server.sql("SELECT realtime.send(%s::jsonb, %s, %s, true)", json.dumps(payload), event, topic)

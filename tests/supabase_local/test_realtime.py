@@ -499,31 +499,6 @@ async def test_rls_policies_on_claims_are_checked_per_user(supabase_local, owned
         await bob_changes.nothing(lambda p: p["data"]["record"]["id"] == 1)
 
 
-async def test_private_channels_are_refused_to_anon(supabase_local):
-    def private() -> dict:
-        return {
-            "config": {
-                "broadcast": {"self": True, "ack": False},
-                "presence": {"key": "", "enabled": False},
-                "private": True,
-            }
-        }
-
-    async with (
-        realtime_client(supabase_local, supabase_local.anon_key, auto_reconnect=False) as anon,
-        realtime_client(supabase_local, supabase_local.anon_key) as user,
-    ):
-        refused = Inbox()
-        await asyncio.wait_for(anon.channel("private-room", private()).subscribe(refused), WAIT)
-        state, error = await refused.get()
-        assert state == RealtimeSubscribeStates.CHANNEL_ERROR and "Unauthorized" in str(error)
-
-        await user.set_auth(supabase_local.mint("authenticated", sub=str(uuid.uuid4())))
-        allowed = Inbox()
-        await asyncio.wait_for(user.channel("private-room", private()).subscribe(allowed), WAIT)
-        assert (await allowed.get())[0] == RealtimeSubscribeStates.SUBSCRIBED
-
-
 async def test_heartbeats_are_answered(supabase_local):
     from realtime.message import Message
 
