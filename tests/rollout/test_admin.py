@@ -152,3 +152,26 @@ def test_the_state_changelist_leads_to_the_panel(staff_client, staff_user):
     staff_user.save()
     response = staff_client.get("/admin/rollout/rolloutstate/")
     assert response.status_code == 302 and response.url == PANEL
+
+
+def test_in_shadow_the_panel_says_a_breach_blocks_promotion_and_keeps_the_kill_switch_off(
+    staff_client,
+):
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    body = staff_client.get(PANEL).content.decode()
+    assert 'data-testid="promotion-blocked"' in body
+    assert "Promotion blocked" in body and "the kill switch stays off" in body
+    assert "shadow_breach" in body
+    assert 'data-testid="killed">off<' in body
+    html = staff_client.get(HEALTH).json()["html"]
+    assert "Promotion blocked" in html
+
+
+def test_the_panel_says_what_is_judged_since_a_resume(staff_client, staff_user):
+    body = staff_client.get(PANEL).content.decode()
+    assert 'data-testid="promotion-blocked"' not in body
+    assert 'data-testid="judged-since"' not in body
+    services.rollout_kill(actor=staff_user, reason="drill")
+    services.rollout_resume(actor=staff_user, reason="drill over")
+    body = staff_client.get(PANEL).content.decode()
+    assert 'data-testid="judged-since"' in body and "since the resume" in body
