@@ -175,3 +175,13 @@ def test_the_panel_says_what_is_judged_since_a_resume(staff_client, staff_user):
     services.rollout_resume(actor=staff_user, reason="drill over")
     body = staff_client.get(PANEL).content.decode()
     assert 'data-testid="judged-since"' in body and "since the resume" in body
+
+
+def test_a_confirmed_promotion_during_a_breach_is_refused_with_the_reason(staff_client):
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    response = staff_client.post(
+        ACTION, {"action": "stage", "stage": "10", "reason": "go", "confirm": "yes"}, follow=True
+    )
+    assert _state().stage == "shadow"
+    assert "promotion blocked: supabase error rate" in response.content.decode().lower()
+    assert not AuditEntry.objects.exists()
