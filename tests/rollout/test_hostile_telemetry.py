@@ -98,6 +98,22 @@ def test_one_account_flooding_failures_throws_no_kill_switch(
     assert report.pages_supabase_short.users == 1 and not report.pages_supabase_short.counts
 
 
+def test_one_account_on_the_legacy_path_cannot_lower_the_latency_baseline(
+    celery_eager, everyone_on_supabase, mallory, hostile
+):
+    # the prober: Supabase p95 150 ms against a legacy 100 ms, under the 2x limit
+    samples_add(transport="websocket", kind="latency", values=[100.0] * 30)
+    samples_add(transport="supabase", kind="latency", values=[150.0] * 30)
+    # an account that chose the legacy path reports instant legacy deliveries
+    services.user_transport_preference_set(user=mallory, choice="websocket")
+    _flood(hostile, {"transport": "websocket", "latencies_ms": [0] * 200})
+    tasks.rollout_health_evaluate.delay()
+    assert not _state().killed
+    report = selectors.health_report()
+    assert (report.baseline.p95_ms, report.baseline.source) == (100.0, "measured")
+    assert report.breaches == []
+
+
 def test_one_account_cannot_tip_honest_users_minor_trouble_into_a_rollback(
     celery_eager, everyone_on_supabase, hostile, django_user_model
 ):
