@@ -136,7 +136,7 @@ class TransportPreferenceAdmin(admin.ModelAdmin):
 
 @admin.register(HealthSample)
 class HealthSampleAdmin(admin.ModelAdmin):
-    list_display = ["at", "transport", "kind", "value", "weight", "origin"]
+    list_display = ["at", "transport", "kind", "value", "weight", "origin", "reporter_id"]
     list_filter = ["transport", "kind", "origin"]
     show_full_result_count = False  # the table is large; counting it is not free
 

@@ -4,7 +4,9 @@
 - ``GET /api/transport``: the signed-in user's transport (pages re-read it when a
   ``transport_changed`` control message arrives).
 - ``POST /api/telemetry``: a page's health report. Signed-in and CSRF-protected like any
-  form of the site (the page sends the ``X-CSRFToken`` header), rate-limited per user.
+  form of the site (the page sends the ``X-CSRFToken`` header), rate-limited per user,
+  and only for the transport the server puts the user on (else 409, nothing stored).
+  What a user's reports weigh is bounded when they are read (``rollout.weighting``).
 
 Errors are JSON ``{"error": {"code", "message", "field"?}}`` as in the events API.
 """
@@ -101,7 +103,11 @@ def telemetry(request: HttpRequest) -> JsonResponse:
     except TelemetryInputError as exc:
         return error_response(status=400, code="invalid", message=exc.message, field=exc.field)
     try:
-        recorded = services.telemetry_record(report=report)
+        recorded = services.telemetry_record(user=request.user, report=report)
+    except services.TelemetryTransportMismatch as exc:
+        return error_response(
+            status=409, code="transport_mismatch", message=str(exc), field="transport"
+        )
     except Exception:  # a page's report must never produce a 500; it can retry
         logger.exception("telemetry could not be stored")
         return error_response(status=503, code="unavailable", message="try again later")

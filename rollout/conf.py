@@ -21,6 +21,11 @@ DEFAULTS: dict[str, Any] = {
     "ROLLOUT_SAMPLE_RETENTION_HOURS": 48,
     # Browser telemetry: requests per user per minute.
     "ROLLOUT_TELEMETRY_RATE_PER_MINUTE": 60,
+    # Browser telemetry weighting (rollout/weighting.py): distinct users before pages'
+    # reports count at all, and what one user's reports weigh at most in one window.
+    "ROLLOUT_TELEMETRY_MIN_USERS": 5,
+    "ROLLOUT_TELEMETRY_USER_MAX_OPERATIONS": 50,
+    "ROLLOUT_TELEMETRY_USER_MAX_LATENCIES": 50,
     # Prober: seconds between probes, seconds before a probe counts as lost.
     "ROLLOUT_PROBER_INTERVAL_SECONDS": 5.0,
     "ROLLOUT_PROBER_LOSS_TIMEOUT_SECONDS": 10.0,

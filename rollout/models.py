@@ -99,6 +99,14 @@ class RolloutState(models.Model):
     )
     # Start of the current healthy dwell; a breach or any stage change resets it.
     dwell_started_at = models.DateTimeField(null=True, blank=True)
+    # When the kill switch was last released. The rules judge only samples taken after
+    # it, so a resume is never undone by the window of samples that caused the rollback.
+    resumed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Last release of the kill switch; the rollback rules and promotion gates "
+        "judge only samples taken after it.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -201,6 +209,12 @@ class HealthSample(models.Model):
     weight = models.PositiveIntegerField(default=1)
     at = models.DateTimeField(default=timezone.now)
     origin = models.CharField(max_length=8, choices=SampleOrigin.choices)
+    # The signed-in user who sent a browser sample (empty for the prober): the weighting
+    # (rollout/weighting.py) bounds each reporter's share. A plain id, not a foreign key:
+    # deleting a user must not scan or rewrite this high-volume table (pruned after 48 h).
+    reporter_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The user who reported a browser sample."
+    )
 
     class Meta:
         indexes = [

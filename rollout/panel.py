@@ -38,7 +38,8 @@ def staff_required(view):
 
 def _health_context() -> dict:
     thresholds = selectors.thresholds_get()
-    report = selectors.health_report(thresholds=thresholds)
+    state = selectors.rollout_state_get()
+    report = selectors.health_report(thresholds=thresholds, not_before=state.resumed_at)
     long_window = thresholds.latency_window_seconds
     short_window = thresholds.error_rate_window_seconds
     latency = {
@@ -49,22 +50,20 @@ def _health_context() -> dict:
         t: selectors.health_series(transport=t, window_seconds=short_window, buckets=CHART_BUCKETS)
         for t in ("supabase", "websocket")
     }
-    latency_limit = max(
-        thresholds.latency_ratio_max * report.baseline.p95_ms, thresholds.latency_floor_ms
-    )
+    latency_limit = report.latency_limit_ms
     return {
         "report": report,
+        "state": state,
         "thresholds": thresholds,
-        "rows": [report.supabase_short, report.supabase_long, report.websocket_short,
-                 report.websocket_long],
+        "rows": report.rows,
         "latency_limit": latency_limit,
         "latency_svg": charts.series_svg(
-            title=f"p95 latency, last {long_window} s", series=latency, key="p95_ms",
+            title=f"p95 latency (prober), last {long_window} s", series=latency, key="p95_ms",
             buckets=CHART_BUCKETS, threshold=latency_limit,
             threshold_label="rollback above", unit=" ms",
         ),
         "error_svg": charts.series_svg(
-            title=f"error rate, last {short_window} s", series=errors, key="error_rate",
+            title=f"error rate (prober), last {short_window} s", series=errors, key="error_rate",
             buckets=CHART_BUCKETS, threshold=thresholds.error_rate_max,
             threshold_label="rollback above", unit=" %", scale=100,
         ),

@@ -253,15 +253,34 @@ def audit_record(
     )
 
 
+def promotion_blocked_by(*, state: RolloutState, now: datetime | None = None) -> list[str]:
+    """The breaches that block a promotion now (empty: none). In shadow this is how a
+    breach shows: an alert and a blocked promotion, never the kill switch."""
+    with transaction.atomic():  # a savepoint: a failed read must not poison the caller's
+        report = selectors.health_report(now=now, not_before=state.resumed_at)
+    return [breach.message for breach in report.breaches]
+
+
 def rollout_stage_set(*, stage: str, actor, reason: str) -> RolloutState:
     """Move to ``stage`` (shadow, 10, 50, 100): the flag's percent follows in the same
-    transaction. ``actor`` None means the system (automatic promotion)."""
+    transaction. ``actor`` None means the system (automatic promotion).
+
+    Raising the stage is refused while the Supabase path breaches a threshold (judged as
+    the rollback rules judge it, since the last resume); lowering it never is.
+    """
     if stage not in STAGE_PERCENT:
         raise RolloutError(f"unknown stage {stage!r}: choose one of {', '.join(STAGE_PERCENT)}")
     reason = _reason_required(reason)
     with transaction.atomic():
         state = _state_locked()
         previous = state.stage
+        if STAGE_PERCENT[stage] > STAGE_PERCENT[previous]:
+            blocked = promotion_blocked_by(state=state)
+            if blocked:
+                raise RolloutError(
+                    f"promotion blocked: {'; '.join(blocked)}. Fix the Supabase path (or the "
+                    "thresholds) first; lowering the stage is always allowed."
+                )
         flag, _ = Flag.objects.select_for_update().get_or_create(
             name=SUPABASE_REALTIME_FLAG, defaults={"superusers": False}
         )
@@ -311,16 +330,23 @@ def rollout_kill(
 
 def rollout_resume(*, actor, reason: str) -> tuple[RolloutState, bool]:
     """Release the kill switch: users return to the stage in force (a person's decision;
-    the system never resumes by itself)."""
+    the system never resumes by itself). The resume time is recorded: the rollback rules
+    and the promotion gates then judge only samples taken after it."""
     reason = _reason_required(reason)
     with transaction.atomic():
         state = _state_locked()
         if not state.killed:
             return state, False
+        now = timezone.now()
         state.killed = False
         state.kill_reason = ""
-        state.dwell_started_at = timezone.now() if state.auto_promotion_enabled else None
-        state.save(update_fields=["killed", "kill_reason", "dwell_started_at", "updated_at"])
+        # From now on the rules judge only samples taken after this moment (and wait for
+        # their minimum counts again): the window that caused the rollback is not re-judged.
+        state.resumed_at = now
+        state.dwell_started_at = now if state.auto_promotion_enabled else None
+        state.save(
+            update_fields=["killed", "kill_reason", "resumed_at", "dwell_started_at", "updated_at"]
+        )
         audit_record(
             actor=actor, action=AuditAction.RESUME, from_value="killed",
             to_value=f"stage {state.stage}", reason=reason,
@@ -387,10 +413,13 @@ class SampleInput:
     at: datetime | None = None
 
 
-def health_samples_record(*, origin: str, samples: Iterable[SampleInput]) -> int:
-    """Store samples in one INSERT; returns how many rows were written."""
+def health_samples_record(*, origin: str, samples: Iterable[SampleInput], reporter=None) -> int:
+    """Store samples in one INSERT; returns how many rows were written. Browser samples
+    name their ``reporter`` (the signed-in user), whose share the weighting bounds."""
     if origin not in SampleOrigin.values:
         raise ValueError(f"unknown origin {origin!r}")
+    if (origin == SampleOrigin.BROWSER) != (reporter is not None):
+        raise ValueError("browser samples, and only they, name their reporter")
     now = timezone.now()
     rows = []
     for sample in samples:
@@ -406,6 +435,7 @@ def health_samples_record(*, origin: str, samples: Iterable[SampleInput]) -> int
                 weight=sample.weight,
                 at=sample.at or now,
                 origin=origin,
+                reporter_id=reporter.pk if reporter is not None else None,
             )
         )
     HealthSample.objects.bulk_create(rows, batch_size=1000)
@@ -439,6 +469,7 @@ class Evaluation:
     ran: bool  # False: another evaluation held the lock
     breaches: list[str] = field(default_factory=list)
     rolled_back: bool = False
+    promotion_blocked: bool = False  # a breach blocked promotion (in shadow: only that)
     promoted_to: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -454,26 +485,46 @@ def _evaluation_lock(key: int = EVALUATION_LOCK_KEY) -> bool:
     return bool(locked)
 
 
+SHADOW_BREACH_ALERT = "shadow_breach"
+
+
 def rollout_health_evaluate(*, now: datetime | None = None) -> Evaluation:
-    """Judge the Supabase path against the thresholds; on a breach throw the kill switch
-    (once), audit it with the figures, raise an alert and tell every open page to switch.
+    """Judge the Supabase path against the thresholds, on the samples taken since the last
+    resume. On a breach:
+
+    - in **shadow** (nobody is on Supabase by the rollout): raise a ``shadow_breach``
+      alert (warning) and block promotion; the kill switch stays off;
+    - at 10/50/100 %: throw the kill switch (once), audit it with the figures, raise a
+      ``rollback`` alert and tell every open page to switch.
 
     Never runs twice at once (advisory lock; a run that finds it taken does nothing).
     """
     with transaction.atomic():
         if not _evaluation_lock():
             return Evaluation(ran=False)
-        report = selectors.health_report(now=now)
+        # The state is locked before judging, so a resume cannot slip in between the
+        # reading of its time and the verdict on the samples before it.
+        state = _state_locked()
+        report = selectors.health_report(now=now, not_before=state.resumed_at)
         figures = report.figures()
         evaluation = Evaluation(
             ran=True, breaches=[b.message for b in report.breaches], figures=figures
         )
         if not report.breaches:
             return evaluation
-        state = _state_locked()
+        evaluation.promotion_blocked = True
         if state.dwell_started_at is not None:
             state.dwell_started_at = None  # a breach during the dwell restarts it
             state.save(update_fields=["dwell_started_at", "updated_at"])
+        if state.stage == Stage.SHADOW:
+            if not state.killed:
+                alert_raise(
+                    kind=SHADOW_BREACH_ALERT, severity=AlertSeverity.WARNING,
+                    message="Shadow stage: promotion blocked, kill switch left off (nobody is "
+                    "on Supabase by the rollout). Breached: " + "; ".join(evaluation.breaches),
+                    figures=figures,
+                )  # fmt: skip
+            return evaluation
         reason = "automatic rollback: " + "; ".join(evaluation.breaches)
         _, evaluation.rolled_back = rollout_kill(actor=None, reason=reason, figures=figures)
         if evaluation.rolled_back:
@@ -499,10 +550,11 @@ def rollout_promotion_check(*, now: datetime | None = None) -> Evaluation:
         state = _state_locked()
         if not state.auto_promotion_enabled or state.killed or state.stage == Stage.HUNDRED:
             return Evaluation(ran=True)
-        report = selectors.health_report(now=now)
+        report = selectors.health_report(now=now, not_before=state.resumed_at)
         evaluation = Evaluation(
-            ran=True, breaches=[b.message for b in report.breaches], figures=report.figures()
-        )
+            ran=True, breaches=[b.message for b in report.breaches], figures=report.figures(),
+            promotion_blocked=bool(report.breaches),
+        )  # fmt: skip
         if report.breaches or not report.gates_have_data:
             if state.dwell_started_at is not None:
                 state.dwell_started_at = None
@@ -524,12 +576,30 @@ def rollout_promotion_check(*, now: datetime | None = None) -> Evaluation:
         return evaluation
 
 
-def telemetry_record(*, report) -> int:
-    """Store a page's report (``rollout.telemetry.TelemetryReport``) as browser samples.
+class TelemetryTransportMismatch(RolloutError):
+    """A page reported for a transport its user is not on (refused: 409)."""
+
+    def __init__(self, *, claimed: str, actual: str) -> None:
+        super().__init__(
+            f"you are on {actual}, not {claimed}: a report counts only for the transport "
+            "the server puts you on (re-read GET /api/transport)"
+        )
+        self.claimed = claimed
+        self.actual = actual
+
+
+def telemetry_record(*, user, report) -> int:
+    """Store a page's report (``rollout.telemetry.TelemetryReport``) as browser samples of
+    ``user``, who must be on the reported transport right now (else
+    ``TelemetryTransportMismatch``, and nothing is stored).
 
     Counters become one weighted row each; each latency is a row (the percentiles need
-    the values) and together they count as that many successful deliveries.
+    the values) and together they count as that many successful deliveries. What the
+    rows weigh in the rules is decided when they are read (``rollout.weighting``).
     """
+    actual = selectors.transport_for_user_id(user.pk)
+    if report.transport != actual:
+        raise TelemetryTransportMismatch(claimed=report.transport, actual=actual)
     transport = report.transport
     samples = [
         SampleInput(transport, SampleKind.CONNECT, weight=report.connects),
@@ -538,7 +608,7 @@ def telemetry_record(*, report) -> int:
         SampleInput(transport, SampleKind.DELIVERY, 1.0, weight=len(report.latencies_ms)),
         *(SampleInput(transport, SampleKind.LATENCY, value) for value in report.latencies_ms),
     ]
-    return health_samples_record(origin=SampleOrigin.BROWSER, samples=samples)
+    return health_samples_record(origin=SampleOrigin.BROWSER, samples=samples, reporter=user)
 
 
 # --- Prober ----------------------------------------------------------------------------------

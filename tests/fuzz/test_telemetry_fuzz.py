@@ -1,4 +1,4 @@
-"""POST /api/telemetry with any body: 202, or a JSON 400/413/415/429; never a 5xx, and a
+"""POST /api/telemetry with any body: 202, or a JSON 400/409/413/415/429; never a 5xx, and a
 rejected report stores no health sample."""
 
 import json
@@ -97,7 +97,7 @@ def post_and_check(client, raw: bytes, content_type: str, tally):
     before = HealthSample.objects.count()
     response = client.generic("POST", "/api/telemetry", raw, content_type=content_type)
     tally.add(response.status_code)
-    assert response.status_code in (202, 400, 413, 415, 429), response.content[:300]
+    assert response.status_code in (202, 400, 409, 413, 415, 429), response.content[:300]
     if response.status_code == 202:
         assert response.json()["recorded"] == HealthSample.objects.count() - before
     else:

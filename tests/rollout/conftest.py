@@ -16,3 +16,11 @@ def celery_eager() -> Iterator[None]:
         yield
     finally:
         celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def first_cohort(staff_user) -> None:
+    """The rollout past shadow (10 %): a breach now throws the kill switch."""
+    from rollout import services
+
+    services.rollout_stage_set(stage="10", actor=staff_user, reason="first cohort")

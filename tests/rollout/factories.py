@@ -27,10 +27,12 @@ def samples_add(
     values: list[float] | None = None,
     count: int | None = None,
     origin: str = "prober",
+    reporter_id: int | None = None,
     at: datetime | None = None,
     spacing: timedelta = timedelta(milliseconds=10),
 ) -> None:
-    """Add samples ending at ``at`` (default: a second ago), oldest first."""
+    """Add samples ending at ``at`` (default: a second ago), oldest first; browser samples
+    name their ``reporter_id`` (a user id)."""
     values = values if values is not None else [1.0] * (count or 0)
     end = at or timezone.now() - timedelta(seconds=1)
     HealthSample.objects.bulk_create(
@@ -39,6 +41,7 @@ def samples_add(
             kind=kind,
             value=value,
             origin=origin,
+            reporter_id=reporter_id,
             at=end - spacing * (len(values) - 1 - index),
         )
         for index, value in enumerate(values)

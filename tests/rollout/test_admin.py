@@ -265,3 +265,39 @@ def test_the_health_section_polled_by_the_panel_keeps_the_edit_link(client, djan
     root = django_user_model.objects.create_superuser(username="root", password="pw-x-123")
     client.force_login(root)
     assert "/admin/rollout/thresholds/1/change/" in client.get(HEALTH).json()["html"]
+
+
+# --- promotion blocked, resume window -------------------------------------------------------
+
+
+def test_in_shadow_the_panel_says_a_breach_blocks_promotion_and_keeps_the_kill_switch_off(
+    staff_client,
+):
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    body = staff_client.get(PANEL).content.decode()
+    assert 'data-testid="promotion-blocked"' in body
+    assert "Promotion blocked" in body and "the kill switch stays off" in body
+    assert "shadow_breach" in body
+    assert 'data-testid="killed">off<' in body
+    html = staff_client.get(HEALTH).json()["html"]
+    assert "Promotion blocked" in html
+
+
+def test_the_panel_says_what_is_judged_since_a_resume(staff_client, staff_user):
+    body = staff_client.get(PANEL).content.decode()
+    assert 'data-testid="promotion-blocked"' not in body
+    assert 'data-testid="judged-since"' not in body
+    services.rollout_kill(actor=staff_user, reason="drill")
+    services.rollout_resume(actor=staff_user, reason="drill over")
+    body = staff_client.get(PANEL).content.decode()
+    assert 'data-testid="judged-since"' in body and "since the resume" in body
+
+
+def test_a_confirmed_promotion_during_a_breach_is_refused_with_the_reason(staff_client):
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    response = staff_client.post(
+        ACTION, {"action": "stage", "stage": "10", "reason": "go", "confirm": "yes"}, follow=True
+    )
+    assert _state().stage == "shadow"
+    assert "promotion blocked: supabase error rate" in response.content.decode().lower()
+    assert not AuditEntry.objects.exists()

@@ -36,8 +36,9 @@ def test_the_transport_endpoint_answers_for_the_signed_in_user(signed_in_client,
 
 
 def test_a_report_is_stored_as_browser_samples_with_latencies_on_the_server_clock(
-    signed_in_client,
+    signed_in_client, user
 ):
+    services.user_transport_preference_set(user=user, choice="supabase")
     response = post(
         signed_in_client,
         {
@@ -51,10 +52,9 @@ def test_a_report_is_stored_as_browser_samples_with_latencies_on_the_server_cloc
     )
     assert response.status_code == 202
     assert response.json() == {"recorded": 6}
-    rows = {
-        (s.kind, s.weight, s.value)
-        for s in HealthSample.objects.filter(origin="browser", transport="supabase")
-    }
+    stored = HealthSample.objects.filter(origin="browser", transport="supabase")
+    assert {s.reporter_id for s in stored} == {user.pk}
+    rows = {(s.kind, s.weight, s.value) for s in stored}
     # raw + offset; a negative result is clock noise and counts as 0
     assert rows == {
         ("connect", 2, 1.0), ("connect_failure", 1, 1.0), ("delivery", 3, 1.0),
@@ -107,10 +107,10 @@ def test_anonymous_reports_are_refused(client):
 def test_reports_need_the_csrf_token(user):
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(user)
-    assert post(strict, {"transport": "supabase"}).status_code == 403
+    assert post(strict, {"transport": "websocket"}).status_code == 403
     strict.get("/settings/")  # sets the csrftoken cookie, as the dashboard page does
     token = strict.cookies["csrftoken"].value
-    assert post(strict, {"transport": "supabase"}, HTTP_X_CSRFTOKEN=token).status_code == 202
+    assert post(strict, {"transport": "websocket"}, HTTP_X_CSRFTOKEN=token).status_code == 202
 
 
 def test_reports_are_rate_limited_per_user(settings, signed_in_client, django_user_model):
@@ -157,3 +157,28 @@ def test_the_kill_switch_shows_on_the_settings_page(signed_in_client, staff_user
     page = signed_in_client.get("/settings/")
     assert b'data-testid="transport">websocket<' in page.content
     assert b"kill switch is on" in page.content
+
+
+# --- The reported transport is checked against the user's real one ---------------------------
+
+
+def test_a_report_for_a_transport_the_user_is_not_on_is_a_409_and_stores_nothing(
+    signed_in_client,
+):
+    # shadow: the user is on websocket, whatever the page claims
+    response = post(signed_in_client, {"transport": "supabase", "errors": 1000})
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("transport_mismatch", "transport")
+    assert "you are on websocket, not supabase" in error["message"]
+    assert not HealthSample.objects.exists()
+    assert post(signed_in_client, {"transport": "websocket", "errors": 1}).status_code == 202
+
+
+def test_after_the_kill_switch_a_report_for_supabase_is_refused(signed_in_client, user, staff_user):
+    services.user_transport_preference_set(user=user, choice="supabase")
+    assert post(signed_in_client, {"transport": "supabase", "connects": 1}).status_code == 202
+    services.rollout_kill(actor=staff_user, reason="incident")
+    response = post(signed_in_client, {"transport": "supabase", "connects": 1})
+    assert response.status_code == 409
+    assert HealthSample.objects.filter(origin="browser").count() == 1

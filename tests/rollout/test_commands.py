@@ -63,3 +63,23 @@ def test_bad_input_exits_non_zero_from_the_shell():
     )  # fmt: skip
     assert result.returncode != 0
     assert "invalid choice: '75'" in result.stderr
+
+
+def test_status_says_a_breach_in_shadow_blocks_promotion_without_a_kill_switch():
+    from tests.rollout.factories import samples_add
+
+    assert "promotion blocked" not in run("status")
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    out = run("status")
+    assert "breach" in out and "promotion blocked" in out
+    assert "kill switch stays off" in out
+
+
+def test_stage_refuses_a_promotion_during_a_breach_and_allows_lowering(staff_user):
+    from tests.rollout.factories import samples_add
+
+    run("stage", "10", "--reason", "first cohort")
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    with pytest.raises(CommandError, match="promotion blocked"):
+        run("stage", "50", "--reason", "half")
+    assert "stage is now shadow" in run("stage", "shadow", "--reason", "back")

@@ -73,7 +73,10 @@ async def supabase_page(user):
     return client, channel, page
 
 
-async def test_a_rollback_switches_pages_on_both_transports(user, django_supabase):
+async def test_a_rollback_switches_pages_on_both_transports(user, staff_user, django_supabase):
+    await sync_to_async(services.rollout_stage_set)(
+        stage="10", actor=staff_user, reason="first cohort"
+    )
     communicator, legacy = await legacy_page(user)
     client, channel, on_supabase = await supabase_page(user)
     try:

@@ -167,3 +167,31 @@ def test_the_health_series_buckets_the_window():
     samples_add(transport="supabase", kind="latency", values=[5.0, 15.0])
     series = selectors.health_series(transport="supabase", window_seconds=600, buckets=30)
     assert series and series[-1]["p95_ms"] is not None
+
+
+def test_health_can_read_one_origin_and_start_no_earlier_than_a_floor():
+    now = timezone.now()
+    samples_add(transport="supabase", kind="error", count=4, at=now - timedelta(seconds=100))
+    samples_add(transport="supabase", kind="connect", count=2, at=now - timedelta(seconds=10))
+    samples_add(transport="supabase", kind="error", count=3, origin="browser", reporter_id=1)
+    everything = selectors.transport_health(transport="supabase", window_seconds=300)
+    assert (everything.operations, everything.source) == (9, "all")
+    prober = selectors.transport_health(transport="supabase", window_seconds=300, origin="prober")
+    assert (prober.operations, prober.failures, prober.source) == (6, 4, "prober")
+    since_floor = selectors.transport_health(
+        transport="supabase", window_seconds=300, origin="prober", now=now,
+        not_before=now - timedelta(seconds=60),
+    )  # fmt: skip
+    assert (since_floor.operations, since_floor.failures) == (2, 0)
+    with pytest.raises(ValueError, match="unknown origin"):
+        selectors.transport_health(transport="supabase", window_seconds=300, origin="pigeon")
+
+
+def test_pages_never_set_the_latency_baseline(settings):
+    settings.ROLLOUT_BASELINE_P95_MS = 77.0
+    samples_add(
+        transport="websocket", kind="latency", values=[0.0] * 100, origin="browser",
+        reporter_id=1,
+    )  # fmt: skip
+    baseline = selectors.latency_baseline(thresholds=selectors.thresholds_get())
+    assert (baseline.p95_ms, baseline.source, baseline.legacy_samples) == (77.0, "configured", 0)

@@ -74,6 +74,7 @@ def test_a_preference_change_is_audited_with_its_user(user):
 
 
 # --- Thresholds: just under does nothing, just over rolls back ---------------------------------
+# (at 10 %: in shadow a breach only alerts and blocks promotion, see test_rules.py)
 
 
 def _assert_rolled_back(evaluation, rule: str) -> None:
@@ -93,6 +94,7 @@ def _assert_not_rolled_back(evaluation) -> None:
     assert not Alert.objects.exists()
 
 
+@pytest.mark.usefixtures("first_cohort")
 @pytest.mark.parametrize("lost", [5, 6])
 def test_error_rate_just_under_and_just_over_five_percent(lost):
     # 100 operations: 5 lost is exactly 5 % (not over), 6 lost is over.
@@ -104,11 +106,13 @@ def test_error_rate_just_under_and_just_over_five_percent(lost):
         _assert_rolled_back(evaluation, "error_rate")
 
 
+@pytest.mark.usefixtures("first_cohort")
 def test_error_rate_is_not_judged_below_the_minimum_sample_count():
     samples_add(transport="supabase", kind="delivery", values=[0.0] * 19)
     _assert_not_rolled_back(services.rollout_health_evaluate())
 
 
+@pytest.mark.usefixtures("first_cohort")
 def test_errors_older_than_the_window_do_not_count():
     samples_add(
         transport="supabase", kind="delivery", values=[0.0] * 50,
@@ -118,6 +122,7 @@ def test_errors_older_than_the_window_do_not_count():
     _assert_not_rolled_back(services.rollout_health_evaluate())
 
 
+@pytest.mark.usefixtures("first_cohort")
 @pytest.mark.parametrize("supabase_ms", [199.0, 201.0])
 def test_latency_just_under_and_just_over_twice_the_legacy_p95(supabase_ms):
     samples_add(transport="websocket", kind="latency", values=[100.0] * 30)
@@ -129,6 +134,7 @@ def test_latency_just_under_and_just_over_twice_the_legacy_p95(supabase_ms):
         _assert_rolled_back(evaluation, "latency")
 
 
+@pytest.mark.usefixtures("first_cohort")
 @pytest.mark.parametrize("supabase_ms", [99.0, 101.0])
 def test_latency_uses_the_configured_baseline_without_legacy_samples(settings, supabase_ms):
     settings.ROLLOUT_BASELINE_P95_MS = 50.0
@@ -141,6 +147,7 @@ def test_latency_uses_the_configured_baseline_without_legacy_samples(settings, s
         _assert_rolled_back(evaluation, "latency")
 
 
+@pytest.mark.usefixtures("first_cohort")
 @pytest.mark.parametrize("supabase_ms", [299.0, 301.0])
 def test_a_latency_floor_keeps_a_fast_path_from_rolling_back(supabase_ms):
     Thresholds.objects.filter(id=1).update(latency_floor_ms=300.0)
@@ -153,6 +160,7 @@ def test_a_latency_floor_keeps_a_fast_path_from_rolling_back(supabase_ms):
         _assert_rolled_back(evaluation, "latency")
 
 
+@pytest.mark.usefixtures("first_cohort")
 @pytest.mark.parametrize("failures", [2, 3])
 def test_two_connection_failures_in_a_row_are_tolerated_three_roll_back(failures):
     samples_add(
@@ -166,17 +174,20 @@ def test_two_connection_failures_in_a_row_are_tolerated_three_roll_back(failures
         _assert_rolled_back(evaluation, "connect_failures")
 
 
+@pytest.mark.usefixtures("first_cohort")
 def test_thresholds_are_read_from_the_admin_editable_row():
     Thresholds.objects.filter(id=1).update(error_rate_max=0.5, error_rate_min_samples=5)
     samples_add(transport="supabase", kind="delivery", values=[1.0] * 6 + [0.0] * 4)
     _assert_not_rolled_back(services.rollout_health_evaluate())
 
 
+@pytest.mark.usefixtures("first_cohort")
 def test_legacy_trouble_never_rolls_back():
     samples_add(transport="websocket", kind="delivery", values=[0.0] * 100)
     _assert_not_rolled_back(services.rollout_health_evaluate())
 
 
+@pytest.mark.usefixtures("first_cohort")
 def test_a_breach_seen_again_rolls_back_once(django_capture_on_commit_callbacks):
     samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
     with django_capture_on_commit_callbacks() as callbacks:
@@ -189,6 +200,7 @@ def test_a_breach_seen_again_rolls_back_once(django_capture_on_commit_callbacks)
     assert len(callbacks) == 2
 
 
+@pytest.mark.usefixtures("first_cohort")
 def test_an_evaluation_never_runs_while_another_holds_the_lock():
     samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
     params = connection.get_connection_params()
@@ -275,3 +287,135 @@ def test_pruning_deletes_only_old_samples():
     from rollout.models import HealthSample
 
     assert HealthSample.objects.count() == 2
+
+
+# --- Shadow: a breach alerts and blocks promotion, and throws no kill switch --------------------
+
+
+def _latency_breach() -> None:
+    """What a healthy-but-busy dev stack showed: Supabase 3x slower than legacy."""
+    samples_add(transport="websocket", kind="latency", values=[100.0] * 30)
+    samples_add(transport="supabase", kind="latency", values=[300.0] * 30)
+
+
+def test_in_shadow_a_breach_raises_an_alert_and_blocks_promotion_without_a_kill_switch(
+    django_capture_on_commit_callbacks,
+):
+    _latency_breach()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        first = services.rollout_health_evaluate()
+        second = services.rollout_health_evaluate()
+    assert first.breaches and first.promotion_blocked and not first.rolled_back
+    assert second.promotion_blocked
+    assert not _state().killed
+    assert not AuditEntry.objects.filter(action="kill").exists()
+    alert = Alert.objects.get()
+    assert (alert.kind, alert.severity, alert.count) == ("shadow_breach", "warning", 2)
+    assert alert.message.startswith("Shadow stage: promotion blocked, kill switch left off")
+    assert "Breached: Supabase p95 300.0 ms" in alert.message
+    assert len(callbacks) == 1  # the alert's delivery; no control message to any page
+
+
+def test_in_shadow_a_breach_refuses_a_promotion_and_allows_nothing_but_lowering(staff_user):
+    _latency_breach()
+    with pytest.raises(RolloutError, match="promotion blocked: Supabase p95"):
+        services.rollout_stage_set(stage="10", actor=staff_user, reason="go")
+    assert _state().stage == "shadow"
+    assert not AuditEntry.objects.exists()
+
+
+def test_a_breach_blocks_raising_any_stage_but_never_lowering_it(staff_user):
+    services.rollout_stage_set(stage="50", actor=staff_user, reason="half")
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    with pytest.raises(RolloutError, match="promotion blocked"):
+        services.rollout_stage_set(stage="100", actor=staff_user, reason="all")
+    services.rollout_stage_set(stage="10", actor=staff_user, reason="back down")
+    assert _state().stage == "10"
+
+
+def test_in_shadow_automatic_promotion_waits_while_a_breach_lasts(staff_user):
+    services.rollout_promotion_configure(
+        enabled=True, dwell_seconds=0, actor=staff_user, reason="autopilot"
+    )
+    _healthy_samples()
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 10)  # 10/40 lost
+    now = timezone.now()
+    first = services.rollout_promotion_check(now=now)
+    services.rollout_promotion_check(now=now + timedelta(seconds=1))
+    assert first.promotion_blocked and first.breaches
+    assert _state().stage == "shadow" and _state().dwell_started_at is None
+
+
+# --- After a resume only samples taken after it count ------------------------------------------
+
+
+@pytest.mark.usefixtures("first_cohort")
+def test_a_resume_is_not_undone_by_the_samples_that_caused_the_rollback(staff_user):
+    # given: a breach that threw the kill switch, and staff resuming
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    assert services.rollout_health_evaluate().rolled_back
+    state, _ = services.rollout_resume(actor=staff_user, reason="fixed")
+    assert state.resumed_at is not None
+    # when: the next evaluations judge again (the same samples are still in the window)
+    evaluation = services.rollout_health_evaluate()
+    # then: they are not judged again; the resume holds
+    assert evaluation.ran and not evaluation.breaches and not evaluation.rolled_back
+    assert not _state().killed
+    assert evaluation.figures["judged_since"] == state.resumed_at.isoformat()
+
+
+@pytest.mark.usefixtures("first_cohort")
+def test_after_a_resume_the_rule_waits_for_its_minimum_sample_count_again(staff_user):
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    services.rollout_health_evaluate()
+    state, _ = services.rollout_resume(actor=staff_user, reason="fixed")
+    after = state.resumed_at + timedelta(seconds=30)
+    # 19 losses after the resume: below the 20 samples the error rate needs
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 19, at=after)
+    assert not services.rollout_health_evaluate(now=after + timedelta(seconds=1)).breaches
+    assert not _state().killed
+    # the 20th: judged again, and still broken: thrown again
+    samples_add(
+        transport="supabase", kind="delivery", values=[0.0], at=after + timedelta(seconds=1)
+    )
+    evaluation = services.rollout_health_evaluate(now=after + timedelta(seconds=2))
+    assert evaluation.rolled_back and _state().killed
+
+
+@pytest.mark.usefixtures("first_cohort")
+def test_after_a_resume_connection_failures_before_it_are_not_in_a_row(staff_user):
+    samples_add(transport="supabase", kind="connect_failure", count=3)
+    assert services.rollout_health_evaluate().rolled_back
+    state, _ = services.rollout_resume(actor=staff_user, reason="fixed")
+    samples_add(
+        transport="supabase", kind="connect_failure", count=2,
+        at=state.resumed_at + timedelta(seconds=5),
+    )  # fmt: skip
+    evaluation = services.rollout_health_evaluate(now=state.resumed_at + timedelta(seconds=6))
+    assert not evaluation.breaches and not _state().killed
+
+
+def test_after_a_resume_the_promotion_gates_need_new_data(staff_user):
+    services.rollout_stage_set(stage="10", actor=staff_user, reason="first cohort")
+    services.rollout_kill(actor=staff_user, reason="drill")
+    _healthy_samples()
+    state, _ = services.rollout_resume(actor=staff_user, reason="drill over")
+    services.rollout_promotion_configure(
+        enabled=True, dwell_seconds=0, actor=staff_user, reason="autopilot"
+    )
+    now = state.resumed_at + timedelta(seconds=1)
+    assert not services.rollout_promotion_check(now=now).promoted_to
+    assert not services.rollout_promotion_check(now=now + timedelta(seconds=1)).promoted_to
+    assert _state().stage == "10"
+    _healthy_samples(at=now + timedelta(seconds=2))
+    services.rollout_promotion_check(now=now + timedelta(seconds=3))
+    assert services.rollout_promotion_check(now=now + timedelta(seconds=4)).promoted_to == "50"
+
+
+def test_a_stage_change_keeps_judging_the_samples_taken_before_it(staff_user):
+    # A stage change is not a fix: the rules keep the window (only a resume restarts it).
+    services.rollout_stage_set(stage="50", actor=staff_user, reason="half")
+    samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
+    services.rollout_stage_set(stage="10", actor=staff_user, reason="back to the first cohort")
+    assert _state().resumed_at is None
+    assert services.rollout_health_evaluate().rolled_back

@@ -70,7 +70,7 @@ class Command(BaseCommand):
 
     def _status(self) -> None:
         state = selectors.rollout_state_get()
-        report = selectors.health_report()
+        report = selectors.health_report(not_before=state.resumed_at)
         sizes = selectors.cohort_sizes()
         summary = Table(title="Rollout", show_header=False)
         summary.add_row("stage", f"{state.stage} ({selectors.supabase_flag_percent():g} %)")
@@ -90,28 +90,36 @@ class Command(BaseCommand):
 
         health = Table(title="Health")
         for column in (
-            "transport", "window", "ops", "failures", "error rate", "latency n",
+            "transport", "source", "window", "ops", "failures", "error rate", "latency n",
             "p50 ms", "p95 ms", "p99 ms", "conn. failures in a row",
         ):  # fmt: skip
-            health.add_column(column, justify="right" if column != "transport" else "left")
-        for item in (
-            report.supabase_short, report.supabase_long, report.websocket_short,
-            report.websocket_long,
-        ):  # fmt: skip
+            health.add_column(
+                column, justify="left" if column in ("transport", "source") else "right"
+            )
+        for item in report.rows:
             health.add_row(
-                item.transport, f"{item.window_seconds} s", str(item.operations),
-                str(item.failures),
+                item.transport, item.source_label, f"{item.window_seconds} s",
+                f"{item.operations:g}", f"{item.failures:g}",
                 "-" if item.error_rate is None else f"{item.error_rate:.2%}",
                 str(item.latency_samples), _fmt(item.p50_ms), _fmt(item.p95_ms),
-                _fmt(item.p99_ms), str(item.consecutive_connect_failures),
+                _fmt(item.p99_ms), _fmt(item.consecutive_connect_failures),
             )  # fmt: skip
         self.console.print(health)
         self.console.print(
             f"latency baseline: {report.baseline.p95_ms:.1f} ms ({report.baseline.source})"
         )
+        if report.judged_since:
+            self.console.print(
+                f"judging samples since the resume at {report.judged_since:%Y-%m-%d %H:%M:%S}"
+            )
         if report.breaches:
             for breach in report.breaches:
                 self.console.print(f"[bold red]breach[/] {breach.message}")
+            self.console.print("[bold]promotion blocked[/] while a threshold is breached")
+            if state.stage == "shadow" and not state.killed:
+                self.console.print(
+                    "shadow stage: a shadow_breach alert is raised; the kill switch stays off"
+                )
         else:
             self.console.print("no threshold breached")
 
