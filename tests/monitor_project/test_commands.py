@@ -1,8 +1,12 @@
-"""devstack_user: the local admin that `make run` prints."""
+"""devstack_user (the local admin that `make run` prints) and devstack's stop signals."""
 
+import signal
 import stat
+import subprocess
+import sys
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import CommandError, call_command
 
@@ -68,3 +72,42 @@ def test_a_password_is_not_accepted_on_the_command_line(tmp_path):
             "on-the-command-line",
         )
     assert not get_user_model().objects.exists()
+
+
+# --- devstack: stopping ----------------------------------------------------------------------
+
+STOPPABLE = """
+import sys, time
+import django
+django.setup()
+from monitor_project.management.commands.devstack import install_stop_handlers
+install_stop_handlers()
+try:
+    print("ready", flush=True)
+    time.sleep(60)
+except KeyboardInterrupt:
+    print("stopping in order", flush=True)
+    sys.exit(0)
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_launcher_stops_in_order_on_sigint_even_when_started_with_it_ignored(sig):
+    # A background job of a non-interactive shell starts with SIGINT ignored.
+    process = subprocess.Popen(
+        [sys.executable, "-c", STOPPABLE],
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(sig)
+        assert process.wait(timeout=30) == 0
+        assert process.stdout.read().strip() == "stopping in order"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

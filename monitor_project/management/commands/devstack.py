@@ -7,8 +7,18 @@ from monitor_project import devstack
 
 
 def _stop_like_ctrl_c(signum, frame) -> None:
-    """A supervisor's SIGTERM stops the stack the way Ctrl-C does."""
     raise KeyboardInterrupt
+
+
+def install_stop_handlers() -> None:
+    """Ctrl-C (SIGINT) and a supervisor's SIGTERM both stop the stack in order.
+
+    SIGINT is installed explicitly too: a process started in the background by a
+    non-interactive shell inherits SIGINT as ignored, and Python then never turns it into
+    KeyboardInterrupt, so `kill -INT` would do nothing.
+    """
+    signal.signal(signal.SIGINT, _stop_like_ctrl_c)
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
 
 
 class Command(BaseCommand):
@@ -54,7 +64,7 @@ class Command(BaseCommand):
     ) -> None:
         console = Console(highlight=False)
         stack = devstack.Stack(console=console)
-        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+        install_stop_handlers()
         logs = devstack.relative(devstack.LOG_DIR)
         console.print(f"Starting Monitor's dev stack (full output in {logs}/)")
         code, failure = 0, None
@@ -67,7 +77,8 @@ class Command(BaseCommand):
                 supabase_port=supabase_port,
                 demo_rate=demo_rate,
             )
-            console.print(self.running_message(stack, host=host, port=port))
+            # soft_wrap: lines are not cut at 80 columns when the output is not a terminal.
+            console.print(self.running_message(stack, host=host, port=port), soft_wrap=True)
             code = devstack.stack_watch(stack)
         except KeyboardInterrupt:
             console.print()
