@@ -14,7 +14,8 @@ def supabase_settings_check(app_configs, **kwargs):
                 "Supabase is not configured: events are stored and sent on the legacy path, "
                 "and their Supabase deliveries wait as pending.",
                 hint="Set SUPABASE_URL, SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY and "
-                "SUPABASE_JWT_SECRET (make run sets them for supabase_local).",
+                "SUPABASE_JWT_SECRET (while make run runs, manage.py in its checkout gets "
+                "supabase_local's).",
                 id="events.W001",
             )
         ]

@@ -1,17 +1,22 @@
 """The canonical form of an event and its SHA-256 checksum.
 
 The canonical form is the UTF-8 encoding of a JSON object with exactly the keys
-``seq, event_type, source, criticality, occurred_at, received_at, payload``, keys sorted,
-no insignificant white space (``separators=(",", ":")``), non-ASCII characters written as
+``seq, event_type, source, criticality, occurred_at, received_at, payload``, keys sorted
+(at every level), no insignificant white space, non-ASCII characters written as
 themselves. Timestamps are UTC in the form ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. The payload is
-the normalised payload (see ``events.validation.normalise_payload``), which is exactly what
-PostgreSQL's ``jsonb`` gives back, so the checksum can be recomputed from either copy of
-the event. ``docs/architecture.md`` documents the same form for other implementations.
+the normalised payload (see ``events.validation.normalise_payload``), and every number in
+it is written exactly as PostgreSQL's ``jsonb`` prints it: plain decimal notation with no
+exponent (``1e-05`` is ``0.00001``) and no negative zero. So the checksum can be recomputed
+from either copy of the event by anyone who reads ``payload::text``, keeps each number's
+text as it is, and sorts the keys. ``docs/architecture.md`` documents the same form for
+other implementations; ``tests/events/test_checksums.py`` holds it against PostgreSQL.
 """
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 
@@ -43,9 +48,63 @@ def canonical_event_bytes(
         "received_at": format_timestamp(received_at),
         "payload": payload,
     }
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    parts: list[str] = []
+    _write_canonical(document, parts)
+    return "".join(parts).encode("utf-8")
+
+
+def canonical_number(value: int | float | Decimal) -> str:
+    """A JSON number as PostgreSQL's ``jsonb`` prints it (its ``numeric`` output).
+
+    A float is stored as Python's shortest round-trip text (``repr``), which ``numeric``
+    reads with as many fraction digits as that text denotes and prints in plain decimal
+    notation: ``1e-05`` → ``0.00001``, ``1.5e+16`` → ``15000000000000000``, ``2.5`` and
+    ``100.0`` as they are. ``numeric`` has no negative zero, so ``-0.0`` is ``0.0``.
+    """
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a number here")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no JSON form")
+        value = Decimal(repr(value))
+    elif not value.is_finite():
+        raise ValueError(f"{value!r} has no JSON form")
+    return format(value.copy_abs() if value.is_zero() else value, "f")
+
+
+def _write_canonical(value: Any, parts: list[str]) -> None:
+    if value is None:
+        parts.append("null")
+    elif value is True:
+        parts.append("true")
+    elif value is False:
+        parts.append("false")
+    elif isinstance(value, str):
+        parts.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int | float | Decimal):
+        parts.append(canonical_number(value))
+    elif isinstance(value, dict):
+        parts.append("{")
+        for index, key in enumerate(sorted(value)):
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be strings, not {type(key).__name__}")
+            if index:
+                parts.append(",")
+            parts.append(json.dumps(key, ensure_ascii=False))
+            parts.append(":")
+            _write_canonical(value[key], parts)
+        parts.append("}")
+    elif isinstance(value, list | tuple):
+        parts.append("[")
+        for index, item in enumerate(value):
+            if index:
+                parts.append(",")
+            _write_canonical(item, parts)
+        parts.append("]")
+    else:
+        raise TypeError(f"{type(value).__name__} has no canonical JSON form")
 
 
 def event_checksum(**fields: Any) -> str:

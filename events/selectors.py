@@ -126,6 +126,10 @@ def event_latest_seq() -> int:
     return Event.objects.aggregate(latest=Max("seq"))["latest"] or 0
 
 
+def producer_by_name(name: str) -> Producer | None:
+    return Producer.objects.filter(name=name.strip()).first()
+
+
 def producer_for_token(token: str) -> Producer | None:
     """The active producer a bearer token belongs to, or None."""
     prefix = tokens.token_prefix(token)

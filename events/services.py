@@ -271,13 +271,21 @@ class IssuedToken:
     token: str
 
 
+class ProducerNameTaken(EventInputError):
+    """``producer_create`` was given the name of an existing producer."""
+
+    def __init__(self, *, name: str):
+        super().__init__(field="name", message=f"a producer named {name!r} already exists")
+        self.name = name
+
+
 def producer_create(*, name: str) -> IssuedToken:
     """Create a producer and return its token, which is stored only as a hash."""
     name = name.strip()
     if not name or len(name) > 100:
         raise EventInputError(field="name", message="must be 1-100 characters")
     if Producer.objects.filter(name=name).exists():
-        raise EventInputError(field="name", message=f"a producer named {name!r} already exists")
+        raise ProducerNameTaken(name=name)
     issued = tokens.token_new()
     producer = Producer.objects.create(
         name=name, token_prefix=issued.prefix, token_hash=tokens.token_hash(issued.token)
@@ -286,9 +294,16 @@ def producer_create(*, name: str) -> IssuedToken:
 
 
 def producer_token_rotate(*, producer: Producer) -> IssuedToken:
-    """Replace a producer's token; the old one stops working at once."""
+    """Replace a producer's token; the old one stops working at once.
+
+    The row is locked while it is rewritten, so of two concurrent rotations the token
+    returned last is the one that works.
+    """
     issued = tokens.token_new()
+    with transaction.atomic():
+        Producer.objects.select_for_update().filter(pk=producer.pk).update(
+            token_prefix=issued.prefix, token_hash=tokens.token_hash(issued.token)
+        )
     producer.token_prefix = issued.prefix
     producer.token_hash = tokens.token_hash(issued.token)
-    producer.save(update_fields=["token_prefix", "token_hash"])
     return IssuedToken(producer=producer, token=issued.token)

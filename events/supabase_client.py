@@ -38,7 +38,8 @@ def supabase_settings() -> SupabaseSettings:
     if missing:
         raise ImproperlyConfigured(
             f"Supabase is not configured: set {', '.join(missing)} "
-            "(make run sets them for supabase_local; see docs/supabase.md)"
+            "(while make run runs, manage.py in its checkout gets supabase_local's; "
+            "see docs/supabase.md)"
         )
     return SupabaseSettings(
         url=settings.SUPABASE_URL.rstrip("/"),

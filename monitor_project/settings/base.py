@@ -3,16 +3,33 @@
 Every value that differs between machines comes from one ``environ.Env``. With nothing
 configured, the defaults point at the machine's PostgreSQL and Redis on loopback;
 ``manage.py devstack`` (``make run``) instead starts embedded ones and passes their URLs
-to the processes it launches through the same variables.
+to the processes it launches through the same variables. While it runs, ``manage.py`` in
+another shell of the same checkout uses that stack too: see ``DEVSTACK`` below.
 """
 
+import os
 from pathlib import Path
 
 import environ
 
+from monitor_project.devstack_settings import devstack_settings_read
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
+
+# --- The running dev stack (development only) ---------------------------------------------
+# `make run` writes the settings of what it started (database, Redis, supabase_local and its
+# keys) to .devstack/settings.json while it runs (monitor_project/devstack_settings.py).
+# They stand in for a variable the environment does not set, and only when this module is
+# the settings module itself (manage.py's, asgi.py's and celery.py's default):
+# production.py and test.py import this module and never read the file.
+DEVSTACK_DIR = Path(env.str("DEVSTACK_DIR", default=str(BASE_DIR / ".devstack")))
+DEVSTACK = (
+    devstack_settings_read(DEVSTACK_DIR)
+    if os.environ.get("DJANGO_SETTINGS_MODULE") == __name__
+    else {}
+)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SECRET_KEY = env.str(
@@ -71,14 +88,17 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------
 # PostgreSQL everywhere (no SQLite path), so that one code path is tested.
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/monitor"),
+    "default": env.db_url(
+        "DATABASE_URL",
+        default=DEVSTACK.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/monitor"),
+    ),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, cache ----------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+REDIS_URL = env.str("REDIS_URL", default=DEVSTACK.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 
 # https://channels.readthedocs.io/en/stable/topics/channel_layers.html#redis-pub-sub-channel-layer
 # Pub/sub: one Redis message per group send reaches each daphne process once, and the
@@ -118,11 +138,15 @@ CELERY_TIMEZONE = "UTC"
 
 # --- Supabase ----------------------------------------------------------------------------
 # A real project's API URL and keys (Project Settings → API), or supabase_local's, which
-# `make run` passes in. Only events.supabase_client reads them.
-SUPABASE_URL = env.str("SUPABASE_URL", default="")
-SUPABASE_ANON_KEY = env.str("SUPABASE_ANON_KEY", default="")
-SUPABASE_SERVICE_ROLE_KEY = env.str("SUPABASE_SERVICE_ROLE_KEY", default="")
-SUPABASE_JWT_SECRET = env.str("SUPABASE_JWT_SECRET", default="")
+# `make run` passes in (and shares through DEVSTACK). Only events.supabase_client reads them.
+SUPABASE_URL = env.str("SUPABASE_URL", default=DEVSTACK.get("SUPABASE_URL", ""))
+SUPABASE_ANON_KEY = env.str("SUPABASE_ANON_KEY", default=DEVSTACK.get("SUPABASE_ANON_KEY", ""))
+SUPABASE_SERVICE_ROLE_KEY = env.str(
+    "SUPABASE_SERVICE_ROLE_KEY", default=DEVSTACK.get("SUPABASE_SERVICE_ROLE_KEY", "")
+)
+SUPABASE_JWT_SECRET = env.str(
+    "SUPABASE_JWT_SECRET", default=DEVSTACK.get("SUPABASE_JWT_SECRET", "")
+)
 SUPABASE_TIMEOUT_SECONDS = env.float("SUPABASE_TIMEOUT_SECONDS", default=5.0)
 # The Supabase sink: rows per upsert, and how long a scheduled flush waits to gather more
 # events (0 = at once; batches still form by themselves while a flush is in flight).
@@ -148,14 +172,13 @@ ROLLOUT_TELEMETRY_MIN_USERS = env.int("ROLLOUT_TELEMETRY_MIN_USERS", default=5)
 ROLLOUT_TELEMETRY_USER_MAX_OPERATIONS = env.int("ROLLOUT_TELEMETRY_USER_MAX_OPERATIONS", default=50)
 ROLLOUT_TELEMETRY_USER_MAX_LATENCIES = env.int("ROLLOUT_TELEMETRY_USER_MAX_LATENCIES", default=50)
 ROLLOUT_PROBER_INTERVAL_SECONDS = env.float("ROLLOUT_PROBER_INTERVAL_SECONDS", default=5.0)
-ROLLOUT_PROBER_LOSS_TIMEOUT_SECONDS = env.float(
-    "ROLLOUT_PROBER_LOSS_TIMEOUT_SECONDS", default=10.0
-)
+ROLLOUT_PROBER_LOSS_TIMEOUT_SECONDS = env.float("ROLLOUT_PROBER_LOSS_TIMEOUT_SECONDS", default=10.0)
 ROLLOUT_PROBER_USERNAME = env.str("ROLLOUT_PROBER_USERNAME", default="monitor-prober")
-ROLLOUT_PROBER_BASE_URL = env.str("ROLLOUT_PROBER_BASE_URL", default="http://127.0.0.1:8000")
-ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS = env.int(
-    "ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS", default=10
+ROLLOUT_PROBER_BASE_URL = env.str(
+    "ROLLOUT_PROBER_BASE_URL",
+    default=DEVSTACK.get("ROLLOUT_PROBER_BASE_URL", "http://127.0.0.1:8000"),
 )
+ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS = env.int("ROLLOUT_EVALUATION_TIME_LIMIT_SECONDS", default=10)
 
 # --- Reconciliation (reconciliation/conf.py documents these and the tuning knobs) ---------
 RECONCILIATION_GRACE_SECONDS = env.int("RECONCILIATION_GRACE_SECONDS", default=120)

@@ -1,9 +1,24 @@
 """The checksum is SHA-256 over the documented canonical form."""
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
-from events.checksums import canonical_event_bytes, event_checksum, format_timestamp
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from events.checksums import (
+    canonical_event_bytes,
+    canonical_number,
+    event_checksum,
+    event_checksum_of,
+    format_timestamp,
+)
+from events.models import Event
+from events.services import event_publish
+from events.validation import normalise_payload
 
 FIELDS = {
     "seq": 7,
@@ -43,3 +58,117 @@ def test_timestamps_always_have_four_digit_years():
     assert format_timestamp(datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == (
         "0999-01-02T03:04:05.000006Z"
     )
+
+
+# --- Numbers exactly as PostgreSQL's jsonb gives them back -------------------------------
+#
+# The verifier below follows docs/architecture.md and nothing else: it reads an event with
+# SQL, keeps every number of ``payload::text`` as the text PostgreSQL printed, sorts the
+# keys and hashes. It shares no code with events/checksums.py.
+
+REAL_NUMBERS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=-1e-4, max_value=1e-4, allow_nan=False),  # exponent form in Python
+    st.integers(),
+    st.integers(min_value=-(10**60), max_value=10**60),
+    st.sampled_from([-0.0, 0.0, 1e-05, 1.5e-07, 5e-324, 1e16, 1.5e16, 1.7976931348623157e308]),
+)
+SAFE_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8)
+PAYLOADS = st.dictionaries(
+    SAFE_TEXT,
+    st.recursive(
+        st.none() | st.booleans() | SAFE_TEXT | REAL_NUMBERS,
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(SAFE_TEXT, children, max_size=4)
+        ),
+        max_leaves=12,
+    ),
+    max_size=5,
+)
+PROPERTY_SETTINGS = settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class JsonbNumber(str):
+    """A number's text exactly as PostgreSQL printed it."""
+
+
+def verifier_canonical(value) -> str:
+    if isinstance(value, JsonbNumber):
+        return str(value)
+    if isinstance(value, dict):
+        items = sorted(value.items())
+        return (
+            "{"
+            + ",".join(f"{verifier_canonical(k)}:{verifier_canonical(v)}" for k, v in items)
+            + "}"
+        )
+    if isinstance(value, list):
+        return "[" + ",".join(verifier_canonical(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def verifier_checksum(seq: int) -> tuple[str, str]:
+    """(checksum as docs/architecture.md defines it, checksum stored), both read with SQL."""
+    utc = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT seq, event_type, source, criticality, "
+            f"{utc.format('occurred_at')}, {utc.format('received_at')}, payload::text, checksum "
+            "FROM events_event WHERE seq = %s",
+            [seq],
+        )
+        seq, event_type, source, criticality, occurred, received, payload, stored = (
+            cursor.fetchone()
+        )
+    document = {
+        "seq": JsonbNumber(seq),
+        "event_type": event_type,
+        "source": source,
+        "criticality": criticality,
+        "occurred_at": occurred,
+        "received_at": received,
+        "payload": json.loads(payload, parse_float=JsonbNumber, parse_int=JsonbNumber),
+    }
+    text = verifier_canonical(document)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest(), stored
+
+
+def jsonb_text(json_text: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::jsonb::text", [json_text])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+@PROPERTY_SETTINGS
+@given(number=REAL_NUMBERS)
+@example(number=1e-05)
+@example(number=-0.0)
+@example(number=1e16)
+@example(number=10**40)
+def test_a_payload_number_is_written_as_jsonb_prints_it(number):
+    stored = normalise_payload(number)
+    # What Django sends for a JSONField (json.dumps), as PostgreSQL prints it back.
+    assert canonical_number(stored) == jsonb_text(json.dumps(stored))
+
+
+def test_the_reported_number_is_written_in_plain_decimal_notation():
+    payload = normalise_payload({"x": 1e-05})
+    assert b'"payload":{"x":0.00001}' in canonical_event_bytes(**{**FIELDS, "payload": payload})
+
+
+@pytest.mark.django_db
+@PROPERTY_SETTINGS
+@given(payload=PAYLOADS)
+@example(payload={"x": 1e-05})
+@example(payload={"b": [-0.0, 1.5e-07, {"é": 5e-324}], "a": {"z": 10**40, "y": 1e16}})
+def test_a_verifier_reading_jsonb_recomputes_every_stored_checksum(payload):
+    result = event_publish(event_type="tool.call", source="verifier", payload=payload)
+    recomputed, stored = verifier_checksum(result.seq)
+    assert recomputed == stored
+    # And the checksum recomputed from the payload as the ORM reads it back agrees.
+    assert event_checksum_of(Event.objects.get(seq=result.seq)) == stored

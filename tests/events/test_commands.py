@@ -1,5 +1,7 @@
 """create_producer and emit_events."""
 
+import json
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -18,10 +20,63 @@ def test_create_producer_prints_a_working_token_once_and_stores_only_its_hash(ca
     assert producer_for_token(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
 
 
-def test_create_producer_refuses_a_duplicate_name():
+def ingest(client, token: str):
+    return client.post(
+        "/api/events",
+        data=json.dumps({"event_type": "tool.call", "source": "billing"}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def test_create_producer_refuses_a_duplicate_name_and_says_how_to_rotate(capsys):
     call_command("create_producer", "billing")
-    with pytest.raises(CommandError, match="already exists"):
+    token = capsys.readouterr().out.strip()
+    with pytest.raises(CommandError) as refused:
         call_command("create_producer", "billing")
+    assert str(refused.value) == (
+        "A producer named 'billing' already exists. To issue it a new token (the old one "
+        "then stops working), run: manage.py create_producer billing --rotate"
+    )
+    assert refused.value.returncode == 1
+    assert capsys.readouterr().out == ""
+    assert Producer.objects.filter(name="billing").count() == 1
+    assert producer_for_token(token) == Producer.objects.get(name="billing")
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101])
+def test_create_producer_refuses_a_bad_name_in_plain_words(name):
+    with pytest.raises(CommandError, match=r"^The producer name must be 1-100 characters\.$"):
+        call_command("create_producer", name)
+    assert not Producer.objects.exists()
+
+
+def test_rotate_issues_a_new_token_and_the_ingest_api_refuses_the_old_one(client, capsys):
+    call_command("create_producer", "billing")
+    old_token = capsys.readouterr().out.strip()
+    assert ingest(client, old_token).status_code == 201
+
+    call_command("create_producer", "billing", "--rotate")
+    printed = capsys.readouterr()
+    new_token = printed.out.strip()
+    assert new_token != old_token
+    assert "old token no longer works" in printed.err
+    assert new_token not in printed.err
+
+    refused = ingest(client, old_token)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"]
+    accepted = ingest(client, new_token)
+    assert accepted.status_code == 201
+    assert Event.objects.get(seq=accepted.json()["seq"]).producer.name == "billing"
+    assert Event.objects.count() == 2
+    assert Producer.objects.count() == 1
+
+
+def test_rotate_of_an_unknown_producer_is_refused_and_creates_nothing():
+    with pytest.raises(CommandError, match="no producer named 'billing'; run without --rotate"):
+        call_command("create_producer", "billing", "--rotate")
+    assert not Producer.objects.exists()
 
 
 def test_emit_events_publishes_the_requested_count(capsys):
