@@ -4,11 +4,13 @@ Tests run against the machine's PostgreSQL and Redis (see monitor_project/settin
 ``make test`` starts them when they are down.
 """
 
+import warnings
 from collections.abc import Iterator
 
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 
 from events import services
 from tests.fixtures.seeds import seeds_apply
@@ -24,6 +26,27 @@ def _clean_test_redis() -> Iterator[None]:
     client.flushdb()
     yield
     client.close()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """pytest-django's test database; at the end of the run, before it is dropped, the
+    sessions this run's own threads left open on it (asgiref's executor threads keep
+    theirs) are closed, and any other session still there is named in a warning."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        mine = connection.settings_dict["OPTIONS"]["application_name"]
+        cursor.execute(
+            "SELECT pid, application_name,"
+            " CASE WHEN application_name = %s THEN pg_terminate_backend(pid) END"
+            " FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()",
+            [mine],
+        )
+        others = [f"{name} (backend {pid})" for pid, name, _ in cursor.fetchall() if name != mine]
+    connection.close()
+    if others:
+        warnings.warn(f"sessions left on the test database: {', '.join(others)}", stacklevel=1)
 
 
 @pytest.fixture

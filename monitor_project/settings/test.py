@@ -4,8 +4,10 @@ Tests use Redis database 1 and their own key prefixes so that a developer's runn
 stack on database 0 and the tests never read each other's messages.
 """
 
+import os
+
 from monitor_project.settings.base import *  # noqa: F403
-from monitor_project.settings.base import CACHES, CHANNEL_LAYERS, env
+from monitor_project.settings.base import CACHES, CHANNEL_LAYERS, DATABASES, env
 
 DEBUG = False
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/1")
@@ -21,3 +23,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EVENTS_RULES_CACHE_SECONDS = 0.0
 SUPABASE_BREAKER_NAMESPACE = "monitor-test-supabase"
 SILENCED_SYSTEM_CHECKS = ["events.W001"]  # tests configure Supabase per test
+
+# Every session on the test database says whose it is: a child process started by a test
+# gets PGAPPNAME from tests/fixtures/django_processes.py, the test run itself its pid. So a
+# session left open at the end can be told apart and named (tests/conftest.py).
+DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ.get(
+    "PGAPPNAME"
+) or f"monitor-test-run-{os.getpid()}"
