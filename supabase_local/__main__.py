@@ -19,7 +19,12 @@ import uvicorn
 from supabase_local import db
 from supabase_local.app import create_app
 from supabase_local.auth import mint_token
-from supabase_local.config import DATABASE_URL_ENV, DEV_JWT_SECRET, ServerConfig
+from supabase_local.config import (
+    DATABASE_URL_ENV,
+    DB_TX_END_CHOICES,
+    DEV_JWT_SECRET,
+    ServerConfig,
+)
 
 # Printed keys last ten years, like the Supabase CLI's local keys.
 KEY_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
@@ -55,6 +60,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEV_JWT_SECRET,
         help="HS256 secret of keys and tokens (default: the Supabase CLI's public dev secret)",
     )
+    parser.add_argument(
+        "--db-tx-end",
+        choices=DB_TX_END_CHOICES,
+        default="commit",
+        help="PostgREST's db-tx-end (default commit, as on a hosted project: Prefer: tx= is"
+        " ignored; *-allow-override honours it)",
+    )
     parser.add_argument("--faults", action="store_true", help="enable POST /__faults")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
@@ -82,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         database_url=args.database_url,
         jwt_secret=args.jwt_secret,
         faults_enabled=args.faults,
+        db_tx_end=args.db_tx_end,
     )
     try:
         # Fail with one clear line rather than a lifespan traceback.

@@ -18,6 +18,8 @@ DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 
 DATABASE_URL_ENV = "SUPABASE_LOCAL_DATABASE_URL"
 
+DB_TX_END_CHOICES = ("commit", "commit-allow-override", "rollback", "rollback-allow-override")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
@@ -31,3 +33,10 @@ class ServerConfig:
     exposed_schemas: tuple[str, ...] = ("public",)
     # Size of the REST connection pool; PostgreSQL here allows 100 connections in all.
     pool_max_size: int = 10
+    # PostgREST's db-tx-end: commit (a hosted project's setting: Prefer: tx=... is
+    # ignored), commit-allow-override, rollback, rollback-allow-override.
+    db_tx_end: str = "commit"
+
+    @property
+    def tx_override_allowed(self) -> bool:
+        return self.db_tx_end.endswith("-allow-override")

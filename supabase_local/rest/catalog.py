@@ -72,10 +72,19 @@ class Function:
 _TABLES_SQL = """
 SELECT n.nspname AS schema, c.relname AS name, a.attname AS column,
        format_type(a.atttypid, a.atttypmod) AS type, NOT a.attnotnull AS nullable,
-       pg_get_expr(d.adbin, d.adrelid) AS default_expr
+       -- As PostgREST's schema cache: an identity column's default is its sequence's
+       -- next value, a domain's default counts, a generated column has none.
+       CASE
+         WHEN a.attidentity = 'd' THEN format('nextval(%L)', pg_get_serial_sequence(
+           format('%I.%I', n.nspname, c.relname), a.attname)::regclass)
+         WHEN a.attgenerated = 's' THEN NULL
+         WHEN t.typbasetype <> 0 AND d.adbin IS NULL THEN pg_get_expr(t.typdefaultbin, 0)
+         ELSE pg_get_expr(d.adbin, d.adrelid)
+       END AS default_expr
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
 WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
 ORDER BY n.nspname, c.relname, a.attnum

@@ -104,7 +104,7 @@ def test_prefer_header_tokens():
     )
 
     assert preferences.returning == "representation"
-    assert preferences.count is True
+    assert preferences.count_mode == "planned"
     assert preferences.resolution == "ignore-duplicates"
     assert preferences.missing_default is True
 
