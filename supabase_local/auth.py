@@ -1,8 +1,10 @@
 """API keys and access tokens: HS256 JWTs signed with the server's JWT secret.
 
 Invariants: only HS256 is accepted; the ``role`` claim must be one of the three
-Supabase roles; ``exp`` is required and must lie in the future. A token that fails any
-check raises ``AuthError`` whose text is a message fit for the client.
+Supabase roles; ``exp`` is required and must lie in the future; ``exp``, ``iat`` and
+``nbf``, when present, are JSON numbers (PostgREST's rule: a string such as ``"1e10"``
+is refused, not coerced). A token that fails any check raises ``AuthError`` whose text
+is a message fit for the client.
 """
 
 from __future__ import annotations
@@ -24,15 +26,48 @@ class Claims:
     raw: dict[str, Any]
 
 
-class AuthError(Exception):
-    """A token was refused; ``str(error)`` is the human message, ``code`` PostgREST's."""
+TIME_CLAIMS = ("exp", "iat", "nbf")
 
-    def __init__(self, message: str, *, code: str = "PGRST301") -> None:
+
+class AuthError(Exception):
+    """A token was refused; ``str(error)`` is the human message, ``code`` PostgREST's;
+    ``malformed_claims`` when a time claim is not a number."""
+
+    def __init__(
+        self, message: str, *, code: str = "PGRST301", malformed_claims: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.malformed_claims = malformed_claims
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass, and JSON true is no time.
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def verify_token(token: str, *, secret: str) -> Claims:
+    try:
+        # The signature first; the time claims' types before PyJWT reads them, since it
+        # would coerce a numeric string with int().
+        unchecked = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                     "verify_aud": False},
+        )  # fmt: skip
+    except jwt.InvalidSignatureError as error:
+        raise AuthError("JWSError JWSInvalidSignature") from error
+    except jwt.InvalidTokenError as error:
+        raise AuthError(f"Invalid JWT: {error}") from error
+    if not isinstance(unchecked, dict):
+        raise AuthError("Invalid JWT: the claims are not a JSON object")
+    for name in TIME_CLAIMS:
+        if name in unchecked and not _is_number(unchecked[name]):
+            raise AuthError(
+                f"The JWT '{name}' claim must be a number", code="PGRST303", malformed_claims=True
+            )
     try:
         raw = jwt.decode(
             token,

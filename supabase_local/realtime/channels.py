@@ -451,11 +451,15 @@ class Hub:
         for conn in list(self.connections):
             for channel in list(conn.channels.values()):
                 exp = getattr(channel.claims, "exp", None)
-                if exp is not None and exp <= now:
+                try:
+                    expired = exp is not None and exp <= now
+                except TypeError:  # verify_token admits numbers only; never stop the sweep
+                    log.warning("realtime: closing %s: its token's exp is %r", channel.topic, exp)
+                    expired = True
+                if expired:
+                    ago = int(now - exp) if isinstance(exp, int | float) else 0
                     channel.system(
-                        "error",
-                        f"Token has expired {int(now - exp)} seconds ago",
-                        extension="system",
+                        "error", f"Token has expired {ago} seconds ago", extension="system"
                     )
                     self.close_channel(channel)
 

@@ -100,10 +100,16 @@ class Realtime:
         await asyncio.gather(*(conn.close() for conn in conns), return_exceptions=True)
 
     async def _expiry_loop(self) -> None:
+        """Close channels whose token expired; one channel's failure never stops it (it
+        serves every socket of the server)."""
         while True:
             await asyncio.sleep(EXPIRY_CHECK_INTERVAL_S)
-            if self.hub is not None:
+            if self.hub is None:
+                continue
+            try:
                 self.hub.expire_tokens()
+            except Exception:
+                log.exception("realtime: checking token expiry failed; checking again shortly")
 
     def _verify(self, token: str | None) -> Any:
         if not token:
@@ -242,7 +248,10 @@ class Realtime:
         try:
             claims = self._verify(access_token if isinstance(access_token, str) else conn.token)
         except AuthError as exc:
-            conn.send(protocol.reply(msg, "error", {"reason": str(exc)}))
+            # Realtime's claim validation fails a non-numeric exp/iat without a case of
+            # its own, so its join answers with the generic reason.
+            reason = "Unknown Error on Channel" if exc.malformed_claims else str(exc)
+            conn.send(protocol.reply(msg, "error", {"reason": reason}))
             return
         config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
         broadcast = config.get("broadcast") or {}

@@ -594,3 +594,19 @@ async def test_an_upsert_reports_insert_for_new_rows_and_update_for_existing_one
             )
         )
         await changes.nothing(lambda p: seq_of(p) == old and p not in got)
+
+
+async def test_a_token_whose_exp_is_a_string_is_refused_and_expiry_keeps_working(supabase_local):
+    import time
+
+    malformed = supabase_local.mint("authenticated", exp=str(int(time.time()) + 1))
+    async with realtime_client(
+        supabase_local, supabase_local.anon_key, auto_reconnect=False
+    ) as client:
+        _, _, _, states = await subscribe_changes(client, access_token=malformed)
+        state, error = await states.get()
+        assert state == RealtimeSubscribeStates.CHANNEL_ERROR
+        assert "Unknown Error on Channel" in str(error)  # Realtime's generic join reason
+
+    # The server-wide expiry check still runs: a short token still closes its channel.
+    await test_token_expiry_while_joined_closes_the_channel(supabase_local)
