@@ -156,8 +156,13 @@ class Realtime:
                 try:
                     msg = protocol.decode(data, vsn)
                 except protocol.ProtocolError as exc:
-                    log.info("realtime: dropping malformed frame: %s", exc)
-                    continue
+                    # Realtime's serializer raises on such a frame and its socket process
+                    # ends: the connection closes (1011), the server serves on.
+                    log.info("realtime: closing a socket that sent a malformed frame: %s", exc)
+                    conn.closed = True
+                    with contextlib.suppress(Exception):
+                        await ws.close(code=1011)
+                    break
                 try:
                     await self._handle(conn, msg)
                 except Exception:

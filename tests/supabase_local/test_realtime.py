@@ -610,3 +610,37 @@ async def test_a_token_whose_exp_is_a_string_is_refused_and_expiry_keeps_working
 
     # The server-wide expiry check still runs: a short token still closes its channel.
     await test_token_expiry_while_joined_closes_the_channel(supabase_local)
+
+
+def _socket_url(server: Any, key: str, vsn: str = "2.0.0") -> str:
+    return f"{server.url.replace('http', 'ws', 1)}/realtime/v1/websocket?apikey={key}&vsn={vsn}"
+
+
+async def _heartbeat_answers(server: Any) -> bool:
+    import json
+
+    import websockets
+
+    async with websockets.connect(_socket_url(server, server.anon_key)) as socket:
+        await socket.send(json.dumps([None, "1", "phoenix", "heartbeat", {}]))
+        reply = json.loads(await asyncio.wait_for(socket.recv(), WAIT))
+    return reply[3:] == ["phx_reply", {"status": "ok", "response": {}}]
+
+
+async def test_a_binary_frame_with_a_non_utf8_topic_closes_that_socket_only(supabase_local):
+    import struct
+
+    import websockets
+
+    topic = b"realtime:\xff\xfe"
+    frame = struct.pack("7B", 3, 1, 1, len(topic), 4, 0, 1) + b"12" + topic + b"ping{}"
+    logged_before = len(supabase_local.log_path.read_bytes())
+    async with websockets.connect(_socket_url(supabase_local, supabase_local.anon_key)) as socket:
+        await socket.send(frame)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), WAIT)
+
+    # Realtime's serializer raises on such a frame and its socket process ends (1011).
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert await _heartbeat_answers(supabase_local)
+    assert b"Traceback" not in supabase_local.log_path.read_bytes()[logged_before:]
