@@ -23,6 +23,7 @@ from supabase_local.config import (
     DATABASE_URL_ENV,
     DB_TX_END_CHOICES,
     DEV_JWT_SECRET,
+    RealtimeLimits,
     ServerConfig,
 )
 
@@ -41,6 +42,16 @@ class _AnnouncingServer(uvicorn.Server):
         await super().startup(sockets=sockets)
         if not self.should_exit:
             print(self._ready_line, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,6 +77,31 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="commit",
         help="PostgREST's db-tx-end (default commit, as on a hosted project: Prefer: tx= is"
         " ignored; *-allow-override honours it)",
+    )
+    limits = RealtimeLimits()
+    parser.add_argument(
+        "--max-channels-per-client",
+        type=_positive_int,
+        default=limits.max_channels_per_client,
+        help="Realtime channels one socket may join (Realtime's default: 100)",
+    )
+    parser.add_argument(
+        "--max-payload-size-kb",
+        type=_positive_int,
+        default=limits.max_payload_size_in_kb,
+        help="largest presence track payload in kB (Realtime's default: 3000)",
+    )
+    parser.add_argument(
+        "--client-presence-max-calls",
+        type=_positive_int,
+        default=limits.client_presence_max_calls,
+        help="presence events per channel per window (Realtime's default: 5)",
+    )
+    parser.add_argument(
+        "--client-presence-window-ms",
+        type=_positive_int,
+        default=limits.client_presence_window_ms,
+        help="the window of --client-presence-max-calls (Realtime's default: 30000)",
     )
     parser.add_argument("--faults", action="store_true", help="enable POST /__faults")
     parser.add_argument("--log-level", default="warning")
@@ -95,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         jwt_secret=args.jwt_secret,
         faults_enabled=args.faults,
         db_tx_end=args.db_tx_end,
+        realtime_limits=RealtimeLimits(
+            max_channels_per_client=args.max_channels_per_client,
+            max_payload_size_in_kb=args.max_payload_size_kb,
+            client_presence_max_calls=args.client_presence_max_calls,
+            client_presence_window_ms=args.client_presence_window_ms,
+        ),
     )
     try:
         # Fail with one clear line rather than a lifespan traceback.

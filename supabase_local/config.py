@@ -22,6 +22,28 @@ DB_TX_END_CHOICES = ("commit", "commit-allow-override", "rollback", "rollback-al
 
 
 @dataclass(frozen=True, kw_only=True)
+class RealtimeLimits:
+    """Realtime's per-connection and presence limits, at real Realtime's defaults (its
+    env variable or tenant field in brackets). The one place for Realtime limits: plan
+    quotas add theirs here. A limit reached is refused with Realtime's own reply."""
+
+    # Channels joined on one socket [TENANT_MAX_CHANNELS_PER_CLIENT]; the next join is
+    # refused "ChannelRateLimitReached: Too many channels".
+    max_channels_per_client: int = 100
+    # Largest presence track payload [tenant max_payload_size_in_kb] (+500 bytes, as
+    # Realtime pads it); beyond: "Track message size exceeded" and the channel closes.
+    max_payload_size_in_kb: int = 3000
+    # Presence events per channel per window [CLIENT_PRESENCE_MAX_CALLS,
+    # CLIENT_PRESENCE_WINDOW_MS]; beyond: "Client presence rate limit exceeded", closed.
+    client_presence_max_calls: int = 5
+    client_presence_window_ms: int = 30_000
+
+    @property
+    def max_presence_payload_bytes(self) -> int:
+        return self.max_payload_size_in_kb * 1000 + 500
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     database_url: str
     host: str = "127.0.0.1"
@@ -36,6 +58,7 @@ class ServerConfig:
     # PostgREST's db-tx-end: commit (a hosted project's setting: Prefer: tx=... is
     # ignored), commit-allow-override, rollback, rollback-allow-override.
     db_tx_end: str = "commit"
+    realtime_limits: RealtimeLimits = field(default_factory=RealtimeLimits)
 
     @property
     def tx_override_allowed(self) -> bool:

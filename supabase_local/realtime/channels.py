@@ -167,6 +167,9 @@ class Channel:
     presence_enabled: bool = False
     private: bool = False
     subscriptions: list[Subscription] = field(default_factory=list)
+    # Realtime's per-channel presence rate limit: events counted in the current window.
+    presence_calls: int = 0
+    presence_window_ends: float = 0.0
 
     @property
     def sub_topic(self) -> str:

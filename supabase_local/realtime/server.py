@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 import asyncpg
@@ -229,12 +230,40 @@ class Realtime:
             return
         self.hub.update_claims(channel, claims)
 
+    def _shutdown(self, channel: Channel, message: str) -> None:
+        """Realtime's ``shutdown_response``: a system error, then the channel stops."""
+        assert self.hub is not None
+        channel.system("error", message, extension="system")
+        self.hub.close_channel(channel)
+
+    def _presence_rate_exceeded(self, channel: Channel) -> bool:
+        """Realtime's client presence limit: so many events per channel per window."""
+        limits = self.config.realtime_limits
+        now = time.monotonic()
+        if now > channel.presence_window_ends:
+            channel.presence_calls = 1
+            channel.presence_window_ends = now + limits.client_presence_window_ms / 1000
+            return False
+        if channel.presence_calls >= limits.client_presence_max_calls:
+            return True
+        channel.presence_calls += 1
+        return False
+
     def _presence(self, channel: Channel, msg: protocol.Message, payload: dict) -> None:
         assert self.hub is not None
+        if self._presence_rate_exceeded(channel):
+            self._shutdown(channel, "Client presence rate limit exceeded")
+            return
         event = payload.get("event")
         if event == "track":
             meta = payload.get("payload")
-            self.hub.presence_track(channel, meta if isinstance(meta, dict) else {})
+            meta = meta if isinstance(meta, dict) else {}
+            # Realtime measures the Erlang term; the JSON text is the same order of size.
+            size = len(json.dumps(meta, separators=(",", ":"), default=str).encode())
+            if size > self.config.realtime_limits.max_presence_payload_bytes:
+                self._shutdown(channel, "Track message size exceeded")
+                return
+            self.hub.presence_track(channel, meta)
             channel.send(protocol.reply(msg, "ok"))
         elif event == "untrack":
             self.hub.presence_untrack(channel)
@@ -248,6 +277,12 @@ class Realtime:
         payload = msg.payload if isinstance(msg.payload, dict) else {}
         if not msg.topic.startswith("realtime:"):
             conn.send(protocol.reply(msg, "error", {"reason": "unmatched topic"}))
+            return
+        limit = self.config.realtime_limits.max_channels_per_client
+        if msg.topic not in conn.channels and len(conn.channels) >= limit:
+            # A rejoin of a joined topic replaces it and is not counted.
+            reason = "ChannelRateLimitReached: Too many channels"
+            conn.send(protocol.reply(msg, "error", {"reason": reason}))
             return
         access_token = payload.get("access_token")
         try:

@@ -644,3 +644,73 @@ async def test_a_binary_frame_with_a_non_utf8_topic_closes_that_socket_only(supa
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     assert await _heartbeat_answers(supabase_local)
     assert b"Traceback" not in supabase_local.log_path.read_bytes()[logged_before:]
+
+
+# -- Realtime's limits ------------------------------------------------------------------
+
+
+async def test_the_101st_channel_on_one_socket_is_refused_as_realtime_refuses_it(
+    supabase_local,
+):
+    async with realtime_client(
+        supabase_local, supabase_local.anon_key, auto_reconnect=False
+    ) as client:
+        prefix = uuid.uuid4().hex[:8]
+        for index in range(100):  # Realtime's default max_channels_per_client
+            states = Inbox()
+            await asyncio.wait_for(client.channel(f"{prefix}-{index}").subscribe(states), WAIT)
+            assert (await states.get())[0] == RealtimeSubscribeStates.SUBSCRIBED
+        refused = Inbox()
+        await asyncio.wait_for(client.channel(f"{prefix}-100").subscribe(refused), WAIT)
+        state, error = await refused.get()
+
+    assert state == RealtimeSubscribeStates.CHANNEL_ERROR
+    assert "ChannelRateLimitReached: Too many channels" in str(error)
+
+
+async def _presence_channel(client: Any) -> tuple[Any, Inbox]:
+    states = Inbox()
+    channel = client.channel(
+        f"presence-{uuid.uuid4().hex[:8]}", {"config": {"presence": {"key": "me"}}}
+    )
+    channel.on_presence_sync(lambda: None)
+    await asyncio.wait_for(channel.subscribe(states), WAIT)
+    assert (await states.get())[0] == RealtimeSubscribeStates.SUBSCRIBED
+    return channel, states
+
+
+async def test_a_presence_payload_over_3000_kb_closes_the_channel(supabase_local):
+    async with realtime_client(
+        supabase_local, supabase_local.anon_key, auto_reconnect=False
+    ) as client:
+        channel, states = await _presence_channel(client)
+        await channel.track({"blob": "x" * 3_001_000})  # Realtime's 3000 kB (+500 B)
+        state, error = await states.get(lambda s: s[0] == RealtimeSubscribeStates.CHANNEL_ERROR)
+        await states.get(lambda s: s[0] == RealtimeSubscribeStates.CLOSED)
+
+    assert "Track message size exceeded" in str(error)
+
+
+async def test_a_sixth_presence_event_within_30_s_closes_the_channel(supabase_local):
+    async with realtime_client(
+        supabase_local, supabase_local.anon_key, auto_reconnect=False
+    ) as client:
+        channel, states = await _presence_channel(client)
+        for n in range(5):  # Realtime: 5 presence calls per channel per 30 s
+            await channel.track({"n": n})
+        await states.nothing(lambda s: s[0] == RealtimeSubscribeStates.CHANNEL_ERROR)
+        await channel.track({"n": 5})
+        state, error = await states.get(lambda s: s[0] == RealtimeSubscribeStates.CHANNEL_ERROR)
+
+    assert "Client presence rate limit exceeded" in str(error)
+
+
+def test_realtime_limits_are_flags(tmp_path):
+    from supabase_local.__main__ import _parse_args
+
+    args = _parse_args(["--database-url", "postgresql://x/y", "--max-channels-per-client", "3",
+                        "--max-payload-size-kb", "64", "--client-presence-max-calls", "20",
+                        "--client-presence-window-ms", "1000"])  # fmt: skip
+
+    assert (args.max_channels_per_client, args.max_payload_size_kb) == (3, 64)
+    assert (args.client_presence_max_calls, args.client_presence_window_ms) == (20, 1000)
