@@ -121,7 +121,7 @@ class RestApi:
         self.catalog = Catalog(config.exposed_schemas)
         self.pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._background: set[asyncio.Task[bool]] = set()  # strong refs until done
+        self._background: set[asyncio.Task[None]] = set()  # strong refs until done
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -143,7 +143,7 @@ class RestApi:
 
     def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         if payload in ("", "reload schema") and self.pool is not None:
-            task = asyncio.get_running_loop().create_task(self.catalog.reload_after_miss(self.pool))
+            task = asyncio.get_running_loop().create_task(self.catalog.reload(self.pool))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
