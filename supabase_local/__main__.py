@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import re
 import sys
 
 import asyncpg
@@ -29,6 +30,29 @@ from supabase_local.config import (
 
 # Printed keys last ten years, like the Supabase CLI's local keys.
 KEY_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+
+
+_SECRET_PARAMETER = re.compile(r"(?i)\b(apikey|access_token)=[^&\s\"']+")
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks the values of ``apikey=`` and ``access_token=`` in a log line: uvicorn logs
+    each WebSocket's path with its query string, where the clients put their key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_PARAMETER.sub(r"\1=[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def _redact_logs() -> None:
+    """Install :class:`RedactSecrets` on every handler that prints our or uvicorn's logs."""
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -156,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
         ws="websockets-sansio",
     )
+    _redact_logs()  # after uvicorn.Config, which configures uvicorn's own handlers
     server = _AnnouncingServer(
         uvicorn_config, f"supabase_local ready on http://{config.host}:{config.port}"
     )

@@ -714,3 +714,20 @@ def test_realtime_limits_are_flags(tmp_path):
 
     assert (args.max_channels_per_client, args.max_payload_size_kb) == (3, 64)
     assert (args.client_presence_max_calls, args.client_presence_window_ms) == (20, 1000)
+
+
+async def test_the_access_log_does_not_print_keys_or_tokens(supabase_local):
+    import websockets
+
+    token = supabase_local.mint("authenticated")
+    logged_before = len(supabase_local.log_path.read_bytes())
+    url = _socket_url(supabase_local, supabase_local.anon_key) + f"&access_token={token}"
+    async with websockets.connect(url):
+        pass
+    async with realtime_client(supabase_local, supabase_local.service_role_key) as client:
+        await asyncio.wait_for(client.connect(), WAIT)
+
+    logged = supabase_local.log_path.read_bytes()[logged_before:].decode(errors="replace")
+    assert "apikey=[redacted]" in logged and "access_token=[redacted]" in logged  # --log-level info
+    for secret in (supabase_local.anon_key, supabase_local.service_role_key, token):
+        assert secret not in logged
