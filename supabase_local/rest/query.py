@@ -162,7 +162,7 @@ def check_strict(preferences: Preferences) -> None:
 def split_top_level(text: str, separator: str = ",", *, arrays: bool = False) -> list[str]:
     """Split on ``separator`` outside double quotes and parentheses; with ``arrays``,
     also outside ``{...}`` (a logic tree's array literal, as in ``tags.cs.{a,b}``: like
-    PostgREST, it runs from ``{`` to the first ``}``, without nesting)."""
+    PostgREST, a value that starts with ``{`` runs to the first ``}``, without nesting)."""
     parts: list[str] = []
     current: list[str] = []
     depth = 0
@@ -184,8 +184,8 @@ def split_top_level(text: str, separator: str = ",", *, arrays: bool = False) ->
             continue
         if char == '"':
             quoted = not quoted
-        elif arrays and not quoted and char == "{":
-            in_array = True
+        elif arrays and not quoted and char == "{" and current and current[-1] == ".":
+            in_array = True  # a value that starts with "{", as PostgREST's pPgArray
         elif not quoted and char == "(":
             depth += 1
         elif not quoted and char == ")":
