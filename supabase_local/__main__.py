@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,11 +24,40 @@ from supabase_local import db
 from supabase_local.api_keys import PUBLISHABLE_PREFIX, SECRET_PREFIX, ApiKeyError, api_key_check
 from supabase_local.app import create_app
 from supabase_local.auth import mint_token
-from supabase_local.config import DATABASE_URL_ENV, DEV_JWT_SECRET, ServerConfig
+from supabase_local.config import (
+    DATABASE_URL_ENV,
+    DB_TX_END_CHOICES,
+    DEV_JWT_SECRET,
+    RealtimeLimits,
+    ServerConfig,
+)
 from supabase_local.signing_keys import SigningKey, SigningKeyError, signing_key_load
 
 # Printed keys last ten years, like the Supabase CLI's local keys.
 KEY_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+
+
+_SECRET_PARAMETER = re.compile(r"(?i)\b(apikey|access_token)=[^&\s\"']+")
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks the values of ``apikey=`` and ``access_token=`` in a log line: uvicorn logs
+    each WebSocket's path with its query string, where the clients put their key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_PARAMETER.sub(r"\1=[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def _redact_logs() -> None:
+    """Install :class:`RedactSecrets` on every handler that prints our or uvicorn's logs."""
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -41,6 +71,16 @@ class _AnnouncingServer(uvicorn.Server):
         await super().startup(sockets=sockets)
         if not self.should_exit:
             print(self._ready_line, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,6 +136,38 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KID",
         help="the kid of the --signing-key in the same position (default: its RFC 7638 thumbprint)",
+    )
+    parser.add_argument(
+        "--db-tx-end",
+        choices=DB_TX_END_CHOICES,
+        default="commit",
+        help="PostgREST's db-tx-end (default commit, as on a hosted project: Prefer: tx= is"
+        " ignored; *-allow-override honours it)",
+    )
+    limits = RealtimeLimits()
+    parser.add_argument(
+        "--max-channels-per-client",
+        type=_positive_int,
+        default=limits.max_channels_per_client,
+        help="Realtime channels one socket may join (Realtime's default: 100)",
+    )
+    parser.add_argument(
+        "--max-payload-size-kb",
+        type=_positive_int,
+        default=limits.max_payload_size_in_kb,
+        help="largest presence track payload in kB (Realtime's default: 3000)",
+    )
+    parser.add_argument(
+        "--client-presence-max-calls",
+        type=_positive_int,
+        default=limits.client_presence_max_calls,
+        help="presence events per channel per window (Realtime's default: 5)",
+    )
+    parser.add_argument(
+        "--client-presence-window-ms",
+        type=_positive_int,
+        default=limits.client_presence_window_ms,
+        help="the window of --client-presence-max-calls (Realtime's default: 30000)",
     )
     parser.add_argument("--faults", action="store_true", help="enable POST /__faults")
     parser.add_argument(
@@ -165,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         signing_keys=args.signing_keys,
         faults_enabled=args.faults,
         private_only=args.private_only,
+        db_tx_end=args.db_tx_end,
+        realtime_limits=RealtimeLimits(
+            max_channels_per_client=args.max_channels_per_client,
+            max_payload_size_in_kb=args.max_payload_size_kb,
+            client_presence_max_calls=args.client_presence_max_calls,
+            client_presence_window_ms=args.client_presence_window_ms,
+        ),
     )
     try:
         # Fail with one clear line rather than a lifespan traceback.
@@ -192,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
         ws="websockets-sansio",
     )
+    _redact_logs()  # after uvicorn.Config, which configures uvicorn's own handlers
     server = _AnnouncingServer(
         uvicorn_config, f"supabase_local ready on http://{config.host}:{config.port}"
     )

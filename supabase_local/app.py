@@ -8,8 +8,9 @@ listening, so both see the final schema.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,10 +18,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supabase_local import db
+from supabase_local.auth import AuthError, Gateway
 from supabase_local.config import ServerConfig
-from supabase_local.faults import FaultInjector
+from supabase_local.faults import FAULTS_PATH, FaultInjector
 from supabase_local.rest import RestApi
 from supabase_local.signing_keys import jwks_document
 
@@ -39,10 +42,39 @@ async def _jwks(request: Request) -> JSONResponse:
     )
 
 
+class _CorsExceptFaults:
+    """CORS for every route but ``/__faults``: a page of any origin may call REST, but
+    no page may read or change the injected faults."""
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(app, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(FAULTS_PATH):
+            await self.app(scope, receive, send)
+        else:
+            await self.cors(scope, receive, send)
+
+
+def _is_service_role_key(gateway: Gateway) -> Callable[[str], bool]:
+    """A secret key (or a legacy service_role key while legacy keys are on)."""
+
+    def check(token: str) -> bool:
+        try:
+            return gateway.key_claims(token).role == "service_role"
+        except AuthError:
+            return False
+
+    return check
+
+
 def create_app(config: ServerConfig) -> Starlette:
     from supabase_local.realtime import Realtime
 
-    injector = FaultInjector(enabled=config.faults_enabled)
+    injector = FaultInjector(
+        enabled=config.faults_enabled, authorize=_is_service_role_key(config.gateway)
+    )
     rest_api = RestApi(config=config, faults=injector)
     realtime = Realtime(config=config, faults=injector)
 
@@ -72,7 +104,7 @@ def create_app(config: ServerConfig) -> Starlette:
     # Dashboards on another origin (Django on :8000) call REST from the browser.
     middleware = [
         Middleware(
-            CORSMiddleware,
+            _CorsExceptFaults,
             allow_origins=["*"],
             allow_methods=["*"],
             allow_headers=["*"],

@@ -4,9 +4,10 @@
 configured), or ES256 / RS256 with the signing key its ``kid`` names, the algorithm
 pinned by that key (so a token cannot pick another algorithm than its key's: no ``none``,
 no HS256 signed with a public key). Claims: ``role`` is one of the three Supabase roles;
-``exp`` is required and, like ``iat`` and ``nbf``, must be a number; ``exp`` lies in the
-future. ``Gateway`` decides the claims of a request from its ``apikey`` and
-``Authorization`` (``supabase_local/api_keys.py`` says how the key kinds map to roles).
+``exp`` is required and lies in the future; ``exp``, ``iat`` and ``nbf``, when present,
+are JSON numbers (PostgREST's rule: a string such as ``"1e10"`` is refused, not coerced),
+checked once the signature holds. ``Gateway`` decides the claims of a request from its
+``apikey`` and ``Authorization`` (``supabase_local/api_keys.py`` maps key kinds to roles).
 A refusal raises ``AuthError`` whose text is a message fit for the client.
 """
 
@@ -35,23 +36,36 @@ class Claims:
 
 
 class AuthError(Exception):
-    """A key or token was refused; ``str(error)`` is the message, ``code`` PostgREST's."""
+    """A key or token was refused; ``str(error)`` is the message, ``code`` PostgREST's;
+    ``malformed_claims`` when a time claim is not a number."""
 
-    def __init__(self, message: str, *, code: str = "PGRST301", hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "PGRST301",
+        hint: str | None = None,
+        malformed_claims: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.hint = hint
+        self.malformed_claims = malformed_claims
 
 
-def _check_numeric_claims(raw: dict[str, Any]) -> None:
+def _check_numeric_claims(raw: Any) -> None:
+    if not isinstance(raw, dict):
+        raise AuthError("Invalid JWT: the claims are not a JSON object")
     for name in NUMERIC_CLAIMS:
         value = raw.get(name)
+        # bool is an int subclass, and JSON true is no time.
         if name in raw and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise AuthError(f"JWT claim {name} must be a number", code="PGRST303")
+            raise AuthError(
+                f"The JWT '{name}' claim must be a number", code="PGRST303", malformed_claims=True
+            )
 
 
 def _claims(raw: dict[str, Any]) -> Claims:
-    _check_numeric_claims(raw)
     role = raw.get("role")
     if role not in ROLES:
         raise AuthError(f"JWT role must be one of {', '.join(ROLES)}, got {role!r}")
@@ -85,10 +99,18 @@ class TokenVerifier:
             raise AuthError(f"Invalid JWT: {error}") from error
         alg, key = self._key_for(header)
         try:
-            # Numeric claims first: PyJWT would accept "exp": "9999999999" (it calls int()).
-            _check_numeric_claims(jwt.decode(token, options={"verify_signature": False}))
+            # The signature first, then the time claims' types before PyJWT reads them:
+            # it would coerce "exp": "9999999999" with int().
+            unchecked = jwt.decode(
+                token, key, algorithms=[alg],
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                         "verify_aud": False},
+            )  # fmt: skip
+        except jwt.InvalidSignatureError as error:
+            raise AuthError("JWSError JWSInvalidSignature") from error
         except jwt.InvalidTokenError as error:
             raise AuthError(f"Invalid JWT: {error}") from error
+        _check_numeric_claims(unchecked)
         try:
             raw = jwt.decode(
                 token, key, algorithms=[alg], options={"require": ["exp"], "verify_aud": False}

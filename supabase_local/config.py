@@ -28,6 +28,30 @@ DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 
 DATABASE_URL_ENV = "SUPABASE_LOCAL_DATABASE_URL"
 
+DB_TX_END_CHOICES = ("commit", "commit-allow-override", "rollback", "rollback-allow-override")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealtimeLimits:
+    """Realtime's per-connection and presence limits, at real Realtime's defaults (its
+    env variable or tenant field in brackets). The one place for Realtime limits: plan
+    quotas add theirs here. A limit reached is refused with Realtime's own reply."""
+
+    # Channels joined on one socket [TENANT_MAX_CHANNELS_PER_CLIENT]; the next join is
+    # refused "ChannelRateLimitReached: Too many channels".
+    max_channels_per_client: int = 100
+    # Largest presence track payload [tenant max_payload_size_in_kb] (+500 bytes, as
+    # Realtime pads it); beyond: "Track message size exceeded" and the channel closes.
+    max_payload_size_in_kb: int = 3000
+    # Presence events per channel per window [CLIENT_PRESENCE_MAX_CALLS,
+    # CLIENT_PRESENCE_WINDOW_MS]; beyond: "Client presence rate limit exceeded", closed.
+    client_presence_max_calls: int = 5
+    client_presence_window_ms: int = 30_000
+
+    @property
+    def max_presence_payload_bytes(self) -> int:
+        return self.max_payload_size_in_kb * 1000 + 500
+
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
@@ -51,6 +75,14 @@ class ServerConfig:
     exposed_schemas: tuple[str, ...] = ("public",)
     # Size of the REST connection pool; PostgreSQL here allows 100 connections in all.
     pool_max_size: int = 10
+    # PostgREST's db-tx-end: commit (a hosted project's setting: Prefer: tx=... is
+    # ignored), commit-allow-override, rollback, rollback-allow-override.
+    db_tx_end: str = "commit"
+    realtime_limits: RealtimeLimits = field(default_factory=RealtimeLimits)
+
+    @property
+    def tx_override_allowed(self) -> bool:
+        return self.db_tx_end.endswith("-allow-override")
 
     @cached_property
     def api_keys(self) -> ApiKeys:

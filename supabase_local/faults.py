@@ -4,7 +4,9 @@ The settings live in one mutable ``FaultSettings`` owned by a ``FaultInjector``;
 REST layer handles every request inside ``rest_request()`` and asks ``rest_fault()``
 before handling it, and Realtime reads ``settings.realtime_*`` itself. The HTTP endpoint
 ``/__faults`` changes them. It answers only when the server was started with
-``--faults`` and only to loopback clients: tests use it, nothing else should.
+``--faults``, only to loopback clients and only with the service_role key (``apikey``
+header or bearer token): tests use it, nothing else should; a web page on another
+origin cannot call it (no CORS headers; see ``app.py``).
 
 Injected REST latency holds a request before the server acts on it. Two rules keep a
 held request from outliving the test that caused it:
@@ -37,6 +39,7 @@ from starlette.routing import Route
 
 log = logging.getLogger(__name__)
 
+FAULTS_PATH = "/__faults"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 CLEAR_WAIT_SECONDS = 10.0  # how long DELETE /__faults waits for released requests
 MAX_IN_FLIGHT_WAIT_SECONDS = 60.0
@@ -93,8 +96,11 @@ def _validated(field_name: str, value: Any) -> float | int:
 
 
 class FaultInjector:
-    def __init__(self, *, enabled: bool) -> None:
+    def __init__(self, *, enabled: bool, authorize: Callable[[str], bool] | None = None) -> None:
+        """``authorize(token)`` says whether a token may use the endpoint (the app
+        passes a check for the service_role key); without it every request is refused."""
         self.enabled = enabled
+        self._authorize = authorize
         self.settings = FaultSettings()
         self._close_realtime_hooks: list[Callable[[], Awaitable[None]]] = []
         self._in_flight: set[InFlightRequest] = set()
@@ -204,8 +210,8 @@ class FaultInjector:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/__faults", self._endpoint, methods=["GET", "POST", "DELETE"]),
-            Route("/__faults/in-flight", self._in_flight_endpoint, methods=["GET"]),
+            Route(FAULTS_PATH, self._endpoint, methods=["GET", "POST", "DELETE"]),
+            Route(f"{FAULTS_PATH}/in-flight", self._in_flight_endpoint, methods=["GET"]),
         ]
 
     def _refusal(self, request: Request) -> Response | None:
@@ -216,6 +222,15 @@ class FaultInjector:
         client_host = request.client.host if request.client else None
         if client_host not in LOOPBACK_HOSTS:
             return JSONResponse({"message": "fault injection is loopback-only"}, status_code=403)
+        token = request.headers.get("apikey")
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        if token is None and scheme.lower() == "bearer":
+            token = bearer.strip()
+        if not token or self._authorize is None or not self._authorize(token):
+            return JSONResponse(
+                {"message": "fault injection needs the service_role key (apikey header)"},
+                status_code=401,
+            )
         return None
 
     def _shown(self) -> JSONResponse:

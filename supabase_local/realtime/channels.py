@@ -176,6 +176,9 @@ class Channel:
     replayed_ids: set[str] = field(default_factory=set)
     replay_buffer: list[tuple[str, protocol.Outgoing]] | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
+    # Realtime's per-channel presence rate limit: events counted in the current window.
+    presence_calls: int = 0
+    presence_window_ends: float = 0.0
 
     def receives_broadcast(self, *, private: bool) -> bool:
         if self.private != private:
@@ -505,11 +508,15 @@ class Hub:
         for conn in list(self.connections):
             for channel in list(conn.channels.values()):
                 exp = getattr(channel.claims, "exp", None)
-                if exp is not None and exp <= now:
+                try:
+                    expired = exp is not None and exp <= now
+                except TypeError:  # verify_token admits numbers only; never stop the sweep
+                    log.warning("realtime: closing %s: its token's exp is %r", channel.topic, exp)
+                    expired = True
+                if expired:
+                    ago = int(now - exp) if isinstance(exp, int | float) else 0
                     channel.system(
-                        "error",
-                        f"Token has expired {int(now - exp)} seconds ago",
-                        extension="system",
+                        "error", f"Token has expired {ago} seconds ago", extension="system"
                     )
                     self.close_channel(channel)
 

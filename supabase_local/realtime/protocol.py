@@ -107,7 +107,10 @@ def _decode_binary(data: bytes) -> Message:
     for size in (jr_len, ref_len, topic_len, event_len, meta_len):
         if offset + size > len(data):
             raise ProtocolError("truncated binary frame")
-        parts.append(data[offset : offset + size].decode("utf-8"))
+        try:
+            parts.append(data[offset : offset + size].decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"binary frame field is not UTF-8: {exc}") from exc
         offset += size
     join_ref, ref, topic, user_event, meta = parts
     body = data[offset:]

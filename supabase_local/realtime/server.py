@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 import asyncpg
@@ -106,10 +107,16 @@ class Realtime:
         await asyncio.gather(*(conn.close() for conn in conns), return_exceptions=True)
 
     async def _expiry_loop(self) -> None:
+        """Close channels whose token expired; one channel's failure never stops it (it
+        serves every socket of the server)."""
         while True:
             await asyncio.sleep(EXPIRY_CHECK_INTERVAL_S)
-            if self.hub is not None:
+            if self.hub is None:
+                continue
+            try:
                 self.hub.expire_tokens()
+            except Exception:
+                log.exception("realtime: checking token expiry failed; checking again shortly")
 
     async def _retention_loop(self) -> None:
         """Broadcast messages are kept three days, as Supabase keeps its partitions."""
@@ -175,8 +182,13 @@ class Realtime:
                 try:
                     msg = protocol.decode(data, vsn)
                 except protocol.ProtocolError as exc:
-                    log.info("realtime: dropping malformed frame: %s", exc)
-                    continue
+                    # Realtime's serializer raises on such a frame and its socket process
+                    # ends: the connection closes (1011), the server serves on.
+                    log.info("realtime: closing a socket that sent a malformed frame: %s", exc)
+                    conn.closed = True
+                    with contextlib.suppress(Exception):
+                        await ws.close(code=1011)
+                    break
                 try:
                     await self._handle(conn, msg)
                 except Exception:
@@ -251,12 +263,40 @@ class Realtime:
             return
         self.hub.update_claims(channel, claims)
 
+    def _shutdown(self, channel: Channel, message: str) -> None:
+        """Realtime's ``shutdown_response``: a system error, then the channel stops."""
+        assert self.hub is not None
+        channel.system("error", message, extension="system")
+        self.hub.close_channel(channel)
+
+    def _presence_rate_exceeded(self, channel: Channel) -> bool:
+        """Realtime's client presence limit: so many events per channel per window."""
+        limits = self.config.realtime_limits
+        now = time.monotonic()
+        if now > channel.presence_window_ends:
+            channel.presence_calls = 1
+            channel.presence_window_ends = now + limits.client_presence_window_ms / 1000
+            return False
+        if channel.presence_calls >= limits.client_presence_max_calls:
+            return True
+        channel.presence_calls += 1
+        return False
+
     def _presence(self, channel: Channel, msg: protocol.Message, payload: dict) -> None:
         assert self.hub is not None
+        if self._presence_rate_exceeded(channel):
+            self._shutdown(channel, "Client presence rate limit exceeded")
+            return
         event = payload.get("event")
         if event == "track":
             meta = payload.get("payload")
-            self.hub.presence_track(channel, meta if isinstance(meta, dict) else {})
+            meta = meta if isinstance(meta, dict) else {}
+            # Realtime measures the Erlang term; the JSON text is the same order of size.
+            size = len(json.dumps(meta, separators=(",", ":"), default=str).encode())
+            if size > self.config.realtime_limits.max_presence_payload_bytes:
+                self._shutdown(channel, "Track message size exceeded")
+                return
+            self.hub.presence_track(channel, meta)
             channel.send(protocol.reply(msg, "ok"))
         elif event == "untrack":
             self.hub.presence_untrack(channel)
@@ -271,13 +311,22 @@ class Realtime:
         if not msg.topic.startswith("realtime:"):
             conn.send(protocol.reply(msg, "error", {"reason": "unmatched topic"}))
             return
+        limit = self.config.realtime_limits.max_channels_per_client
+        if msg.topic not in conn.channels and len(conn.channels) >= limit:
+            # A rejoin of a joined topic replaces it and is not counted.
+            reason = "ChannelRateLimitReached: Too many channels"
+            conn.send(protocol.reply(msg, "error", {"reason": reason}))
+            return
         access_token = payload.get("access_token")
         try:
             claims = self._verify(
                 access_token if isinstance(access_token, str) else conn.token, apikey=conn.token
             )
         except AuthError as exc:
-            conn.send(protocol.reply(msg, "error", {"reason": str(exc)}))
+            # Realtime's claim validation fails a non-numeric exp/iat without a case of
+            # its own, so its join answers with the generic reason.
+            reason = "Unknown Error on Channel" if exc.malformed_claims else str(exc)
+            conn.send(protocol.reply(msg, "error", {"reason": reason}))
             return
         config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
         broadcast = config.get("broadcast") if isinstance(config.get("broadcast"), dict) else {}

@@ -37,6 +37,7 @@ from supabase_local.rest.errors import RestError, database_error
 from supabase_local.rest.query import (
     RESERVED_PARAMS,
     Preferences,
+    check_strict,
     page_window,
     parse_filters,
     parse_non_negative,
@@ -55,7 +56,13 @@ from supabase_local.rest.responses import (
     read_response,
     stripped,
 )
-from supabase_local.rest.rpc import call_sql, choose_overload
+from supabase_local.rest.rpc import (
+    BODY_MEDIA_TYPES,
+    JSON_MEDIA,
+    WholeBody,
+    call_sql,
+    choose_overload,
+)
 from supabase_local.rest.sql import (
     Statement,
     order_sql,
@@ -69,10 +76,42 @@ log = logging.getLogger(__name__)
 # Query parameters that are never filters: the key may travel in the URL.
 AUTH_PARAMS = {"apikey"}
 
+# As PostgREST's pre-request settings: request.headers holds every header but Cookie, by
+# lower-case name; request.cookies the cookies; both JSON objects.
 _SET_REQUEST_CONTEXT = (
     "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
-    " set_config('request.method', $3, true), set_config('request.path', $4, true)"
+    " set_config('request.method', $3, true), set_config('request.path', $4, true),"
+    " set_config('request.headers', $5, true), set_config('request.cookies', $6, true)"
 )
+
+
+# An upsert counts its rows as PostgREST does, in a transaction-local setting: +1 for
+# each row offered to the INSERT, -1 for each that updated an existing row instead, so
+# the total is the number inserted (without needing SELECT privilege, unlike xmax).
+_COUNT_INSERTED = (
+    "set_config('pgrst.inserted', (coalesce(nullif(current_setting('pgrst.inserted', true),"
+    " '')::int, 0) + 1)::text, true) <> '0'"
+)
+_COUNT_UPDATED = (
+    "set_config('pgrst.inserted', (coalesce(nullif(current_setting('pgrst.inserted', true),"
+    " '')::int, 0) - 1)::text, true) <> '-1'"
+)
+
+
+class _RolledBack(Exception):
+    """Leaves a transaction that ``Prefer: tx=rollback`` (or db-tx-end) rolls back."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+
+def _request_headers_json(request: Request) -> str:
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in request.headers.raw
+        if name.lower() != b"cookie"
+    }
+    return json.dumps(headers)
 
 
 class RestApi:
@@ -82,7 +121,7 @@ class RestApi:
         self.catalog = Catalog(config.exposed_schemas)
         self.pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._background: set[asyncio.Task[bool]] = set()  # strong refs until done
+        self._background: set[asyncio.Task[None]] = set()  # strong refs until done
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -104,7 +143,7 @@ class RestApi:
 
     def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         if payload in ("", "reload schema") and self.pool is not None:
-            task = asyncio.get_running_loop().create_task(self.catalog.reload_after_miss(self.pool))
+            task = asyncio.get_running_loop().create_task(self.catalog.reload(self.pool))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -212,8 +251,10 @@ class RestApi:
         work: Callable[[asyncpg.Connection], Awaitable[Any]],
         *,
         readonly: bool = False,
+        preferences: Preferences | None = None,
     ) -> Any:
         assert self.pool is not None
+        rollback = self._rolls_back(preferences)
         for attempt in (1, 2):
             try:
                 async with (
@@ -226,8 +267,17 @@ class RestApi:
                         json.dumps(claims.raw),
                         request.method,
                         request.url.path,
+                        _request_headers_json(request),
+                        json.dumps(dict(request.cookies)),
                     )
-                    return await work(connection)
+                    result = await work(connection)
+                    if rollback:
+                        # As PostgREST: deferred constraints fail now, then roll back.
+                        await connection.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                        raise _RolledBack(result)
+                    return result
+            except _RolledBack as rolled_back:
+                return rolled_back.result
             except asyncpg.InvalidCachedStatementError:
                 # Defensive: every statement here returns fixed column types, but should a
                 # schema change still invalidate a prepared statement, asyncpg cannot
@@ -235,6 +285,21 @@ class RestApi:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _rolls_back(self, preferences: Preferences | None) -> bool:
+        """PostgREST's db-tx-end with the request's ``Prefer: tx=`` (when allowed)."""
+        tx = preferences.tx if preferences is not None else None
+        if tx is not None:
+            return tx == "rollback"
+        return self.config.db_tx_end.startswith("rollback")
+
+    def _preferences(self, request: Request) -> Preferences:
+        preferences = parse_prefer(
+            request.headers.getlist("prefer"),
+            allow_tx_override=self.config.tx_override_allowed,
+        )
+        check_strict(preferences)
+        return preferences
 
     async def _lookup_table(self, schema: str, name: str) -> Table:
         assert self.pool is not None
@@ -295,7 +360,7 @@ class RestApi:
             parse_non_negative("offset", query.get("offset")),
             parse_range_header(request.headers.get("range")),
         )
-        preferences = parse_prefer(request.headers.getlist("prefer"))
+        preferences = self._preferences(request)
         statement = Statement()
         qualified = table.qualified
         where = where_sql(statement, logic, table.columns, table.name, qualified)
@@ -314,16 +379,28 @@ class RestApi:
             " _pgrst_row"
         )
 
-        async def work(connection: asyncpg.Connection) -> asyncpg.Record:
-            return await connection.fetchrow(sql, *statement.args)
+        # count=planned: the planner's estimate of the filtered table, as PostgREST's
+        # EXPLAIN of its count query (a fresh or unanalysed table may be far off).
+        explain_sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {qualified} WHERE {where}"
+        planned = preferences.count_mode == "planned"
 
-        row = await self._in_transaction(request, claims, work, readonly=True)
+        async def work(connection: asyncpg.Connection) -> tuple[asyncpg.Record, int | None]:
+            row = await connection.fetchrow(sql, *statement.args)
+            estimate = None
+            if planned:
+                plan = await connection.fetchval(explain_sql, *statement.args)
+                estimate = int(json.loads(plan)[0]["Plan"]["Plan Rows"])
+            return row, estimate
+
+        row, estimate = await self._in_transaction(
+            request, claims, work, readonly=True, preferences=preferences
+        )
         return read_response(
             request,
             body=row["body"],
             offset=offset,
             page_count=row["page_count"],
-            total=row["total"],
+            total=estimate if planned else row["total"],
             single=single,
             strip_nulls=strip_nulls,
             preferences=preferences,
@@ -333,7 +410,7 @@ class RestApi:
 
     async def _insert(self, request: Request, claims: Claims, table: Table) -> Response:
         single, strip_nulls = accepted_shape(request)
-        preferences = parse_prefer(request.headers.getlist("prefer"))
+        preferences = self._preferences(request)
         raw = await request.body()
         columns_param = request.query_params.get("columns")
         names = (
@@ -396,6 +473,8 @@ class RestApi:
                 f" FROM json_populate_recordset(NULL::{table.qualified}, {body_param})"
                 " AS _pgrst_body"
             )
+        if columns and preferences.resolution == "merge-duplicates":
+            source_sql += f" WHERE {_COUNT_INSERTED}"
         source_sql += self._on_conflict_sql(request, table, columns, preferences)
         try:
             return await self._run_mutation(
@@ -437,11 +516,11 @@ class RestApi:
         if preferences.resolution == "ignore-duplicates" or not updatable:
             return f" ON CONFLICT ({target_sql}) DO NOTHING"
         assignments = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in updatable)
-        return f" ON CONFLICT ({target_sql}) DO UPDATE SET {assignments}"
+        return f" ON CONFLICT ({target_sql}) DO UPDATE SET {assignments} WHERE {_COUNT_UPDATED}"
 
     async def _update_or_delete(self, request: Request, claims: Claims, table: Table) -> Response:
         single, strip_nulls = accepted_shape(request)
-        preferences = parse_prefer(request.headers.getlist("prefer"))
+        preferences = self._preferences(request)
         query = request.query_params
         logic = parse_filters(list(query.multi_items()), skip=AUTH_PARAMS)
         verb = "UPDATE" if request.method == "PATCH" else "DELETE"
@@ -528,7 +607,8 @@ class RestApi:
             body_sql = "NULL::text"
         sql = (
             f"WITH pgrst_source AS ({source_sql}{returning_sql})"
-            f" SELECT pg_catalog.count(*) AS page_count, {body_sql} AS body"
+            f" SELECT pg_catalog.count(*) AS page_count, {body_sql} AS body,"
+            " nullif(current_setting('pgrst.inserted', true), '')::int AS inserted"
             " FROM pgrst_source AS _pgrst_row"
         )
 
@@ -547,7 +627,12 @@ class RestApi:
                 )
             return row
 
-        row = await self._in_transaction(request, claims, work)
+        row = await self._in_transaction(request, claims, work, preferences=preferences)
+        if success_status == 201 and preferences.resolution == "merge-duplicates":
+            # PostgREST: an upsert that inserted no row (only updated) answers 200.
+            inserted = row["inserted"]
+            if inserted is None or inserted <= 0:
+                success_status = 200
         return mutation_response(
             request,
             table,
@@ -572,26 +657,32 @@ class RestApi:
                 for key, value in query.multi_items()
                 if key not in RESERVED_PARAMS and key not in AUTH_PARAMS
             }
-        else:
-            payload = json_body(await request.body(), empty_ok=True)
-            if payload is None:
-                payload = {}
-            if not isinstance(payload, dict):
-                raise RestError(
-                    400,
-                    "PGRST102",
-                    "Empty or invalid json",
-                    details="rpc arguments must be one JSON object",
-                )
-            candidates = payload
+        body: WholeBody | None = None
+        if not reading:
+            raw = await request.body()
+            media_type = request.headers.get("content-type", JSON_MEDIA).split(";")[0].strip()
+            media_type = media_type.lower() or JSON_MEDIA
+            if media_type in BODY_MEDIA_TYPES and media_type != JSON_MEDIA:
+                # Only a function with one unnamed parameter of the matching type takes
+                # a text, XML or binary body.
+                body, candidates = WholeBody(media_type, raw), {}
+            else:
+                payload = json_body(raw, empty_ok=True)
+                if payload is None:
+                    payload = {}
+                # The body as is, for a function with one unnamed json/jsonb parameter.
+                body = WholeBody(JSON_MEDIA, raw if raw.strip() else b"{}")
+                candidates = payload if isinstance(payload, dict) else None
         overloads = await self.catalog.function_overloads(self.pool, schema, name)
-        function, arguments = choose_overload(schema, name, overloads, candidates, reading)
+        function, arguments = choose_overload(
+            schema, name, overloads, candidates, reading, body=body
+        )
         filter_params = [
             (key, value)
             for key, value in query.multi_items()
             if key not in arguments and key not in AUTH_PARAMS
         ]
-        preferences = parse_prefer(request.headers.getlist("prefer"))
+        preferences = self._preferences(request)
         sql, statement, page_offset = call_sql(
             function,
             arguments,
@@ -604,7 +695,9 @@ class RestApi:
         async def work(connection: asyncpg.Connection) -> asyncpg.Record:
             return await connection.fetchrow(sql, *statement.args)
 
-        row = await self._in_transaction(request, claims, work, readonly=reading)
+        row = await self._in_transaction(
+            request, claims, work, readonly=reading, preferences=preferences
+        )
         if function.returns_void:
             return Response(status_code=204, headers={"Content-Range": "*/*"})
         if function.returns_set:
@@ -618,10 +711,13 @@ class RestApi:
                 strip_nulls=strip_nulls,
                 preferences=preferences,
             )
-        body = row["body"] if row["body"] is not None else "null"
+        text = row["body"] if row["body"] is not None else "null"
         if strip_nulls:
-            body = json.dumps(stripped(json.loads(body)))
-        content = b"" if request.method == "HEAD" else body.encode("utf-8")
-        return Response(
-            content, status_code=200, media_type=JSON_TYPE, headers={"Content-Range": "0-0/*"}
-        )
+            text = json.dumps(stripped(json.loads(text)))
+        content = b"" if request.method == "HEAD" else text.encode("utf-8")
+        # A function returning one value counts as one row, as in PostgREST.
+        headers = {"Content-Range": f"0-0/{1 if preferences.count else '*'}"}
+        counted = [p for p in preferences.applied if p.startswith("count=")]
+        if counted:
+            headers["Preference-Applied"] = ", ".join(counted)
+        return Response(content, status_code=200, media_type=JSON_TYPE, headers=headers)

@@ -2,18 +2,24 @@
 
 Every identifier the REST layer puts into SQL comes from here, quoted with ``quote``;
 a name from the request is only ever used as a key to look one up. The cache is loaded
-at start, on ``NOTIFY pgrst, 'reload schema'`` like PostgREST, and on a miss: a request
-that misses reloads unless a load started after the request looked (concurrent misses
-share one reload), so a table created behind the server's back is found at once.
+at start, on ``NOTIFY pgrst, 'reload schema'`` like PostgREST, and on a miss, so a table
+created behind the server's back is found. Misses cannot make the server reload
+continuously (any caller with the anon key can name unknown tables): a miss reloads
+unless a load started after the request looked (concurrent misses share one reload),
+and miss-driven loads start at least ``miss_reload_interval`` seconds apart; a miss
+inside that interval waits for the next allowed load and shares it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 
 def quote(identifier: str) -> str:
@@ -72,10 +78,19 @@ class Function:
 _TABLES_SQL = """
 SELECT n.nspname AS schema, c.relname AS name, a.attname AS column,
        format_type(a.atttypid, a.atttypmod) AS type, NOT a.attnotnull AS nullable,
-       pg_get_expr(d.adbin, d.adrelid) AS default_expr
+       -- As PostgREST's schema cache: an identity column's default is its sequence's
+       -- next value, a domain's default counts, a generated column has none.
+       CASE
+         WHEN a.attidentity = 'd' THEN format('nextval(%L)', pg_get_serial_sequence(
+           format('%I.%I', n.nspname, c.relname), a.attname)::regclass)
+         WHEN a.attgenerated = 's' THEN NULL
+         WHEN t.typbasetype <> 0 AND d.adbin IS NULL THEN pg_get_expr(t.typdefaultbin, 0)
+         ELSE pg_get_expr(d.adbin, d.adrelid)
+       END AS default_expr
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
 WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
 ORDER BY n.nspname, c.relname, a.attnum
@@ -116,13 +131,20 @@ ORDER BY a.attnum
 """
 
 
+MISS_RELOAD_INTERVAL_S = 1.0
+
+
 class Catalog:
-    def __init__(self, schemas: tuple[str, ...]) -> None:
+    def __init__(
+        self, schemas: tuple[str, ...], *, miss_reload_interval: float = MISS_RELOAD_INTERVAL_S
+    ) -> None:
         self.schemas = schemas
+        self.miss_reload_interval = miss_reload_interval
         self.tables: dict[tuple[str, str], Table] = {}
         self.functions: dict[tuple[str, str], list[Function]] = {}
-        self._load_started_at = 0.0
+        self._load_started_at = float("-inf")
         self._lock = asyncio.Lock()
+        self.loads = 0  # how many times the cache was (re)loaded, for tests and logs
 
     async def load(self, connection: asyncpg.Connection) -> None:
         async with self._lock:
@@ -133,13 +155,25 @@ class Catalog:
         tables = await _load_tables(connection, self.schemas)
         functions = await _load_functions(connection, self.schemas)
         self.tables, self.functions = tables, functions
+        self.loads += 1
+        log.info("schema cache loaded: %d tables, %d functions", len(tables), len(functions))
+
+    async def reload(self, pool: asyncpg.Pool) -> None:
+        """Reload now (NOTIFY pgrst, 'reload schema'): an operator's request, not a miss."""
+        async with self._lock, pool.acquire() as connection:
+            await self._load_locked(connection)
 
     async def reload_after_miss(self, pool: asyncpg.Pool) -> bool:
-        """Reload unless a load began after this miss; True when a reload ran or was joined."""
+        """Reload unless a load began after this miss, and no sooner than
+        ``miss_reload_interval`` after the last load; True when a reload ran or was joined."""
         missed_at = time.monotonic()
         async with self._lock:
             if self._load_started_at > missed_at:
                 return True  # someone else reloaded while we waited for the lock
+            # Waiting under the lock: misses queued behind it share the coming load.
+            wait = self._load_started_at + self.miss_reload_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
             async with pool.acquire() as connection:
                 await self._load_locked(connection)
         return True

@@ -37,6 +37,17 @@ IS_VALUES = {
 }
 RESERVED_PARAMS = {"select", "order", "limit", "offset", "columns", "on_conflict"}
 LOGIC_PARAMS = {"or", "and", "not.or", "not.and"}
+BIGINT_MAX = 2**63 - 1
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def bigint(text: str) -> int:
+    """ASCII digits (already checked) as an int; beyond bigint is PostgreSQL's 22003,
+    which is what PostgREST answers when it passes such a number on."""
+    # Checked on the text first: int() of thousands of digits is slow, then refused.
+    if len(text.lstrip("0")) > len(str(BIGINT_MAX)) or int(text) > BIGINT_MAX:
+        raise RestError(400, "22003", "bigint out of range")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -70,53 +81,102 @@ class OrderTerm:
 @dataclass
 class Preferences:
     returning: str = "minimal"  # representation | minimal | headers-only
-    count: bool = False
+    count_mode: str | None = None  # exact | planned | estimated
     resolution: str | None = None  # merge-duplicates | ignore-duplicates
     missing_default: bool = False
     strict: bool = False  # handling=strict: max-affected is enforced
     max_affected: int | None = None
+    # commit | rollback; only when the server allows overrides (--db-tx-end *-allow-override)
+    tx: str | None = None
+    invalid: list[str] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
 
+    @property
+    def count(self) -> bool:
+        """An exact total is wanted: ``estimated`` is exact here (no db-max-rows)."""
+        return self.count_mode in ("exact", "estimated")
 
-def parse_prefer(header_values: list[str]) -> Preferences:
+
+# Preference-Applied lists what was honoured in this order, as PostgREST does.
+_APPLIED_ORDER = ("resolution", "missing", "return", "count", "tx", "handling", "max-affected")
+_ACCEPTED = {
+    "return": ("representation", "minimal", "headers-only"),
+    "count": ("exact", "planned", "estimated"),
+    "resolution": ("merge-duplicates", "ignore-duplicates"),
+    "missing": ("default", "null"),
+    "handling": ("strict", "lenient"),
+    "tx": ("commit", "rollback"),
+}
+
+
+def parse_prefer(header_values: list[str], *, allow_tx_override: bool = False) -> Preferences:
+    """The ``Prefer`` headers; the first value of each preference wins, as in PostgREST.
+
+    ``tx=commit|rollback`` is accepted but applied only with ``allow_tx_override``
+    (PostgREST's ``db-tx-end = *-allow-override``; a hosted Supabase project uses
+    ``commit`` and ignores it). Anything else unknown is ignored, or refused with
+    ``PGRST122`` under ``handling=strict`` (see :func:`check_strict`).
+    """
     preferences = Preferences()
+    chosen: dict[str, str] = {}
     tokens = [t.strip() for value in header_values for t in value.split(",") if t.strip()]
     for token in tokens:
         name, _, value = token.partition("=")
         name, value = name.strip().lower(), value.strip().lower()
-        if name == "return" and value in ("representation", "minimal", "headers-only"):
-            preferences.returning = value
-            preferences.applied.append(f"return={value}")
-        elif name == "count" and value in ("exact", "planned", "estimated"):
-            # planned/estimated are answered exactly: the tables here are small.
-            preferences.count = True
-            preferences.applied.append(f"count={value}")
-        elif name == "resolution" and value in ("merge-duplicates", "ignore-duplicates"):
-            preferences.resolution = value
-            preferences.applied.append(f"resolution={value}")
-        elif name == "missing" and value in ("default", "null"):
-            preferences.missing_default = value == "default"
-            preferences.applied.append(f"missing={value}")
-        elif name == "handling" and value in ("strict", "lenient"):
-            preferences.strict = value == "strict"
-            preferences.applied.append(f"handling={value}")
-        elif name == "max-affected" and value.isdigit():
-            preferences.max_affected = int(value)
-            preferences.applied.append(f"max-affected={value}")
+        if name == "max-affected" and _ASCII_DIGITS.fullmatch(value):
+            chosen.setdefault(name, value)
+        elif name == "timezone" and value:
+            pass  # accepted by PostgREST; not applied here
+        elif value in _ACCEPTED.get(name, ()):
+            chosen.setdefault(name, value)
+        else:
+            preferences.invalid.append(token)
+    if "return" in chosen:
+        preferences.returning = chosen["return"]
+    preferences.count_mode = chosen.get("count")
+    preferences.resolution = chosen.get("resolution")
+    preferences.missing_default = chosen.get("missing") == "default"
+    preferences.strict = chosen.get("handling") == "strict"
+    if "max-affected" in chosen:
+        preferences.max_affected = bigint(chosen["max-affected"])
+    if not allow_tx_override:
+        chosen.pop("tx", None)
+    preferences.tx = chosen.get("tx")
+    if not preferences.strict:
+        chosen.pop("max-affected", None)  # applied only under handling=strict
+    preferences.applied = [f"{name}={chosen[name]}" for name in _APPLIED_ORDER if name in chosen]
     return preferences
 
 
-def split_top_level(text: str, separator: str = ",") -> list[str]:
-    """Split on ``separator`` outside double quotes and parentheses."""
+def check_strict(preferences: Preferences) -> None:
+    """Under ``handling=strict`` an unknown preference is an error, as in PostgREST."""
+    if preferences.strict and preferences.invalid:
+        raise RestError(
+            400,
+            "PGRST122",
+            "Invalid preferences given with handling=strict",
+            details="Invalid preferences: " + ", ".join(preferences.invalid),
+        )
+
+
+def split_top_level(text: str, separator: str = ",", *, arrays: bool = False) -> list[str]:
+    """Split on ``separator`` outside double quotes and parentheses; with ``arrays``,
+    also outside ``{...}`` (a logic tree's array literal, as in ``tags.cs.{a,b}``: like
+    PostgREST, a value that starts with ``{`` runs to the first ``}``, without nesting)."""
     parts: list[str] = []
     current: list[str] = []
     depth = 0
     quoted = False
     escaped = False
+    in_array = False
     for char in text:
         if escaped:
             current.append(char)
             escaped = False
+            continue
+        if in_array:
+            in_array = char != "}"
+            current.append(char)
             continue
         if quoted and char == "\\":
             escaped = True
@@ -124,6 +184,8 @@ def split_top_level(text: str, separator: str = ",") -> list[str]:
             continue
         if char == '"':
             quoted = not quoted
+        elif arrays and not quoted and char == "{" and current and current[-1] == ".":
+            in_array = True  # a value that starts with "{", as PostgREST's pPgArray
         elif not quoted and char == "(":
             depth += 1
         elif not quoted and char == ")":
@@ -193,19 +255,33 @@ def parse_condition(column: str, expression: str, *, in_logic: bool = False) -> 
     return Condition(column, operator, value, negated)
 
 
-def parse_logic(key: str, text: str) -> Logic:
+# Deeper logic trees are refused (PGRST100) before they reach Python's recursion limit
+# or PostgreSQL's stack: no dashboard nests filters more than a few levels.
+MAX_LOGIC_DEPTH = 32
+
+
+def parse_logic(key: str, text: str, *, depth: int = 1) -> Logic:
     """``key`` is or / and / not.or / not.and, ``text`` is ``(cond,cond,...)``."""
     negated = key.startswith("not.")
     operator = key.removeprefix("not.").upper()
     if not (text.startswith("(") and text.endswith(")")):
         raise bad_query(f'"failed to parse logic tree ({text})"', "expecting (...)")
+    if depth > MAX_LOGIC_DEPTH:
+        raise bad_query(
+            '"failed to parse logic tree"',
+            f"logic trees may nest at most {MAX_LOGIC_DEPTH} levels deep",
+        )
     children: list[Condition | Logic] = []
-    for part in split_top_level(text[1:-1]):
+    for part in split_top_level(text[1:-1], arrays=True):
         part = part.strip()
         head = re.match(r"^(not\.)?(and|or)\(", part)
         if head:
             children.append(
-                parse_logic(f"{head.group(1) or ''}{head.group(2)}", part[head.end() - 1 :])
+                parse_logic(
+                    f"{head.group(1) or ''}{head.group(2)}",
+                    part[head.end() - 1 :],
+                    depth=depth + 1,
+                )
             )
             continue
         column, dot, rest = part.partition(".")
@@ -304,14 +380,15 @@ def parse_order(text: str | None) -> list[OrderTerm]:
 def parse_non_negative(name: str, text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit():
+    # str.isdigit() also accepts "²" and other scripts' digits, which int() then refuses.
+    if not _ASCII_DIGITS.fullmatch(text):
         raise bad_query(
             f'"failed to parse {name} parameter ({text})"', f"{name} must be a non-negative integer"
         )
-    return int(text)
+    return bigint(text)
 
 
-_RANGE_HEADER = re.compile(r"^(?:items=)?\s*(\d+)-(\d*)\s*$")
+_RANGE_HEADER = re.compile(r"^(?:items=)?\s*([0-9]+)-([0-9]*)\s*$", re.ASCII)
 
 
 def parse_range_header(value: str | None) -> tuple[int, int | None] | None:
@@ -321,8 +398,8 @@ def parse_range_header(value: str | None) -> tuple[int, int | None] | None:
     match = _RANGE_HEADER.match(value)
     if not match:
         return None
-    start = int(match.group(1))
-    end = int(match.group(2)) if match.group(2) else None
+    start = bigint(match.group(1))
+    end = bigint(match.group(2)) if match.group(2) else None
     if end is not None and end < start:
         return None
     return start, end

@@ -129,10 +129,13 @@ def mutation_response(
         return Response(
             text.encode("utf-8"), status_code=success_status, media_type=media_type, headers=headers
         )
-    if preferences.returning == "headers-only" and body and success_status == 201:
+    inserting = request.method == "POST"
+    if preferences.returning == "headers-only" and body and inserting:
         keys = json.loads(body)
         if len(keys) == 1:
             query = "&".join(f"{name}=eq.{value}" for name, value in keys[0].items())
             headers["Location"] = f"/{table.name}?{query}"
-    status = 201 if success_status == 201 else 204
+    # An insert keeps its status without a body (201, or 200 for an upsert that only
+    # updated); an update or delete without one is 204.
+    status = success_status if inserting else 204
     return Response(status_code=status, headers=headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from supabase_local.rest.catalog import Function, quote
@@ -17,17 +18,61 @@ from supabase_local.rest.query import (
 )
 from supabase_local.rest.sql import Statement, order_sql, page_sql, row_json_sql, where_sql
 
+JSON_MEDIA = "application/json"
+# PostgREST passes a POST body whole to a function with one unnamed parameter of the
+# type its media type names.
+BODY_MEDIA_TYPES = {
+    JSON_MEDIA: ("json", "jsonb"),
+    "text/plain": ("text",),
+    "text/xml": ("xml",),
+    "application/octet-stream": ("bytea",),
+}
+
+
+@dataclass(frozen=True)
+class WholeBody:
+    media_type: str
+    raw: bytes
+
+
+def _takes_whole_body(function: Function, body: WholeBody | None) -> bool:
+    if body is None or len(function.arguments) != 1:
+        return False
+    (argument,) = function.arguments
+    return argument.name == "" and argument.type in BODY_MEDIA_TYPES.get(body.media_type, ())
+
 
 def choose_overload(
     schema: str,
     name: str,
     overloads: list[Function],
-    candidates: dict[str, Any],
+    candidates: dict[str, Any] | None,
     reading: bool,
+    *,
+    body: WholeBody | None = None,
 ) -> tuple[Function, dict[str, Any]]:
-    """The one function whose parameters fit the given names, and its arguments."""
+    """The one function whose parameters fit the given names, and its arguments.
+
+    When none fits by name, a function with a single unnamed parameter of the body's
+    media type takes the whole body (PostgREST's fallback); its arguments are then
+    ``{"": <body>}``. ``candidates`` is None when the JSON body is not an object.
+    """
     fitting: list[tuple[Function, dict[str, Any]]] = []
+    fallback = [
+        (function, {"": body.raw}) for function in overloads if _takes_whole_body(function, body)
+    ]
+    if candidates is None:
+        if len(fallback) == 1:
+            return fallback[0]
+        raise RestError(
+            400,
+            "PGRST102",
+            "Empty or invalid json",
+            details="rpc arguments must be one JSON object",
+        )
     for function in overloads:
+        if _takes_whole_body(function, body):
+            continue
         names = {arg.name for arg in function.arguments}
         if reading:
             # On GET, parameters naming an argument are arguments; the rest are filters.
@@ -41,6 +86,8 @@ def choose_overload(
             fitting.append((function, arguments))
     if len(fitting) == 1:
         return fitting[0]
+    if not fitting and len(fallback) == 1:
+        return fallback[0]
     signature = ", ".join(sorted(candidates))
     if not fitting:
         raise RestError(
@@ -80,7 +127,14 @@ def call_sql(
     """
     statement = Statement()
     page_offset = 0
-    if arguments:
+    if "" in arguments:
+        # The whole body as the single unnamed argument, cast to its type.
+        (argument,) = function.arguments
+        raw: bytes = arguments[""]
+        value = raw if argument.type == "bytea" else raw.decode("utf-8", "replace")
+        cast = "bytea" if argument.type == "bytea" else f"text::{argument.type}"
+        source = f"{function.qualified}({statement.bind(value, cast)}) AS _pgrst_row"
+    elif arguments:
         args_param = statement.bind(json.dumps(arguments), "json")
         record_columns = ", ".join(
             f"{quote(arg.name)} {arg.type}" for arg in function.arguments if arg.name in arguments
@@ -142,8 +196,9 @@ def call_sql(
             body = "coalesce(json_agg(_pgrst_row), '[]')::text"
         else:
             body = "(array_agg(to_json(_pgrst_row)))[1]::text"
+        total = "pg_catalog.count(*)" if count else "NULL::bigint"
         sql = (
-            f"SELECT NULL::bigint AS total, pg_catalog.count(*) AS page_count,"
+            f"SELECT {total} AS total, pg_catalog.count(*) AS page_count,"
             f" {body} AS body FROM {source}"
         )
     return sql, statement, page_offset

@@ -8,6 +8,7 @@ only keys into ``columns``; an unknown one fails before any SQL exists.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ from supabase_local.rest.query import (
     SelectItem,
     split_json_path,
 )
+
+_INDEX = re.compile(r"-?[0-9]+")
 
 
 @dataclass
@@ -63,8 +66,15 @@ def reference_sql(
     sql_type = column.type
     output_name = column.name
     for operator, key in steps:
-        cast = "integer" if key.lstrip("-").isdigit() else "text"
-        sql = f"({sql} {operator} {statement.bind(int(key) if cast == 'integer' else key, cast)})"
+        # An array index is ASCII digits, as in PostgREST's grammar ("²" is a key).
+        if _INDEX.fullmatch(key):
+            index = int(key) if len(key) <= 11 else None
+            if index is None or not -(2**31) <= index < 2**31:
+                raise RestError(400, "22003", "integer out of range")
+            step = statement.bind(index, "integer")
+        else:
+            step = statement.bind(key, "text")
+        sql = f"({sql} {operator} {step})"
         sql_type = "text" if operator == "->>" else column.type
         output_name = key
     return sql, sql_type, output_name

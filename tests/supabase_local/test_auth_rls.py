@@ -144,3 +144,19 @@ def test_verify_token_unit():
     assert claims.exp is not None and claims.exp > time.time()
     with pytest.raises(AuthError, match="expired"):
         verify_token(mint_token(secret=secret, role="anon", expires_in=-1), secret=secret)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_a_time_claim_that_is_not_a_number_is_refused_401(supabase_local, claim):
+    # A numeric string: PyJWT would coerce it with int(); PostgREST refuses it.
+    value = int(time.time()) + (600 if claim == "exp" else 0)
+    token = supabase_local.mint("service_role", **{claim: str(value)})
+    client = make_client(supabase_local, supabase_local.anon_key, access_token=token)
+
+    with pytest.raises(APIError) as raised:
+        client.table("monitoring_events").select("seq").limit(1).execute()
+
+    assert (raised.value.code, raised.value.message) == (
+        "PGRST303",
+        f"The JWT '{claim}' claim must be a number",
+    )

@@ -15,6 +15,10 @@ from supabase_local.faults import FaultInjector
 from tests.supabase_local.conftest import event_row
 
 
+def _key(server):
+    return {"apikey": server.service_role_key}
+
+
 def test_error_rate_one_fails_every_rest_request_and_writes_nothing(
     supabase_faults_cleared, service_client, seq_block
 ):
@@ -58,7 +62,7 @@ def test_latency_is_added(supabase_faults_cleared, service_client):
 def test_delete_clears_and_get_shows(supabase_faults_cleared, service_client):
     supabase_local = supabase_faults_cleared
     supabase_local.set_faults(rest_error_rate=0.5, realtime_drop_rate=0.25)
-    shown = httpx.get(f"{supabase_local.url}/__faults").json()
+    shown = httpx.get(f"{supabase_local.url}/__faults", headers=_key(supabase_local)).json()
     cleared = supabase_local.clear_faults()
 
     assert shown["rest_error_rate"] == 0.5 and shown["realtime_drop_rate"] == 0.25
@@ -167,7 +171,11 @@ def test_in_flight_counts_rest_requests_until_they_are_handled(supabase_faults_c
 
 @pytest.mark.parametrize("wait", ["-1", "61", "soon", "nan", "inf"])
 def test_in_flight_wait_out_of_range_is_400(supabase_local, wait):
-    response = httpx.get(f"{supabase_local.url}/__faults/in-flight", params={"wait": wait})
+    response = httpx.get(
+        f"{supabase_local.url}/__faults/in-flight",
+        params={"wait": wait},
+        headers=_key(supabase_local),
+    )
 
     assert response.status_code == 400
     assert "wait must be" in response.json()["message"]
@@ -189,15 +197,18 @@ def test_bad_settings_are_400_and_change_nothing(supabase_faults_cleared, body):
     server = supabase_faults_cleared
     server.set_faults(rest_latency_ms=5)
 
-    response = httpx.post(f"{server.url}/__faults", json=body)
+    response = httpx.post(f"{server.url}/__faults", json=body, headers=_key(server))
 
     assert response.status_code == 400
     assert "message" in response.json()
-    assert httpx.get(f"{server.url}/__faults").json()["rest_latency_ms"] == 5
+    assert httpx.get(f"{server.url}/__faults", headers=_key(server)).json()["rest_latency_ms"] == 5
+
+
+SERVICE_KEY = {"apikey": "the-service-key"}
 
 
 def _app(enabled: bool) -> tuple[Starlette, list[str]]:
-    injector = FaultInjector(enabled=enabled)
+    injector = FaultInjector(enabled=enabled, authorize=lambda token: token == "the-service-key")
     calls: list[str] = []
 
     async def hook() -> None:
@@ -210,16 +221,19 @@ def _app(enabled: bool) -> tuple[Starlette, list[str]]:
 def test_endpoint_is_404_without_the_faults_flag():
     app, _ = _app(enabled=False)
     with TestClient(app, client=("127.0.0.1", 5000)) as client:
-        assert client.get("/__faults").status_code == 404
-        assert client.post("/__faults", json={"rest_error_rate": 1}).status_code == 404
-        assert client.get("/__faults/in-flight").status_code == 404
+        assert client.get("/__faults", headers=SERVICE_KEY).status_code == 404
+        assert (
+            client.post("/__faults", json={"rest_error_rate": 1}, headers=SERVICE_KEY).status_code
+            == 404
+        )
+        assert client.get("/__faults/in-flight", headers=SERVICE_KEY).status_code == 404
 
 
 def test_endpoint_refuses_non_loopback_clients():
     app, _ = _app(enabled=True)
     with TestClient(app, client=("192.0.2.10", 5000)) as client:
-        response = client.post("/__faults", json={"rest_error_rate": 1})
-        in_flight = client.get("/__faults/in-flight")
+        response = client.post("/__faults", json={"rest_error_rate": 1}, headers=SERVICE_KEY)
+        in_flight = client.get("/__faults/in-flight", headers=SERVICE_KEY)
     assert response.status_code == 403
     assert in_flight.status_code == 403
 
@@ -227,6 +241,46 @@ def test_endpoint_refuses_non_loopback_clients():
 def test_close_realtime_connections_awaits_every_hook():
     app, calls = _app(enabled=True)
     with TestClient(app, client=("127.0.0.1", 5000)) as client:
-        response = client.post("/__faults", json={"close_realtime_connections": True})
+        response = client.post(
+            "/__faults", json={"close_realtime_connections": True}, headers=SERVICE_KEY
+        )
     assert response.status_code == 200
     assert calls == ["closed"]
+
+
+@pytest.mark.parametrize("who", ["no key", "anon key", "user token", "forged service key"])
+def test_endpoint_refuses_anything_but_the_service_role_key(supabase_faults_cleared, who):
+    server = supabase_faults_cleared
+    headers = {
+        "no key": {},
+        "anon key": {"apikey": server.anon_key},
+        "user token": {"Authorization": f"Bearer {server.mint('authenticated')}"},
+        "forged service key": {"apikey": server.service_role_key[:-4] + "AAAA"},
+    }[who]
+
+    changed = httpx.post(f"{server.url}/__faults", json={"rest_error_rate": 1}, headers=headers)
+    shown = httpx.get(f"{server.url}/__faults", headers=headers)
+    in_flight = httpx.get(f"{server.url}/__faults/in-flight", headers=headers)
+    cleared = httpx.delete(f"{server.url}/__faults", headers=headers)
+
+    assert [r.status_code for r in (changed, shown, in_flight, cleared)] == [401] * 4
+    assert httpx.get(f"{server.url}/__faults", headers=_key(server)).json()["rest_error_rate"] == 0
+
+
+def test_endpoint_answers_no_cross_origin_request(supabase_local):
+    origin = {"Origin": "https://evil.example"}
+    preflight = httpx.options(
+        f"{supabase_local.url}/__faults",
+        headers={**origin, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "apikey, content-type"},
+    )  # fmt: skip
+    shown = httpx.get(f"{supabase_local.url}/__faults", headers={**origin, **_key(supabase_local)})
+    rest = httpx.get(
+        f"{supabase_local.url}/rest/v1/monitoring_events?limit=1",
+        headers={**origin, **_key(supabase_local)},
+    )
+
+    assert "access-control-allow-origin" not in preflight.headers
+    assert preflight.status_code >= 400
+    assert "access-control-allow-origin" not in shown.headers
+    assert rest.headers["access-control-allow-origin"] == "*"  # REST keeps its CORS

@@ -569,3 +569,140 @@ async def test_an_upsert_reports_insert_for_new_rows_and_update_for_existing_one
             )
         )
         await changes.nothing(lambda p: seq_of(p) == old and p not in got)
+
+
+async def test_a_token_whose_exp_is_a_string_is_refused_and_expiry_keeps_working(supabase_local):
+    import time
+
+    malformed = supabase_local.mint("authenticated", exp=str(int(time.time()) + 1))
+    async with realtime_client(
+        supabase_local, supabase_local.anon_key, auto_reconnect=False
+    ) as client:
+        _, _, _, states = await subscribe_changes(client, access_token=malformed)
+        state, error = await states.get()
+        assert state == RealtimeSubscribeStates.CHANNEL_ERROR
+        assert "Unknown Error on Channel" in str(error)  # Realtime's generic join reason
+
+    # The server-wide expiry check still runs: a short token still closes its channel.
+    await test_token_expiry_while_joined_closes_the_channel(supabase_local)
+
+
+def _socket_url(server: Any, key: str, vsn: str = "2.0.0") -> str:
+    return f"{server.url.replace('http', 'ws', 1)}/realtime/v1/websocket?apikey={key}&vsn={vsn}"
+
+
+async def _heartbeat_answers(server: Any) -> bool:
+    import json
+
+    import websockets
+
+    async with websockets.connect(_socket_url(server, server.anon_key)) as socket:
+        await socket.send(json.dumps([None, "1", "phoenix", "heartbeat", {}]))
+        reply = json.loads(await asyncio.wait_for(socket.recv(), WAIT))
+    return reply[3:] == ["phx_reply", {"status": "ok", "response": {}}]
+
+
+async def test_a_binary_frame_with_a_non_utf8_topic_closes_that_socket_only(supabase_local):
+    import struct
+
+    import websockets
+
+    topic = b"realtime:\xff\xfe"
+    frame = struct.pack("7B", 3, 1, 1, len(topic), 4, 0, 1) + b"12" + topic + b"ping{}"
+    logged_before = len(supabase_local.log_path.read_bytes())
+    async with websockets.connect(_socket_url(supabase_local, supabase_local.anon_key)) as socket:
+        await socket.send(frame)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), WAIT)
+
+    # Realtime's serializer raises on such a frame and its socket process ends (1011).
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert await _heartbeat_answers(supabase_local)
+    assert b"Traceback" not in supabase_local.log_path.read_bytes()[logged_before:]
+
+
+# -- Realtime's limits ------------------------------------------------------------------
+
+
+async def test_the_101st_channel_on_one_socket_is_refused_as_realtime_refuses_it(
+    supabase_local,
+):
+    async with realtime_client(
+        supabase_local, supabase_local.anon_key, auto_reconnect=False
+    ) as client:
+        prefix = uuid.uuid4().hex[:8]
+        for index in range(100):  # Realtime's default max_channels_per_client
+            states = Inbox()
+            await asyncio.wait_for(client.channel(f"{prefix}-{index}").subscribe(states), WAIT)
+            assert (await states.get())[0] == RealtimeSubscribeStates.SUBSCRIBED
+        refused = Inbox()
+        await asyncio.wait_for(client.channel(f"{prefix}-100").subscribe(refused), WAIT)
+        state, error = await refused.get()
+
+    assert state == RealtimeSubscribeStates.CHANNEL_ERROR
+    assert "ChannelRateLimitReached: Too many channels" in str(error)
+
+
+async def _presence_channel(client: Any) -> tuple[Any, Inbox]:
+    states = Inbox()
+    channel = client.channel(
+        f"presence-{uuid.uuid4().hex[:8]}", {"config": {"presence": {"key": "me"}}}
+    )
+    channel.on_presence_sync(lambda: None)
+    await asyncio.wait_for(channel.subscribe(states), WAIT)
+    assert (await states.get())[0] == RealtimeSubscribeStates.SUBSCRIBED
+    return channel, states
+
+
+async def test_a_presence_payload_over_3000_kb_closes_the_channel(supabase_local):
+    async with realtime_client(
+        supabase_local, supabase_local.anon_key, auto_reconnect=False
+    ) as client:
+        channel, states = await _presence_channel(client)
+        await channel.track({"blob": "x" * 3_001_000})  # Realtime's 3000 kB (+500 B)
+        state, error = await states.get(lambda s: s[0] == RealtimeSubscribeStates.CHANNEL_ERROR)
+        await states.get(lambda s: s[0] == RealtimeSubscribeStates.CLOSED)
+
+    assert "Track message size exceeded" in str(error)
+
+
+async def test_a_sixth_presence_event_within_30_s_closes_the_channel(supabase_local):
+    async with realtime_client(
+        supabase_local, supabase_local.anon_key, auto_reconnect=False
+    ) as client:
+        channel, states = await _presence_channel(client)
+        for n in range(5):  # Realtime: 5 presence calls per channel per 30 s
+            await channel.track({"n": n})
+        await states.nothing(lambda s: s[0] == RealtimeSubscribeStates.CHANNEL_ERROR)
+        await channel.track({"n": 5})
+        state, error = await states.get(lambda s: s[0] == RealtimeSubscribeStates.CHANNEL_ERROR)
+
+    assert "Client presence rate limit exceeded" in str(error)
+
+
+def test_realtime_limits_are_flags(tmp_path):
+    from supabase_local.__main__ import _parse_args
+
+    args = _parse_args(["--database-url", "postgresql://x/y", "--max-channels-per-client", "3",
+                        "--max-payload-size-kb", "64", "--client-presence-max-calls", "20",
+                        "--client-presence-window-ms", "1000"])  # fmt: skip
+
+    assert (args.max_channels_per_client, args.max_payload_size_kb) == (3, 64)
+    assert (args.client_presence_max_calls, args.client_presence_window_ms) == (20, 1000)
+
+
+async def test_the_access_log_does_not_print_keys_or_tokens(supabase_local):
+    import websockets
+
+    token = supabase_local.mint("authenticated")
+    logged_before = len(supabase_local.log_path.read_bytes())
+    url = _socket_url(supabase_local, supabase_local.anon_key) + f"&access_token={token}"
+    async with websockets.connect(url):
+        pass
+    async with realtime_client(supabase_local, supabase_local.service_role_key) as client:
+        await asyncio.wait_for(client.connect(), WAIT)
+
+    logged = supabase_local.log_path.read_bytes()[logged_before:].decode(errors="replace")
+    assert "apikey=[redacted]" in logged and "access_token=[redacted]" in logged  # --log-level info
+    for secret in (supabase_local.anon_key, supabase_local.service_role_key, token):
+        assert secret not in logged

@@ -90,3 +90,11 @@ def test_malformed_frames_are_refused(frame):
         protocol.decode(
             frame, protocol.VSN_2 if isinstance(frame, bytes) or "[" in frame else protocol.VSN_1
         )
+
+
+def test_a_binary_frame_whose_topic_is_not_utf8_is_a_protocol_error():
+    frame = user_broadcast_push("1", "2", "realtime:room", "ping", b"{}")
+    frame = frame.replace(b"realtime:room", b"realtime:\xff\xfeom")
+
+    with pytest.raises(protocol.ProtocolError, match="not UTF-8"):
+        protocol.decode(frame, protocol.VSN_2)

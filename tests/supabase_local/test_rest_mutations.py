@@ -125,3 +125,52 @@ def test_max_affected_rolls_back_a_larger_change(service_client, supabase_local,
         2
     ).execute()
     assert list(_types(supabase_local, three_rows)) == [three_rows[2]]
+
+
+def _insert_with_prefer(server, seq, prefer):
+    return httpx.post(
+        f"{server.url}/rest/v1/monitoring_events",
+        json=event_row(seq),
+        headers={"apikey": server.service_role_key, "Prefer": prefer},
+    )
+
+
+def test_tx_rollback_is_ignored_as_on_a_hosted_project(supabase_local, seq_block):
+    # Supabase runs PostgREST with db-tx-end=commit: Prefer: tx=... is not applied.
+    (seq,) = seq_block(1)
+
+    response = _insert_with_prefer(supabase_local, seq, "tx=rollback, return=minimal")
+
+    assert response.status_code == 201
+    assert response.headers["preference-applied"] == "return=minimal"
+    assert supabase_local.sql("SELECT seq FROM public.monitoring_events WHERE seq = %s", seq)
+
+
+def test_tx_rollback_is_honoured_when_db_tx_end_allows_overrides():
+    from tests.supabase_local.conftest import server_started_with
+
+    with server_started_with("--db-tx-end", "commit-allow-override") as server:
+        rolled_back = _insert_with_prefer(server, 1, "return=representation, tx=rollback")
+        committed = _insert_with_prefer(server, 2, "tx=commit")
+        stored = server.sql("SELECT seq FROM public.monitoring_events ORDER BY seq")
+
+    assert rolled_back.status_code == 201
+    assert rolled_back.json()[0]["seq"] == 1  # answered as if committed, then rolled back
+    assert rolled_back.headers["preference-applied"] == "return=representation, tx=rollback"
+    assert committed.headers["preference-applied"] == "tx=commit"
+    assert [row["seq"] for row in stored] == [2]
+
+
+def test_unknown_preference_under_handling_strict_is_pgrst122(supabase_local, three_rows):
+    response = httpx.patch(
+        f"{supabase_local.url}/rest/v1/monitoring_events",
+        params={"seq": f"eq.{three_rows[0]}"},
+        json={"event_type": "changed"},
+        headers={"apikey": supabase_local.service_role_key,
+                 "Prefer": "handling=strict, return=everything"},
+    )  # fmt: skip
+
+    assert (response.status_code, response.json()["code"]) == (400, "PGRST122")
+    assert response.json()["details"] == "Invalid preferences: return=everything"
+    unchanged = event_row(three_rows[0])["event_type"]
+    assert _types(supabase_local, three_rows[:1]) == {three_rows[0]: unchanged}

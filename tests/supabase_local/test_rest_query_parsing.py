@@ -58,6 +58,30 @@ def test_logic_trees_nest():
     )
 
 
+def test_array_literals_in_logic_trees_are_one_value():
+    (tree,) = parse_filters(
+        [("or", "(id.in.(1,4),tags.cs.{is:open,priority:high},name.like.*{*,b.eq.2)")],
+        skip=set(),
+    ).children
+
+    assert tree == Logic(
+        "OR",
+        (
+            Condition("id", "in", ("1", "4")),
+            Condition("tags", "cs", "{is:open,priority:high}"),
+            Condition("name", "like", "%{%"),  # "{" inside a value opens nothing
+            Condition("b", "eq", "2"),
+        ),
+    )
+
+
+def test_logic_trees_nested_too_deep_are_pgrst100():
+    with pytest.raises(RestError) as raised:
+        parse_filters([("or", "(" + "or(" * 40 + "a.eq.1" + ")" * 41)], skip=set())
+
+    assert (raised.value.status, raised.value.code) == (400, "PGRST100")
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [("a", "eq"), ("a", "between.1"), ("a", "is.maybe"), ("a", "in.1,2"), ("or", "a.eq.1"),
@@ -104,7 +128,7 @@ def test_prefer_header_tokens():
     )
 
     assert preferences.returning == "representation"
-    assert preferences.count is True
+    assert preferences.count_mode == "planned"
     assert preferences.resolution == "ignore-duplicates"
     assert preferences.missing_default is True
 

@@ -210,3 +210,120 @@ def test_rpc_table_result_pages_with_count(supabase_local):
     assert response.status_code == 206
     assert response.json() == [{"k": 3}, {"k": 4}, {"k": 5}]
     assert response.headers["content-range"] == "2-4/10"
+
+
+@pytest.mark.usefixtures("helper_functions")
+class TestCounts:
+    def test_exact_count_of_a_scalar_is_one(self, service_client):
+        response = service_client.rpc("sl_add", {"a": 1}, count="exact").execute()
+
+        assert (response.data, response.count) == (2, 1)
+
+    def test_exact_count_of_a_set_of_scalars(self, service_client):
+        response = service_client.rpc("sl_series", {"n": 4}, count="exact").execute()
+
+        assert (response.data, response.count) == ([1, 2, 3, 4], 4)
+
+    def test_planned_count_is_not_applied_to_a_call(self, supabase_local):
+        # PostgREST explains only table reads; a call answers without a total.
+        response = httpx.head(
+            f"{supabase_local.url}/rest/v1/rpc/sl_pairs",
+            params={"n": 3},
+            headers={"apikey": supabase_local.service_role_key, "Prefer": "count=planned"},
+        )
+
+        assert (response.status_code, response.headers["content-range"]) == (200, "0-2/*")
+
+
+def test_planned_count_is_the_planner_estimate(supabase_local, service_client):
+    import uuid
+
+    name = f"conformance_planned_{uuid.uuid4().hex[:8]}"
+    supabase_local.sql(
+        f"CREATE TABLE public.{name} (id int PRIMARY KEY) WITH (autovacuum_enabled = false)"
+    )
+    supabase_local.sql(f"GRANT ALL ON public.{name} TO service_role")
+    supabase_local.sql(f"INSERT INTO public.{name} SELECT generate_series(1, 5)")
+    try:
+        (plan,) = supabase_local.sql(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM public.{name}")
+        estimate = plan["QUERY PLAN"][0]["Plan"]["Plan Rows"]
+        counted = service_client.table(name).select("*", count="planned", head=True).execute()
+        head = httpx.head(
+            f"{supabase_local.url}/rest/v1/{name}",
+            headers={"apikey": supabase_local.service_role_key, "Prefer": "count=planned"},
+        )
+    finally:
+        supabase_local.sql(f"DROP TABLE public.{name}")
+
+    assert estimate > 5  # never analysed: the planner guesses from the table's size
+    assert counted.count == estimate
+    assert (head.status_code, head.headers["content-range"]) == (206, f"0-4/{estimate}")
+
+
+@pytest.fixture(scope="module")
+def body_functions(supabase_local):
+    """Functions with one unnamed parameter: PostgREST passes them the whole body."""
+    supabase_local.sql(
+        "CREATE FUNCTION public.sl_body_json(json) RETURNS json LANGUAGE sql AS 'SELECT $1'"
+    )
+    supabase_local.sql(
+        "CREATE FUNCTION public.sl_body_jsonb(jsonb) RETURNS jsonb LANGUAGE sql"
+        " AS $$SELECT $1 || '{\"seen\": true}'$$"
+    )
+    supabase_local.sql(
+        "CREATE FUNCTION public.sl_body_text(text) RETURNS text LANGUAGE sql AS 'SELECT upper($1)'"
+    )
+    supabase_local.sql(
+        "CREATE FUNCTION public.sl_request() RETURNS jsonb LANGUAGE sql STABLE AS $$SELECT"
+        " jsonb_build_object('headers', current_setting('request.headers', true)::jsonb,"
+        " 'cookies', current_setting('request.cookies', true)::jsonb)$$"
+    )
+    supabase_local.sql("NOTIFY pgrst, 'reload schema'")
+    yield
+    for signature in ("sl_body_json(json)", "sl_body_jsonb(jsonb)", "sl_body_text(text)",
+                      "sl_request()"):  # fmt: skip
+        supabase_local.sql(f"DROP FUNCTION public.{signature}")
+
+
+@pytest.mark.usefixtures("body_functions")
+class TestSingleUnnamedParameter:
+    def test_json_takes_the_whole_body(self, service_client):
+        body = {"a": [1, 2], "b": {"c": None}}
+
+        assert service_client.rpc("sl_body_json", body).execute().data == body
+
+    def test_jsonb_takes_the_whole_body(self, service_client):
+        response = service_client.rpc("sl_body_jsonb", {"x": 1}).execute()
+
+        assert response.data == {"x": 1, "seen": True}
+
+    def test_text_takes_a_text_plain_body(self, supabase_local):
+        response = httpx.post(
+            f"{supabase_local.url}/rest/v1/rpc/sl_body_text",
+            content="hello",
+            headers={"apikey": supabase_local.service_role_key, "Content-Type": "text/plain"},
+        )
+
+        assert (response.status_code, response.json()) == (200, "HELLO")
+
+    def test_text_does_not_take_a_json_body(self, service_client):
+        with pytest.raises(APIError) as raised:
+            service_client.rpc("sl_body_text", {"x": 1}).execute()
+
+        assert raised.value.code == "PGRST202"
+
+
+@pytest.mark.usefixtures("body_functions")
+def test_request_headers_and_cookies_are_set_for_the_transaction(supabase_local):
+    from supabase import ClientOptions, create_client
+
+    headers = {"X-Trace-Id": "trace-7", "Cookie": "theme=dark; sb=1"}
+    client = create_client(
+        supabase_local.url, supabase_local.service_role_key, ClientOptions(headers=headers)
+    )
+    seen = client.rpc("sl_request", {}).execute().data
+
+    assert seen["headers"]["x-trace-id"] == "trace-7"  # names lower-cased, as PostgREST
+    assert seen["headers"]["apikey"] == supabase_local.service_role_key
+    assert "cookie" not in seen["headers"]
+    assert seen["cookies"] == {"theme": "dark", "sb": "1"}

@@ -263,3 +263,42 @@ def test_a_table_changed_under_a_cached_statement_still_answers(supabase_local, 
             assert service_client.table(name).select("*").execute().data == [{"id": 1, "a": "x"}]
     finally:
         supabase_local.sql(f"DROP TABLE public.{name}")
+
+
+def test_or_keeps_an_array_literal_whole(items):
+    # PostgREST reads {...} in a logic tree as one value: its commas do not split.
+    response = items().select("id").or_("id.in.(4,5),tags.cs.{red,blue}").order("id").execute()
+
+    assert ids(response) == [1, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "status", "code"),
+    [
+        ("select=id&limit=²", {}, 400, "PGRST100"),  # a digit to str.isdigit, not to PostgREST
+        ("select=id&offset=²", {}, 400, "PGRST100"),
+        ("select=id&limit=٣", {}, 400, "PGRST100"),  # an Arabic-Indic 3
+        ("select=id&limit=" + "9" * 5000, {}, 400, "22003"),  # PostgreSQL: bigint out of range
+        ("select=id&offset=" + "9" * 30, {}, 400, "22003"),
+        ("select=id", {"Range": "0-" + "9" * 5000}, 400, "22003"),
+        ("select=id", {"Range": "1" * 3000 + "-"}, 400, "22003"),
+        ("select=id&meta->>-" + "9" * 40 + "=eq.1", {}, 400, "22003"),
+        ("select=id&or=(" + "or(" * 499 + "id.eq.1" + ")" * 500, {}, 400, "PGRST100"),
+    ],
+    ids=["limit-superscript", "offset-superscript", "limit-arabic-indic", "limit-5000-digits",
+         "offset-30-digits", "range-end-5000-digits", "range-start-3000-digits",
+         "json-index-40-digits", "or-nested-500-deep"],
+)  # fmt: skip
+def test_numbers_and_nesting_beyond_reason_are_clear_400s(
+    supabase_local, items_table, query, headers, status, code
+):
+    response = _get(supabase_local, f"{items_table}?{query}", **headers)
+
+    assert (response.status_code, response.json()["code"]) == (status, code)
+
+
+def test_a_json_key_of_non_ascii_digits_is_a_key_not_an_index(supabase_local, items_table):
+    # PostgREST's array index is ASCII digits only; "²" is an object key like "k".
+    response = _get(supabase_local, f"{items_table}?select=id,v:meta->²&id=eq.1")
+
+    assert (response.status_code, response.json()) == (200, [{"id": 1, "v": None}])

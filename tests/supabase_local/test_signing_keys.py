@@ -148,7 +148,7 @@ def _confused(server: SupabaseLocal) -> str:
                              {"role": "service_role", "exp": int(time.time()) + 60}),
          "PGRST301", "No suitable key or wrong key type"),
         (lambda s: s.mint_signed("authenticated", exp=str(int(time.time()) + 600)),
-         "PGRST303", "JWT claim exp must be a number"),
+         "PGRST303", "The JWT 'exp' claim must be a number"),
         (lambda s: s.mint_signed("authenticated", expires_in=-5), "PGRST303", "JWT expired"),
         (lambda s: jwt.encode({"role": "authenticated", "exp": int(time.time()) + 60},
                               signing_key_generate("ES256").private_pem(), algorithm="ES256",
