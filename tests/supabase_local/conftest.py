@@ -6,30 +6,13 @@ plugin, which the root ``tests/conftest.py`` registers.
 
 from __future__ import annotations
 
-import contextlib
-import secrets
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from supabase import Client, ClientOptions, create_client
-
-from tests.fixtures.supabase_local import (
-    REPO_ROOT,
-    SupabaseLocal,
-    _create_database,
-    _drop_database,
-    _free_port,
-    _pg_url,
-    _stop,
-    _wait_ready,
-)
 
 
 def make_client(
@@ -127,37 +110,3 @@ def items_table(supabase_local: Any) -> Iterator[str]:
     )
     yield name
     supabase_local.sql(f"DROP TABLE public.{name}")
-
-
-@contextlib.contextmanager
-def server_started_with(*flags: str) -> Iterator[SupabaseLocal]:
-    """A second server, on its own database, started with extra command-line flags: for
-    behaviour the session server's defaults do not show. Stopped and dropped on exit."""
-    database = f"monitor_supabase_test_{secrets.token_hex(6)}"
-    jwt_secret = secrets.token_urlsafe(32)
-    port = _free_port()
-    log_path = Path(tempfile.mkdtemp(prefix="supabase_local_")) / "server.log"
-    _create_database(database)
-    process = None
-    try:
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "supabase_local", "--port", str(port),
-                 "--database-url", _pg_url(database), f"--jwt-secret={jwt_secret}",
-                 "--log-level", "info", "--faults", *flags],
-                cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        keys = _wait_ready(process, log_path)
-        yield SupabaseLocal(
-            url=f"http://127.0.0.1:{port}",
-            anon_key=keys["anon"],
-            service_role_key=keys["service_role"],
-            jwt_secret=jwt_secret,
-            database_url=_pg_url(database),
-            log_path=log_path,
-        )
-    finally:
-        if process is not None:
-            _stop(process)
-        _drop_database(database)

@@ -147,9 +147,9 @@ def test_tx_rollback_is_ignored_as_on_a_hosted_project(supabase_local, seq_block
 
 
 def test_tx_rollback_is_honoured_when_db_tx_end_allows_overrides():
-    from tests.supabase_local.conftest import server_started_with
+    from tests.fixtures.supabase_local import running_supabase_local
 
-    with server_started_with("--db-tx-end", "commit-allow-override") as server:
+    with running_supabase_local(extra_args=("--db-tx-end", "commit-allow-override")) as server:
         rolled_back = _insert_with_prefer(server, 1, "return=representation, tx=rollback")
         committed = _insert_with_prefer(server, 2, "tx=commit")
         stored = server.sql("SELECT seq FROM public.monitoring_events ORDER BY seq")
