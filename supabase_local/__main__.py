@@ -28,6 +28,7 @@ from supabase_local.config import (
     DATABASE_URL_ENV,
     DB_TX_END_CHOICES,
     DEV_JWT_SECRET,
+    PLAN_QUOTAS,
     RealtimeLimits,
     ServerConfig,
 )
@@ -146,6 +147,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     limits = RealtimeLimits()
     parser.add_argument(
+        "--plan",
+        choices=tuple(PLAN_QUOTAS),
+        default="unlimited",
+        help="the project's Realtime quotas: connections, messages/s, joins/s, payload size "
+        "(default: unlimited); the --max-* options below override one quota",
+    )
+    for option, what in (
+        ("--max-concurrent-users", "sockets with a joined channel"),
+        ("--max-events-per-second", "messages per second, every delivery counted"),
+        ("--max-joins-per-second", "channel joins per second"),
+    ):
+        parser.add_argument(option, type=_positive_int, default=None, help=f"{what} (plan's)")
+    parser.add_argument(
+        "--rate-tick-ms",
+        type=_positive_int,
+        default=limits.rate_tick_ms,
+        help="the per-second rates' averaging tick (Realtime's: 5000; averages keep 12)",
+    )
+    parser.add_argument(
         "--max-channels-per-client",
         type=_positive_int,
         default=limits.max_channels_per_client,
@@ -154,8 +174,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-payload-size-kb",
         type=_positive_int,
-        default=limits.max_payload_size_in_kb,
-        help="largest presence track payload in kB (Realtime's default: 3000)",
+        default=None,
+        help="largest broadcast or presence payload in kB (plan's: 256 on free, else 3000)",
     )
     parser.add_argument(
         "--client-presence-max-calls",
@@ -238,9 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         faults_enabled=args.faults,
         private_only=args.private_only,
         db_tx_end=args.db_tx_end,
-        realtime_limits=RealtimeLimits(
-            max_channels_per_client=args.max_channels_per_client,
+        realtime_limits=RealtimeLimits.for_plan(
+            args.plan,
+            max_concurrent_users=args.max_concurrent_users,
+            max_events_per_second=args.max_events_per_second,
+            max_joins_per_second=args.max_joins_per_second,
             max_payload_size_in_kb=args.max_payload_size_kb,
+            rate_tick_ms=args.rate_tick_ms,
+            max_channels_per_client=args.max_channels_per_client,
             client_presence_max_calls=args.client_presence_max_calls,
             client_presence_window_ms=args.client_presence_window_ms,
         ),
@@ -262,6 +287,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{role} key: {key}", flush=True)
     for signing_key in config.signing_keys:
         print(f"signing key: {signing_key.kid} {signing_key.alg}", flush=True)
+    limits = config.realtime_limits
+    print(
+        f"realtime plan: {limits.plan} (connections {limits.max_concurrent_users or 'unlimited'}"
+        f", messages/s {limits.max_events_per_second or 'unlimited'}, joins/s "
+        f"{limits.max_joins_per_second or 'unlimited'}, payload {limits.max_payload_size_in_kb}"
+        " kB)",
+        flush=True,
+    )
     uvicorn_config = uvicorn.Config(
         create_app(config),
         host=config.host,

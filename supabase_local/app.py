@@ -24,6 +24,7 @@ from supabase_local import db
 from supabase_local.auth import AuthError, Gateway
 from supabase_local.config import ServerConfig
 from supabase_local.faults import FAULTS_PATH, FaultInjector
+from supabase_local.metrics import metrics_endpoint
 from supabase_local.rest import RestApi
 from supabase_local.signing_keys import jwks_document
 
@@ -97,6 +98,11 @@ def create_app(config: ServerConfig) -> Starlette:
     routes = [
         Route("/health", _health, methods=["GET"]),
         Route("/auth/v1/.well-known/jwks.json", _jwks, methods=["GET"]),
+        Route(
+            "/metrics",
+            metrics_endpoint(realtime, _is_service_role_key(config.gateway)),
+            methods=["GET"],
+        ),
         *injector.routes(),
         *rest_api.routes(),
         *realtime.routes,

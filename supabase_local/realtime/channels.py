@@ -31,10 +31,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from supabase_local.config import RealtimeLimits
+
 from . import protocol
 from .capture import Change
 from .filters import Filter
 from .presence import TopicPresence
+from .quotas import TOO_MANY_MESSAGES, Quotas
 from .rls import RlsChecker, TableInfo
 from .wire import DirectSocket, write_many
 
@@ -134,6 +137,11 @@ class Connection:
         self.closed = True
         with contextlib.suppress(Exception):
             await self._close()
+
+    def disconnect(self) -> None:
+        """Close soon, after what was sent (Realtime's ``disconnect`` to the transport)."""
+        if self._closing is None:
+            self._closing = self._loop.create_task(self.close())
 
 
 @dataclass(eq=False, slots=True)
@@ -261,9 +269,10 @@ class _Need:
 class Hub:
     """All live sockets and channels of one server."""
 
-    def __init__(self, rls: RlsChecker, faults: Any = None) -> None:
+    def __init__(self, rls: RlsChecker, faults: Any = None, quotas: Quotas | None = None) -> None:
         self.rls = rls
         self.faults = faults
+        self.quotas = quotas if quotas is not None else Quotas(RealtimeLimits())
         self.connections: set[Connection] = set()
         self.topics: dict[str, set[Channel]] = {}
         self.presence: dict[str, TopicPresence] = {}
@@ -345,6 +354,7 @@ class Hub:
 
     def drop_connection(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self.quotas.left(conn)
         for channel in list(conn.channels.values()):
             self.remove_channel(channel)
 
@@ -389,11 +399,27 @@ class Hub:
             if (m is not sender or m.broadcast_self) and m.receives_broadcast(private=private)
         ]
         fanout(out, conns, self.faults)
+        self._count_deliveries(topic, conns, broadcasts=1)
         return len(conns)
 
+    def _count_deliveries(self, topic: str, conns: list[Connection], *, broadcasts: int = 0):
+        """Count messages as Realtime does; over the quota, the receiving channels stop."""
+        self.quotas.delivered(len(conns) + broadcasts)
+        if not self.quotas.messages.triggered:
+            return
+        for conn in conns:
+            channel = conn.channels.get(topic)
+            if channel is not None:
+                channel.system("error", TOO_MANY_MESSAGES, extension="system")
+                self.close_channel(channel)
+
     def database_broadcast(self, message: dict[str, Any]) -> int:
-        """A committed ``realtime.messages`` row, to the channels joined to its topic."""
+        """A committed ``realtime.messages`` row, to the channels joined to its topic
+        (not sent while the messages quota is exceeded, nor over the payload limit)."""
         topic = f"realtime:{message.get('topic')}"
+        size = len(json.dumps(message.get("payload"), separators=(",", ":")).encode())
+        if self.quotas.database_broadcast_refused() or self.quotas.payload_too_large(size):
+            return 0
         payload = {
             "type": "broadcast",
             "event": message.get("event"),
@@ -411,6 +437,7 @@ class Hub:
             elif str(message.get("id")) not in member.replayed_ids:
                 conns.append(member.conn)
         fanout(out, conns, self.faults)
+        self._count_deliveries(topic, conns, broadcasts=1)
         return len(conns)
 
     # -- postgres_changes ------------------------------------------------------------
@@ -473,6 +500,7 @@ class Hub:
                     topic, "postgres_changes", {"ids": list(ids), "data": data}, droppable=True
                 )
                 fanout(out, conns, self.faults)
+                self._count_deliveries(topic, conns)
 
     def _fanout_plan(self, buckets: list[_Bucket]) -> list[tuple[str, tuple[int, ...], list]]:
         """Who gets which message when these buckets match: [(topic, ids, sockets)].

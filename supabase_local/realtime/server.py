@@ -36,6 +36,7 @@ from .authorization import PolicyError, may_send, permissions_for
 from .capture import ChangeCapture
 from .channels import Channel, Connection, Hub, Subscription, binding_id
 from .filters import Filter, FilterError, parse_filter
+from .quotas import TOO_MANY_JOINS, TOO_MANY_MESSAGES, Quotas
 from .rls import RlsChecker
 from .wire import find_direct
 
@@ -56,6 +57,7 @@ class Realtime:
         self._pool: asyncpg.Pool | None = None
         self._capture: ChangeCapture | None = None
         self.hub: Hub | None = None
+        self.quotas = Quotas(config.realtime_limits)
         self._tasks: list[asyncio.Task[None]] = []
         self.routes: list[BaseRoute] = [
             WebSocketRoute("/realtime/v1/websocket", self._websocket),
@@ -73,12 +75,13 @@ class Realtime:
 
     async def startup(self) -> None:
         self._pool = await asyncpg.create_pool(self.config.database_url, min_size=1, max_size=4)
-        self.hub = Hub(RlsChecker(self._pool), self.faults)
+        self.hub = Hub(RlsChecker(self._pool), self.faults, self.quotas)
         self._capture = ChangeCapture(
             self.config.database_url, self._pool, self.hub.dispatch, self.hub.interest
         )
         await self._capture.start()
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="realtime-expiry"))
+        self._tasks.append(asyncio.create_task(self.quotas.run(), name="realtime-quotas"))
         self._tasks.append(
             asyncio.create_task(self._retention_loop(), name="realtime-message-retention")
         )
@@ -226,6 +229,10 @@ class Realtime:
         elif msg.event == "broadcast":
             if channel.private and not channel.permissions.broadcast_write:
                 return  # as Realtime: a broadcast the policies do not allow is dropped
+            if self.quotas.payload_too_large(_payload_size(payload.get("payload"))):
+                if channel.broadcast_ack:
+                    conn.send(protocol.reply(msg, "error", {"reason": "payload_size_exceeded"}))
+                return
             self.hub.broadcast(
                 channel.topic, _broadcast_payload(payload), channel, private=channel.private
             )
@@ -317,6 +324,12 @@ class Realtime:
             reason = "ChannelRateLimitReached: Too many channels"
             conn.send(protocol.reply(msg, "error", {"reason": reason}))
             return
+        refusal = self.quotas.join_refusal(conn)
+        if refusal is not None:
+            conn.send(protocol.reply(msg, "error", {"reason": refusal}))
+            if refusal == TOO_MANY_JOINS:
+                conn.disconnect()
+            return
         access_token = payload.get("access_token")
         try:
             claims = self._verify(
@@ -403,6 +416,7 @@ class Realtime:
             replay_buffer=[] if replay is not None else None,
         )
         hub.add_channel(channel)
+        self.quotas.joined(conn)
         if problem is None:
             hub.add_subscriptions(channel, [Subscription(channel, *spec) for spec in specs])
         reply_changes = []
@@ -491,7 +505,12 @@ class Realtime:
             return JSONResponse({"message": f"invalid broadcast request: {exc}"}, status_code=400)
         if self.hub is None:
             return JSONResponse({"message": "realtime is not running"}, status_code=503)
+        if self.quotas.messages.triggered:
+            self.quotas.refusals["events_per_second"] += 1
+            return JSONResponse({"message": TOO_MANY_MESSAGES}, status_code=429)
         for topic, event, payload, private in items:
+            if self.quotas.payload_too_large(_payload_size(payload)):
+                continue
             if private and not await may_send(self._pool, topic=topic, claims=claims):
                 continue  # Realtime skips a private message the policies do not allow
             self.hub.broadcast(
@@ -523,6 +542,11 @@ class Realtime:
             return JSONResponse({"message": "realtime is not running"}, status_code=503)
         if private and not await may_send(self._pool, topic=topic, claims=claims):
             return JSONResponse({"message": "Unauthorized"}, status_code=403)
+        if self.quotas.messages.triggered:
+            self.quotas.refusals["events_per_second"] += 1
+            return JSONResponse({"message": TOO_MANY_MESSAGES}, status_code=429)
+        if self.quotas.payload_too_large(len(raw)):
+            return JSONResponse({"message": "Payload size exceeded"}, status_code=413)
         self.hub.broadcast(
             f"realtime:{topic}",
             {"type": "broadcast", "event": request.path_params["event"], "payload": payload},
@@ -583,6 +607,10 @@ def _replay_request(raw: Any, *, private: bool) -> tuple[tuple[int, int] | None,
     if since > 253_402_300_799_000:  # after the year 9999: not a time
         return None, invalid
     return (since, max(1, min(limit, REPLAY_HARD_LIMIT))), None
+
+
+def _payload_size(payload: Any) -> int:
+    return len(json.dumps(payload, separators=(",", ":"), default=str).encode())
 
 
 def _broadcast_payload(payload: dict[str, Any]) -> dict[str, Any]:
