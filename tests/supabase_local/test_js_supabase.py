@@ -266,3 +266,31 @@ async def test_a_private_channel_with_replay_through_supabase_js(node, supabase_
 
 def send_broadcast_sql(server: Any, topic: str, event: str, payload: dict) -> None:
     server.sql("SELECT realtime.send(%s::jsonb, %s, %s, true)", json.dumps(payload), event, topic)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vsn", ["1.0.0", "default"])
+async def test_a_quota_refusal_as_supabase_js_surfaces_it(node, vsn):
+    """Over the plan's concurrent connections, supabase-js reports CHANNEL_ERROR with
+    Realtime's reason."""
+    from realtime import AsyncRealtimeClient
+
+    from tests.fixtures.supabase_local import running_supabase_local
+
+    with running_supabase_local(faults=False, extra_args=("--max-concurrent-users", "1")) as server:
+        holder = AsyncRealtimeClient(f"{server.url}/realtime/v1", server.secret_key)
+        await asyncio.wait_for(holder.channel("taken").subscribe(), WAIT)
+        proc = await asyncio.create_subprocess_exec(
+            node, str(JS_DIR / "realtime.mjs"), server.url, server.secret_key, vsn,
+            "refused-room", cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        script = NodeScript(proc)
+        try:
+            refused = await script.expect(type="status", status="CHANNEL_ERROR")
+            assert "ConnectionRateLimitReached: Too many connected users" in refused["error"]
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            await holder.close()

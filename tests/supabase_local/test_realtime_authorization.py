@@ -172,6 +172,30 @@ async def test_a_trigger_sends_in_the_writers_transaction_and_a_rollback_sends_n
     assert third["payload"]["record"] == {"id": 3, "body": "kept too"}
 
 
+async def test_an_rpc_that_sends_reaches_the_joined_user(policies):
+    function = f"notify_{uuid.uuid4().hex[:6]}"
+    policies.sql(
+        f"CREATE FUNCTION public.{function}(target text, body jsonb) RETURNS void"
+        f" LANGUAGE sql AS $$ SELECT realtime.send(body, 'rpc', 'user:' || target, true) $$"
+    )
+    inbox = Inbox()
+    try:
+        async with signed_in(policies, "7") as seven:
+            await join(seven, "user:7", private(), inbox)
+            answer = await asyncio.to_thread(
+                httpx.post,
+                f"{policies.url}/rest/v1/rpc/{function}",
+                headers={"apikey": policies.secret_key},
+                json={"target": "7", "body": {"from": "rpc"}},
+            )
+            message = await inbox.get(lambda m: m["event"] == "rpc")
+    finally:
+        policies.sql(f"DROP FUNCTION public.{function}(text, jsonb)")
+
+    assert answer.status_code == 204
+    assert message["payload"]["from"] == "rpc"
+
+
 async def test_messages_arrive_in_commit_order(policies):
     inbox = Inbox()
     async with signed_in(policies, "7") as seven:
