@@ -51,6 +51,7 @@ from bench.wsload import ClientSpec, Fleet  # noqa: E402
 from supabase_local.api_keys import SECRET_PREFIX, api_key_derive  # noqa: E402
 from supabase_local.auth import mint_token  # noqa: E402
 from supabase_local.config import DEV_JWT_SECRET  # noqa: E402
+from tests.fixtures.supabase_local import prometheus_metrics  # noqa: E402
 
 TOPIC = "realtime:bench-fanout"
 BINDING = {"event": "INSERT", "schema": "public", "table": "monitoring_events"}
@@ -147,18 +148,6 @@ def _stop(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(10)
-
-
-def _metrics(url: str, secret_key: str) -> dict[str, float]:
-    import httpx
-
-    text = httpx.get(f"{url}/metrics", headers={"apikey": secret_key}, timeout=10).text
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 def _cpu_seconds(pid: int) -> tuple[float, float] | None:
@@ -332,7 +321,9 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 await conn.execute(INSERT, base - 10 + i, "{}", "0" * 64)
         await asyncio.sleep(1.0)
-        counted_before = _metrics(url, secret_key).get("supabase_local_realtime_messages_total", 0)
+        counted_before = prometheus_metrics(url, secret_key).get(
+            "supabase_local_realtime_messages_total", 0
+        )
         cpu_before = _cpu_seconds(server.pid) if server is not None else None
         started = time.monotonic()
         committed = await _publish(publish, args)
@@ -342,7 +333,7 @@ async def _run(args: argparse.Namespace) -> int:
         )
         elapsed = time.monotonic() - started
         cpu_after = _cpu_seconds(server.pid) if server is not None else None
-        counted = _metrics(url, secret_key)
+        counted = prometheus_metrics(url, secret_key)
         records = await loop.run_in_executor(None, fleet.collect)
         fleet.close()
         latencies = [(stamp, received) for _tag, _index, stamp, received in records]

@@ -53,16 +53,6 @@ async def join(realtime: Any, topic: str, *, states: Inbox | None = None,
     return state, (rest[0] if rest else None)
 
 
-def metrics(server: SupabaseLocal) -> dict[str, float]:
-    text = httpx.get(f"{server.url}/metrics", headers={"apikey": server.secret_key}).text
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
-
-
 def send(server: SupabaseLocal, topic: str, count: int, *, size: int = 0) -> None:
     server.sql(
         "SELECT realtime.send(jsonb_build_object('n', n, 'pad', repeat('x', %s)), 'tick', %s,"
@@ -86,7 +76,7 @@ async def test_concurrent_connections_over_the_quota_are_refused_at_join():
             assert state == RealtimeSubscribeStates.CHANNEL_ERROR
             assert "ConnectionRateLimitReached: Too many connected users" in str(error)
             assert (
-                metrics(tight)['supabase_local_realtime_refusals_total{reason="concurrent_users"}']
+                tight.metrics()['supabase_local_realtime_refusals_total{reason="concurrent_users"}']
                 == 1
             )
 
@@ -118,7 +108,7 @@ async def test_messages_over_the_rate_shut_channels_down_and_stop_database_broad
             await asyncio.to_thread(send, tight, "feed", 10)
             await heard.collect(lambda m: m["event"] == "tick", 10)
             await asyncio.sleep(0.5)
-            rate = metrics(tight)["supabase_local_realtime_messages_per_second"]
+            rate = tight.metrics()["supabase_local_realtime_messages_per_second"]
 
             await asyncio.to_thread(send, tight, "feed", 1)  # dropped: the quota is exceeded
             answer = await asyncio.to_thread(
@@ -135,7 +125,7 @@ async def test_messages_over_the_rate_shut_channels_down_and_stop_database_broad
         assert (
             answer.status_code == 429 and answer.json()["message"] == "Too many messages per second"
         )
-        counted = metrics(tight)
+        counted = tight.metrics()
         assert counted["supabase_local_realtime_messages_total"] == 20
         assert counted['supabase_local_realtime_refusals_total{reason="events_per_second"}'] >= 2
 
@@ -177,13 +167,13 @@ async def test_a_payload_over_the_plans_limit_is_not_broadcast():
 
         assert rest.status_code == 413
         assert len(small["payload"]["pad"]) == 10  # the large one never came
-        assert metrics(free)['supabase_local_realtime_refusals_total{reason="payload_size"}'] == 2
+        assert free.metrics()['supabase_local_realtime_refusals_total{reason="payload_size"}'] == 2
 
 
 def test_metrics_need_the_service_role_and_name_the_plan():
     with server("--plan", "team") as team:
         refused = httpx.get(f"{team.url}/metrics", headers={"apikey": team.publishable_key})
-        figures = metrics(team)
+        figures = team.metrics()
         started = team.log_tail(50)
 
     assert refused.status_code == 401
@@ -194,7 +184,7 @@ def test_metrics_need_the_service_role_and_name_the_plan():
 
 def test_an_explicit_limit_overrides_the_plan():
     with server("--plan", "pro", "--max-events-per-second", "50") as pro:
-        figures = metrics(pro)
+        figures = pro.metrics()
 
     assert figures['supabase_local_realtime_limit{name="max_events_per_second"}'] == 50
     assert figures['supabase_local_realtime_limit{name="max_concurrent_users"}'] == 500
@@ -204,11 +194,11 @@ async def test_the_unlimited_default_counts_but_refuses_nothing(supabase_local):
     async with client(supabase_local) as listener:
         heard = Inbox()
         topic = f"count-{uuid.uuid4().hex[:6]}"
-        before = metrics(supabase_local)["supabase_local_realtime_messages_total"]
+        before = supabase_local.metrics()["supabase_local_realtime_messages_total"]
         await join(listener, topic, broadcasts=heard)
         await asyncio.to_thread(send, supabase_local, topic, 3)
         await heard.collect(lambda m: m["event"] == "tick", 3)
 
-    after = metrics(supabase_local)
+    after = supabase_local.metrics()
     assert after["supabase_local_realtime_messages_total"] - before >= 6  # 3 sent, 3 heard
     assert 'supabase_local_realtime_limit{name="max_events_per_second"}' not in after
