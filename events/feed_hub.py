@@ -31,6 +31,8 @@ RESYNC_SECONDS = 5.0
 
 
 class FeedListener(Protocol):
+    user_id: int
+
     async def feed_live(self, items: list[dict[str, Any]]) -> None: ...
 
     async def feed_control(self, control: dict[str, Any]) -> None: ...
@@ -111,8 +113,11 @@ class FeedHub:
             for listener in list(self.listeners):
                 await _call(listener.feed_live, items)
         elif kind == CONTROL_MESSAGE_TYPE:
+            # A control message addressed to one user goes to that user's feeds only.
+            user_id = message.get("user_id")
             for listener in list(self.listeners):
-                await _call(listener.feed_control, message["control"])
+                if user_id is None or listener.user_id == user_id:
+                    await _call(listener.feed_control, message["control"])
 
 
 async def _call(method, argument) -> None:  # noqa: ANN001
