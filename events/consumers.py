@@ -220,7 +220,6 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
                         await self._send_event(missing)
                     # Every routed event up to ``up_to`` is sent now (skipped ones too).
                     self.cursor = up_to
-                    await self._send_position()
                 await self._send_pending()
         except Exception:
             logger.exception("feed: filling a gap from the log failed; closing the feed")

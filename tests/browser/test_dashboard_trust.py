@@ -124,6 +124,38 @@ def test_the_duplicates_counter_counts_each_copy_the_feed_delivers_twice(open_da
     assert page.locator("#count-duplicates").inner_text() == str(len(doubled))
 
 
+def test_a_live_event_lost_on_the_way_is_backfilled_once_for_a_user(open_dashboard, user):
+    page, _ = open_dashboard(user)
+    wait_for_indicator(page, LEGACY)
+    dropped: list[int] = []
+    refused: list[str] = []
+    page.on("response", lambda r: r.status >= 400 and refused.append(f"{r.status} {r.url}"))
+
+    # The first event frame of the next connection never reaches the page.
+    def losing_one(ws):
+        server = ws.connect_to_server()
+        ws.on_message(lambda message: server.send(message))
+
+        def to_page(message):
+            data = json.loads(message)
+            if data.get("type") == "event" and not dropped:
+                dropped.append(data["event"]["seq"])
+                return
+            ws.send(message)
+
+        server.on_message(to_page)
+
+    page.route_web_socket("**/ws/events/**", losing_one)
+    page.reload()
+    wait_for_indicator(page, LEGACY)
+    seqs = publish(3)
+    wait_for_seqs(page, seqs)
+    assert dropped == seqs[:1]
+    assert_each_once(page, seqs)
+    assert stats(page)["gapsFilled"] == 1
+    assert refused == []
+
+
 # --- The kill switch on the page --------------------------------------------------------
 
 

@@ -2,9 +2,10 @@
 // every (re)connect after the seq we pass, and fills its own gaps.
 
 export class LegacyTransport {
-  constructor({ onEvents, onControl, onStatus, onBackfill, onPosition, synthetic = false }) {
-    Object.assign(this, { onEvents, onControl, onStatus, onBackfill, onPosition, synthetic });
-    this.query = synthetic ? "&synthetic=show" : "";
+  // `synthetic`: {show, types}; only a staff page that shows synthetic events asks for them.
+  constructor({ onEvents, onControl, onStatus, onBackfill, onPosition, synthetic }) {
+    Object.assign(this, { onEvents, onControl, onStatus, onBackfill, onPosition });
+    this.query = synthetic?.show ? "&synthetic=show" : "";
     this.name = "websocket";
     this.socket = null;
     this.stopped = true;

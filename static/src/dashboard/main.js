@@ -53,15 +53,20 @@ const merger = new SeqMerger({
     received += events.length;
     view.add(events);
     charts.add(events);
-    buffer.save(() => ({
-      contiguous: merger.contiguous,
-      events: newestFirst([...view.queue, ...view.events]),
-    }));
+    saveBuffer();
     updateCounters();
   },
   onGap: () => backfillNow(),
 });
 if (!joined) merger.preload(config.initialEvents.map((event) => event.seq));
+saveBuffer(); // the start state, so that the next load knows where this one began
+
+function saveBuffer() {
+  buffer.save(() => ({
+    contiguous: merger.contiguous,
+    events: newestFirst([...view.queue, ...view.events]),
+  }));
+}
 
 function newestFirst(events) {
   const bySeq = new Map(events.map((event) => [event.seq, event]));
@@ -144,7 +149,7 @@ function switchTo(name, notice) {
     onBackfill: () => backfillNow(),
     onPosition: (seq) => {
       merger.advance(seq);
-      updateCounters();
+      saveBuffer();
     },
     synthetic: config.synthetic,
   };
