@@ -266,13 +266,23 @@ def test_probe_events_stay_out_of_a_users_legacy_feed_without_looking_lost(open_
 def test_probe_events_stay_out_of_a_users_supabase_feed(open_dashboard, django_user_model):
     page, _ = open_dashboard(supabase_user(django_user_model, "sb-probes"))
     wait_for_indicator(page, SUPABASE)
+    page.wait_for_timeout(500)  # the backfill every subscription makes is done
+    backfills: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            "/rest/v1/monitoring_events" in request.url and backfills.append(request.url)
+        ),
+    )
     seqs = publish(2)
     probes = publish_probes(2)
     seqs += publish(2)
     wait_for_seqs(page, seqs)
     wait_for_contiguous(page, seqs[-1])
+    page.wait_for_timeout(600)
     assert not set(probes) & set(shown_seqs(page))
     assert stats(page)["gapsFilled"] == 0
+    assert backfills == [], "the seqs of left-out probes were taken for lost events"
 
 
 def test_staff_can_show_synthetic_events_and_users_cannot(open_dashboard, user, staff_user):

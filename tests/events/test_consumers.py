@@ -146,6 +146,29 @@ async def test_debug_events_routed_away_from_websocket_are_not_sent(user):
     assert received == shown
 
 
+async def test_the_hubs_resync_never_moves_a_feed_beyond_the_log_as_it_is(user, monkeypatch):
+    """A seq read before the log was reset (tests flush it) must not make feeds skip the
+    seqs the new log reaches later."""
+    from events import feed_hub
+
+    real_latest = feed_hub.latest_seq
+    reads = {"n": 0}
+
+    async def stale_first(*args, **kwargs):
+        reads["n"] += 1
+        return 1000 if reads["n"] == 1 else await real_latest()
+
+    monkeypatch.setattr(feed_hub, "RESYNC_SECONDS", 0.2)
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    monkeypatch.setattr(feed_hub, "latest_seq", stale_first)
+    while reads["n"] < 3:
+        await asyncio.sleep(0.1)
+    published = await publish(1)
+    assert await collect_events(communicator, until_seq=published[0]) == published
+    await communicator.disconnect()
+
+
 async def test_a_users_feed_passes_synthetic_events_with_a_position(user):
     communicator, _ = await open_feed(user)
     await next_message(communicator)
