@@ -192,12 +192,21 @@ def test_the_kill_switch_is_shown_in_plain_words_to_users_and_with_its_reason_to
 # --- The user's own choice -------------------------------------------------------------
 
 
+def choose_on_the_settings_page(context, choice: str) -> None:
+    settings_page = context.new_page()
+    settings_page.goto("/settings/")
+    settings_page.check(f"input[name=transport][value={choice}]")
+    settings_page.click(".rollout-settings button[type=submit]")
+    settings_page.wait_for_selector("text=Your open dashboards follow your choice now")
+    settings_page.close()
+
+
 def test_a_users_own_choice_reaches_their_open_legacy_page(open_dashboard, user):
-    page, _ = open_dashboard(user)
+    page, context = open_dashboard(user)
     wait_for_indicator(page, LEGACY)
     page.evaluate("window.__sameDocument = true")
 
-    off_loop(user_transport_preference_set, user=user, choice="supabase", reason="test")
+    choose_on_the_settings_page(context, "supabase")
 
     wait_for_indicator(page, SUPABASE, timeout_s=15)
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
@@ -207,9 +216,12 @@ def test_a_users_own_choice_reaches_their_open_legacy_page(open_dashboard, user)
     assert_each_once(page, seqs)
 
     # Back again: the Supabase page reads it by its poll, and says whose choice it was.
-    off_loop(user_transport_preference_set, user=user, choice="websocket", reason="test")
+    choose_on_the_settings_page(context, "websocket")
     wait_for_indicator(page, LEGACY, timeout_s=15)
     assert "Your choice on the Settings page" in page.locator("#notice").inner_text()
+    more = publish(2)
+    wait_for_seqs(page, more)
+    assert_each_once(page, seqs + more)
 
 
 def test_a_choice_is_told_to_that_users_pages_only(open_dashboard, user, django_user_model):
