@@ -7,7 +7,7 @@ import json
 import pytest
 
 from events.services import event_publish_batch
-from rollout.services import rollout_kill, user_transport_preference_set
+from rollout.services import rollout_kill, rollout_resume, user_transport_preference_set
 from tests.browser.test_dashboard import (
     LEGACY,
     SUPABASE,
@@ -187,6 +187,11 @@ def test_the_kill_switch_is_shown_in_plain_words_to_users_and_with_its_reason_to
     assert "newcomer" not in user_page.locator("body").inner_text()
     staff_page.reload()
     assert "newcomer: half" in staff_page.locator("#rollout-state").inner_text()
+
+    # Released: the line goes away on open pages.
+    off_loop(rollout_resume, actor=staff_user, reason="checked")
+    user_page.wait_for_selector("#rollout-state", state="hidden", timeout=10_000)
+    staff_page.wait_for_selector("#rollout-state", state="hidden", timeout=10_000)
 
 
 # --- The user's own choice -------------------------------------------------------------
