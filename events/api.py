@@ -140,8 +140,25 @@ def _int_param(request: HttpRequest, name: str, *, default: int, low: int, high:
 
 
 def _backfill(request: HttpRequest) -> JsonResponse:
-    if not request.user.is_authenticated and _bearer_producer(request) is None:
+    producer = None if request.user.is_authenticated else _bearer_producer(request)
+    if not request.user.is_authenticated and producer is None:
         return _unauthorized("sign in or send a producer token")
+    synthetic = request.GET.get("synthetic") or "hide"
+    if synthetic not in ("hide", "show"):
+        return error_response(
+            status=400, code="invalid", message="must be hide or show", field="synthetic"
+        )
+    # Synthetic events (the prober's) are left out unless staff or a producer ask for them.
+    include_synthetic = synthetic == "show" and (
+        producer is not None or selectors.viewer_sees_synthetic(request.user, requested=True)
+    )
+    if synthetic == "show" and not include_synthetic:
+        return error_response(
+            status=403,
+            code="forbidden",
+            message="only staff can show synthetic events",
+            field="synthetic",
+        )
     try:
         after = _int_param(request, "after", default=0, low=0, high=2**63 - 1)
         limit = _int_param(
@@ -156,7 +173,9 @@ def _backfill(request: HttpRequest) -> JsonResponse:
             raise EventInputError(field="sink", message=f"must be one of {', '.join(Sink.values)}")
     except EventInputError as exc:
         return error_response(status=400, code=exc.code, message=exc.message, field=exc.field)
-    events = selectors.events_after(after=after, limit=limit, sink=sink)
+    events = selectors.events_after(
+        after=after, limit=limit, sink=sink, include_synthetic=include_synthetic
+    )
     return JsonResponse(
         {
             "events": [selectors.event_to_wire(event) for event in events],

@@ -1,13 +1,20 @@
 """The legacy live feed: ``/ws/events/`` over Django Channels.
 
 Protocol (JSON text frames):
-- connect to ``/ws/events/`` (optionally ``?after=N``); signed-in users only, others are
-  refused at the handshake. The server sends ``{"type": "welcome", "latest_seq": N}``.
+- connect to ``/ws/events/`` (optionally ``?after=N``, and ``&synthetic=show`` for staff
+  who want synthetic events such as the prober's ``monitor.probe``; everyone else's feed
+  leaves them out). Signed-in users only, others are refused at the handshake. The
+  server sends ``{"type": "welcome", "latest_seq": N}``.
 - client ``{"type": "resume", "after": N}``: every event with seq > N is replayed from the
   log, then ``{"type": "resumed", "seq": M}``; live events follow.
 - server ``{"type": "event", "event": {...}}`` for each event, each seq at most once per
   connection, in seq order except for history the client asks for after live events
   have already been sent to it.
+- server ``{"type": "position", "seq": N}``: every event of this feed with seq <= N has
+  been sent on this connection (sent when the feed moves past events it leaves out, so
+  that the page does not take their seqs for lost events); ``resumed`` means the same.
+- server ``{"type": "control", "action", ...}``: a rollout control message, to every
+  feed or to one user's feeds (their own transport choice).
 - client ``{"type": "ping"}`` → ``{"type": "pong", "latest_seq": N}``.
 - anything else → ``{"type": "error", "code", "message"}``; the connection stays open.
 
@@ -41,17 +48,24 @@ CLOSE_UNAUTHENTICATED = 4401
 
 
 @database_sync_to_async
-def _feed_page(after: int, up_to: int | None) -> list[dict[str, Any]]:
+def _feed_page(after: int, up_to: int | None, synthetic: bool) -> list[dict[str, Any]]:
     events = selectors.events_after(
-        after=after, limit=REPLAY_PAGE_SIZE, up_to=up_to, sink=Sink.WEBSOCKET
+        after=after,
+        limit=REPLAY_PAGE_SIZE,
+        up_to=up_to,
+        sink=Sink.WEBSOCKET,
+        include_synthetic=synthetic,
     )
     return [selectors.event_to_wire(event) for event in events]
 
 
-async def _feed_from_log(after: int, up_to: int | None = None) -> AsyncIterator[dict[str, Any]]:
-    """Routed events with ``after < seq (<= up_to)`` from the log, page by page."""
+async def _feed_from_log(
+    after: int, up_to: int | None = None, *, synthetic: bool
+) -> AsyncIterator[dict[str, Any]]:
+    """Routed events with ``after < seq (<= up_to)`` from the log, page by page (without
+    synthetic events unless ``synthetic``)."""
     while True:
-        page = await _feed_page(after, up_to)
+        page = await _feed_page(after, up_to, synthetic)
         for event in page:
             yield event
         if len(page) < REPLAY_PAGE_SIZE:
@@ -89,7 +103,12 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        self.user_id = user.pk
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        wants_synthetic = query.get("synthetic", [""])[0] == "show"
+        self.synthetic = selectors.viewer_sees_synthetic(user, requested=wants_synthetic)
         self.cursor = 0
+        self.told = 0  # the highest seq sent, or passed in a position frame
         self.lowest_sent: int | None = None
         self.pending: deque[dict[str, Any]] = deque()
         self.behind = 1  # until the welcome (and any ?after= replay) has gone out
@@ -102,7 +121,10 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
             latest = await latest_seq()
             self.cursor = latest
             await self.send_json({"type": "welcome", "latest_seq": latest})
-            query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+            if wants_synthetic and not self.synthetic:
+                await self._send_error(
+                    "forbidden", "only staff can show synthetic events; they are left out"
+                )
             if "after" in query:
                 try:
                     after = _parse_after(int(query["after"][0]))
@@ -111,7 +133,7 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
                 if after is None:
                     await self._send_error("invalid_after", "after must be a non-negative integer")
                 else:
-                    await self._replay(after)
+                    await self._replay(after, up_to=latest)
             await self._send_pending()
             self.behind -= 1
 
@@ -171,8 +193,7 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
                 self.behind += 1
                 self.catch_up_task = asyncio.create_task(self._catch_up())
                 return
-            await self._send_frame(seq, item["frame"])
-            self.cursor = seq
+            await self._send_item(item)
 
     async def feed_resync(self, committed_seq: int) -> None:
         """The hub's periodic check: events up to ``committed_seq`` are committed; if this
@@ -193,7 +214,9 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
         try:
             async with self.history_lock:
                 if up_to is not None and up_to > self.cursor:
-                    async for missing in _feed_from_log(self.cursor, up_to):
+                    async for missing in _feed_from_log(
+                        self.cursor, up_to, synthetic=self.synthetic
+                    ):
                         await self._send_event(missing)
                     # Every routed event up to ``up_to`` is sent now (skipped ones too).
                     self.cursor = up_to
@@ -213,24 +236,48 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
             if seq <= self.cursor:
                 continue
             if seq > self.cursor + 1:
-                async for missing in _feed_from_log(self.cursor, seq - 1):
+                async for missing in _feed_from_log(self.cursor, seq - 1, synthetic=self.synthetic):
                     await self._send_event(missing)
-            await self._send_frame(seq, item["frame"])
-            self.cursor = seq
+                self.cursor = seq - 1
+            await self._send_item(item)
 
-    async def _replay(self, after: int) -> None:
-        """History after ``after``, then ``resumed``. Called with ``history_lock`` held."""
+    async def _replay(self, after: int, up_to: int | None = None) -> None:
+        """History after ``after`` (up to ``up_to``, the latest seq read after joining the
+        hub, when known), then ``resumed``. Called with ``history_lock`` held."""
         if self.lowest_sent is None:
             # Nothing sent yet: history and live continue from ``after`` in order.
             self.cursor = after
-            async for event in _feed_from_log(after):
+            async for event in _feed_from_log(after, up_to, synthetic=self.synthetic):
                 await self._send_event(event)
                 self.cursor = event["seq"]
+            if up_to is not None and up_to > self.cursor:
+                # Everything this feed carries up to ``up_to`` is sent; seqs it leaves out
+                # (synthetic, or not routed here) are passed, so they never look lost.
+                self.cursor = up_to
         elif after < self.lowest_sent - 1:
             # Live events went out first; send only the older history, never a duplicate.
-            async for event in _feed_from_log(after, self.lowest_sent - 1):
+            async for event in _feed_from_log(
+                after, self.lowest_sent - 1, synthetic=self.synthetic
+            ):
                 await self._send_event(event)
         await self.send_json({"type": "resumed", "seq": self.cursor})
+
+    async def _send_item(self, item: dict[str, Any]) -> None:
+        """A live item at ``cursor + 1``: sent, or passed with a position when this feed
+        leaves synthetic events out."""
+        seq = item["seq"]
+        if item.get("synthetic") and not self.synthetic:
+            self.cursor = seq
+            await self._send_position()
+            return
+        await self._send_frame(seq, item["frame"])
+        self.cursor = seq
+
+    async def _send_position(self) -> None:
+        """Tell the page the cursor when it has passed seqs the page was not sent."""
+        if self.cursor > self.told:
+            self.told = self.cursor
+            await self.send_json({"type": "position", "seq": self.cursor})
 
     async def _send_event(self, event: dict[str, Any]) -> None:
         await self._send_frame(event["seq"], feed_frame(event))
@@ -238,6 +285,7 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
     async def _send_frame(self, seq: int, frame: str) -> None:
         if self.lowest_sent is None or seq < self.lowest_sent:
             self.lowest_sent = seq
+        self.told = max(self.told, seq)
         await self.send(text_data=frame)
 
     async def _send_error(self, code: str, message: str) -> None:

@@ -31,6 +31,8 @@ RESYNC_SECONDS = 5.0
 
 
 class FeedListener(Protocol):
+    user_id: int
+
     async def feed_live(self, items: list[dict[str, Any]]) -> None: ...
 
     async def feed_control(self, control: dict[str, Any]) -> None: ...
@@ -100,8 +102,11 @@ class FeedHub:
                 logger.warning("feed hub: could not read the latest seq: %s", exc)
                 continue
             if committed_a_period_ago is not None:
+                # Never beyond the log as it is now: a log that was reset (tests flush
+                # it between cases) must not move feeds past seqs it has not reached.
+                committed = min(committed_a_period_ago, latest)
                 for listener in list(self.listeners):
-                    await _call(listener.feed_resync, committed_a_period_ago)
+                    await _call(listener.feed_resync, committed)
             committed_a_period_ago = latest
 
     async def _hand_out(self, message: dict[str, Any]) -> None:
@@ -111,8 +116,11 @@ class FeedHub:
             for listener in list(self.listeners):
                 await _call(listener.feed_live, items)
         elif kind == CONTROL_MESSAGE_TYPE:
+            # A control message addressed to one user goes to that user's feeds only.
+            user_id = message.get("user_id")
             for listener in list(self.listeners):
-                await _call(listener.feed_control, message["control"])
+                if user_id is None or listener.user_id == user_id:
+                    await _call(listener.feed_control, message["control"])
 
 
 async def _call(method, argument) -> None:  # noqa: ANN001

@@ -3,11 +3,14 @@
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, Max, OuterRef, QuerySet
+from django.db.models import Count, Exists, Max, OuterRef, QuerySet
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
 
 from events import tokens
 from events.checksums import format_timestamp
@@ -20,6 +23,30 @@ from events.models import (
     Producer,
     Route,
 )
+
+# Synthetic traffic: events the system publishes to measure itself (the prober's
+# ``monitor.probe``, rollout/prober.py). They travel every path like any event, but users'
+# dashboards and the backfill API leave them out unless staff ask for them.
+SYNTHETIC_EVENT_TYPES = frozenset({"monitor.probe"})
+
+
+def event_is_synthetic(event_type: str) -> bool:
+    return event_type in SYNTHETIC_EVENT_TYPES
+
+
+def viewer_sees_synthetic(user, *, requested: bool) -> bool:
+    """Whether a feed or page for ``user`` carries synthetic events.
+
+    Staff see them when they ask; the prober's service user always does (it measures
+    delivery by receiving its own probes); everyone else never does.
+    """
+    from rollout.conf import rollout_setting
+
+    if user is None or not user.is_authenticated:
+        return False
+    if user.get_username() == rollout_setting("ROLLOUT_PROBER_USERNAME"):
+        return True
+    return bool(requested and user.is_staff)
 
 
 @dataclass(frozen=True)
@@ -107,19 +134,67 @@ def _routed_to(queryset: QuerySet[Event], sink: str | None) -> QuerySet[Event]:
     return queryset.exclude(Exists(skipped))
 
 
+def _visible(queryset: QuerySet[Event], include_synthetic: bool) -> QuerySet[Event]:
+    if include_synthetic:
+        return queryset
+    return queryset.exclude(event_type__in=SYNTHETIC_EVENT_TYPES)
+
+
 def events_after(
-    *, after: int, limit: int, up_to: int | None = None, sink: str | None = None
+    *,
+    after: int,
+    limit: int,
+    up_to: int | None = None,
+    sink: str | None = None,
+    include_synthetic: bool = True,
 ) -> list[Event]:
     """At most ``limit`` events with ``after < seq (<= up_to)`` in seq order; with
-    ``sink``, only those routed to that sink."""
+    ``sink``, only those routed to that sink; without ``include_synthetic``, no
+    synthetic events (the seqs they hold are simply absent from the answer)."""
     queryset = Event.objects.filter(seq__gt=after)
     if up_to is not None:
         queryset = queryset.filter(seq__lte=up_to)
+    queryset = _visible(queryset, include_synthetic)
     return list(_routed_to(queryset, sink).order_by("seq")[:limit])
 
 
-def events_latest(*, limit: int) -> list[Event]:
-    return list(Event.objects.order_by("-seq")[:limit])
+def events_latest(*, limit: int, include_synthetic: bool = True) -> list[Event]:
+    return list(_visible(Event.objects.all(), include_synthetic).order_by("-seq")[:limit])
+
+
+RATE_MINUTES = 30
+
+
+def events_per_minute(
+    *,
+    up_to_seq: int,
+    minutes: int = RATE_MINUTES,
+    include_synthetic: bool = True,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Events per minute of ``received_at`` and criticality over the last ``minutes``
+    minutes (the current one included), counting only seqs up to ``up_to_seq`` so that a
+    page can add the events it receives after that without counting any twice.
+
+    ``[{"minute": <epoch seconds of the minute's start>, "counts": {criticality: n}}]``,
+    oldest first; minutes without events are left out.
+    """
+    now = now or timezone.now()
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+    queryset = _visible(
+        Event.objects.filter(received_at__gte=start, seq__lte=up_to_seq), include_synthetic
+    )
+    rows = (
+        queryset.annotate(minute=TruncMinute("received_at"))
+        .values("minute", "criticality")
+        .annotate(count=Count("seq"))
+        .order_by("minute", "criticality")
+    )
+    by_minute: dict[int, dict[str, int]] = {}
+    for row in rows:
+        key = int(row["minute"].timestamp())
+        by_minute.setdefault(key, {})[row["criticality"]] = row["count"]
+    return [{"minute": minute, "counts": counts} for minute, counts in by_minute.items()]
 
 
 def event_latest_seq() -> int:

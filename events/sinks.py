@@ -15,7 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from events.models import Delivery, DeliveryStatus, Event, Sink
-from events.selectors import event_to_wire
+from events.selectors import event_is_synthetic, event_to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,15 @@ def websocket_sink_send(*, events: list[Event]) -> None:
         event_id__in=seqs, sink=Sink.WEBSOCKET, status=DeliveryStatus.PENDING
     )
     try:
-        items = [{"seq": event.seq, "frame": feed_frame(event_to_wire(event))} for event in events]
+        items = [
+            {
+                "seq": event.seq,
+                "frame": feed_frame(event_to_wire(event)),
+                # Feeds that leave synthetic events out still move their cursor past them.
+                "synthetic": event_is_synthetic(event.event_type),
+            }
+            for event in events
+        ]
         async_to_sync(_group_send_all)(list(_chunks(items)))
     except Exception as exc:
         logger.warning("websocket sink failed for seqs %s..%s: %s", seqs[0], seqs[-1], exc)
@@ -86,10 +94,14 @@ def websocket_sink_send(*, events: list[Event]) -> None:
     )
 
 
-def control_broadcast_legacy(*, control: dict) -> None:
-    """Send a control message to every open legacy feed (e.g. a rollback's switch order).
+def control_broadcast_legacy(*, control: dict, user_id: int | None = None) -> None:
+    """Send a control message to every open legacy feed (e.g. a rollback's switch order),
+    or with ``user_id`` only to that user's open feeds (e.g. their own transport choice).
 
     Raises when the channel layer cannot be reached; the caller decides what that means.
     """
+    message: dict = {"type": CONTROL_MESSAGE_TYPE, "control": control}
+    if user_id is not None:
+        message["user_id"] = user_id
     layer = get_channel_layer()
-    async_to_sync(layer.group_send)(FEED_GROUP, {"type": CONTROL_MESSAGE_TYPE, "control": control})
+    async_to_sync(layer.group_send)(FEED_GROUP, message)

@@ -2,15 +2,21 @@
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 
 from events import selectors, supabase_client
-from rollout.selectors import user_transport
+from rollout.selectors import rollout_state_get, user_transport, user_transport_choice
 
 DASHBOARD_INITIAL_EVENTS = 200
 REALTIME_TOKEN_SECONDS = 15 * 60
+# What end users read while the kill switch is on; staff read the reason staff gave.
+KILL_SWITCH_NOTICE = (
+    "Live updates are running on the standard connection for now, while we check a "
+    "problem with the new one. Nothing is lost: every event still arrives."
+)
 
 
 def realtime_token_for(user) -> dict | None:
@@ -23,10 +29,40 @@ def realtime_token_for(user) -> dict | None:
     return {"access_token": token, "expires_at": expires_at}
 
 
+def rollout_notice_for(user) -> dict:
+    """What the page says about the rollout: whether the kill switch is on and, for staff,
+    why (end users get a plain-language message, never the staff reason)."""
+    state = rollout_state_get()
+    notice = {
+        "killed": state.killed,
+        "message": "",
+        "reason": "",
+        "plainKillMessage": KILL_SWITCH_NOTICE,
+    }
+    if state.killed and user.is_staff:
+        notice["reason"] = state.kill_reason
+        notice["message"] = (
+            f"Kill switch on: everyone is on the legacy WebSocket feed ({state.kill_reason})."
+        )
+    elif state.killed:
+        notice["message"] = KILL_SWITCH_NOTICE
+    return notice
+
+
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    events = selectors.events_latest(limit=DASHBOARD_INITIAL_EVENTS)
-    latest_seq = events[0].seq if events else selectors.event_latest_seq()
+    wants_synthetic = request.GET.get("synthetic") == "show"
+    show_synthetic = selectors.viewer_sees_synthetic(request.user, requested=wants_synthetic)
+    if wants_synthetic and not show_synthetic:
+        raise PermissionDenied("Only staff can show synthetic events.")
+    latest_seq = selectors.event_latest_seq()
+    events = [
+        event
+        for event in selectors.events_latest(
+            limit=DASHBOARD_INITIAL_EVENTS, include_synthetic=show_synthetic
+        )
+        if event.seq <= latest_seq
+    ]
     token = realtime_token_for(request.user)
     supabase = None
     if token is not None:
@@ -37,16 +73,32 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "expiresAt": token["expires_at"],
             "controlTopic": supabase_client.CONTROL_TOPIC,
         }
+    rollout = rollout_notice_for(request.user)
     config = {
         "userId": request.user.pk,
+        "staff": request.user.is_staff,
         "transport": user_transport(request.user),
+        "choice": user_transport_choice(request.user),
+        "rollout": rollout,
         "csrfToken": get_token(request),
         "latestSeq": latest_seq,
         "initialEvents": [selectors.event_to_wire(event) for event in events],
+        # The initial events are every event the page shows with after < seq <= latestSeq.
+        "initialAfter": (events[-1].seq - 1 if len(events) == DASHBOARD_INITIAL_EVENTS else 0),
+        "synthetic": {
+            "show": show_synthetic,
+            "types": sorted(selectors.SYNTHETIC_EVENT_TYPES),
+        },
+        "rate": selectors.events_per_minute(up_to_seq=latest_seq, include_synthetic=show_synthetic),
         "supabase": supabase,
     }
     return render(
         request,
         "events/dashboard.html",
-        {"dashboard_config": config, "transport": config["transport"]},
+        {
+            "dashboard_config": config,
+            "transport": config["transport"],
+            "rollout": rollout,
+            "show_synthetic": show_synthetic,
+        },
     )

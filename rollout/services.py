@@ -398,7 +398,29 @@ def user_transport_preference_set(*, user, choice: str, reason: str = "") -> Tra
                 actor=user, action=AuditAction.PREFERENCE, from_value=previous, to_value=choice,
                 reason=reason or "changed on the settings page", subject_user=user,
             )  # fmt: skip
+            control = user_choice_control(choice=choice)
+            transaction.on_commit(lambda: user_control_send(user_id=user.pk, control=control))
     return preference
+
+
+def user_choice_control(*, choice: str) -> dict[str, Any]:
+    """Told to one user's open pages when they change their own transport choice: the page
+    re-reads its transport (GET /api/transport) and says the choice was theirs."""
+    return {"action": "transport_changed", "cause": "user_choice", "choice": choice}
+
+
+def user_control_send(*, user_id: int, control: dict[str, Any]) -> bool:
+    """Send ``control`` to that user's open legacy feeds only; False when the channel layer
+    could not be reached (the choice is saved regardless; a Supabase page reads it by its
+    own poll of GET /api/transport)."""
+    from events import sinks
+
+    try:
+        sinks.control_broadcast_legacy(control=control, user_id=user_id)
+    except Exception:
+        logger.exception("control message to user %s's legacy feeds failed", user_id)
+        return False
+    return True
 
 
 # --- Health samples ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ def user_settings(request: HttpRequest) -> HttpResponse:
         except services.RolloutError as exc:
             error = str(exc)
         else:
-            messages.success(request, "Saved.")
+            messages.success(request, "Saved. Your open dashboards follow your choice now.")
             return redirect("rollout-settings")
     return render(
         request,

@@ -80,7 +80,8 @@ def assert_each_once_in_order(page, expected: list[int]) -> None:
 
 def supabase_user(django_user_model, name: str):
     user = django_user_model.objects.create_user(username=name, password="pw-browser-1")
-    user_transport_preference_set(user=user, choice="supabase", reason="browser test")
+    # Off the loop: the choice is told to the user's open legacy feeds after commit.
+    off_loop(user_transport_preference_set, user=user, choice="supabase", reason="browser test")
     return user
 
 

@@ -232,3 +232,51 @@ def test_backfill_parameters_are_validated(signed_in_client, params, field):
     response = signed_in_client.get(URL, params)
     assert response.status_code == 400
     assert response.json()["error"]["field"] == field
+
+
+# --- synthetic events in the backfill ------------------------------------------------------
+
+
+@pytest.fixture
+def with_a_probe():
+    events = [
+        {"event_type": "a", "source": "s"},
+        {"event_type": "monitor.probe", "source": "prober"},
+        {"event_type": "a", "source": "s"},
+    ]
+    return [r.seq for r in event_publish_batch(events=events)]
+
+
+def test_backfill_leaves_synthetic_events_out_by_default(signed_in_client, with_a_probe):
+    body = signed_in_client.get(URL).json()
+    assert [e["seq"] for e in body["events"]] == [with_a_probe[0], with_a_probe[2]]
+    assert body["next_after"] == with_a_probe[2]
+
+
+def test_staff_and_producers_can_ask_for_synthetic_events(
+    client, staff_user, producer_token, with_a_probe
+):
+    client.force_login(staff_user)
+    body = client.get(URL, {"synthetic": "show"}).json()
+    assert [e["seq"] for e in body["events"]] == with_a_probe
+    client.logout()
+    response = client.get(
+        URL, {"synthetic": "show"}, headers={"Authorization": f"Bearer {producer_token}"}
+    )
+    assert [e["seq"] for e in response.json()["events"]] == with_a_probe
+
+
+def test_a_user_asking_for_synthetic_events_is_refused(signed_in_client, with_a_probe):
+    response = signed_in_client.get(URL, {"synthetic": "show"})
+    assert response.status_code == 403
+    assert response.json()["error"] == {
+        "code": "forbidden",
+        "message": "only staff can show synthetic events",
+        "field": "synthetic",
+    }
+
+
+def test_the_synthetic_parameter_is_validated(signed_in_client):
+    response = signed_in_client.get(URL, {"synthetic": "yes"})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "synthetic"

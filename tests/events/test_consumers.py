@@ -146,6 +146,80 @@ async def test_debug_events_routed_away_from_websocket_are_not_sent(user):
     assert received == shown
 
 
+async def test_the_hubs_resync_never_moves_a_feed_beyond_the_log_as_it_is(user, monkeypatch):
+    """A seq read before the log was reset (tests flush it) must not make feeds skip the
+    seqs the new log reaches later."""
+    from events import feed_hub
+
+    real_latest = feed_hub.latest_seq
+    reads = {"n": 0}
+
+    async def stale_first(*args, **kwargs):
+        reads["n"] += 1
+        return 1000 if reads["n"] == 1 else await real_latest()
+
+    monkeypatch.setattr(feed_hub, "RESYNC_SECONDS", 0.2)
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    monkeypatch.setattr(feed_hub, "latest_seq", stale_first)
+    while reads["n"] < 3:
+        await asyncio.sleep(0.1)
+    published = await publish(1)
+    assert await collect_events(communicator, until_seq=published[0]) == published
+    await communicator.disconnect()
+
+
+async def test_a_users_feed_passes_synthetic_events_with_a_position(user):
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    before = await publish(1)
+    probe = await publish(1, event_type="monitor.probe", source="prober")
+    after = await publish(1)
+    assert (await next_message(communicator))["event"]["seq"] == before[0]
+    assert await next_message(communicator) == {"type": "position", "seq": probe[0]}
+    assert (await next_message(communicator))["event"]["seq"] == after[0]
+    await communicator.disconnect()
+
+
+async def test_a_replay_leaves_synthetic_events_out_and_resumes_past_them(user):
+    shown = await publish(2)
+    probes = await publish(2, event_type="monitor.probe", source="prober")
+    communicator, _ = await open_feed(user, query=f"?after={shown[0] - 1}")
+    await next_message(communicator)
+    assert await collect_events(communicator, until_seq=shown[-1]) == shown
+    # The page learns it has everything up to the last probe: no gap to backfill.
+    assert await next_message(communicator) == {"type": "resumed", "seq": probes[-1]}
+    await communicator.disconnect()
+
+
+async def test_staff_who_ask_get_synthetic_events_and_users_who_ask_an_error(user, staff_user):
+    staff, _ = await open_feed(staff_user, query="?synthetic=show")
+    assert (await next_message(staff))["type"] == "welcome"
+    asking, _ = await open_feed(user, query="?synthetic=show")
+    assert (await next_message(asking))["type"] == "welcome"
+    error = await next_message(asking)
+    assert (error["type"], error["code"]) == ("error", "forbidden")
+    probe = await publish(1, event_type="monitor.probe", source="prober")
+    assert (await next_message(staff))["event"]["seq"] == probe[0]
+    assert await next_message(asking) == {"type": "position", "seq": probe[0]}
+    await staff.disconnect()
+    await asking.disconnect()
+
+
+async def test_control_messages_for_one_user_reach_only_that_users_feeds(user, staff_user):
+    from events.sinks import control_broadcast_legacy
+
+    mine, _ = await open_feed(user)
+    theirs, _ = await open_feed(staff_user)
+    await next_message(mine)
+    await next_message(theirs)
+    await sync_to_async(control_broadcast_legacy)(control={"action": "x"}, user_id=user.pk)
+    assert await next_message(mine) == {"type": "control", "action": "x"}
+    assert await theirs.receive_nothing(timeout=1)
+    await mine.disconnect()
+    await theirs.disconnect()
+
+
 @pytest.mark.parametrize(
     ("raw", "code"),
     [

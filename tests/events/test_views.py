@@ -78,3 +78,60 @@ def test_the_token_endpoint_refreshes_for_signed_in_users_only(signed_in_client,
     body = signed_in_client.get("/api/realtime-token").json()
     assert set(body) == {"access_token", "expires_at"}
     assert signed_in_client.post("/api/realtime-token").status_code == 405
+
+
+def test_the_kill_switch_is_on_the_page_in_plain_words_for_users(signed_in_client, staff_user):
+    from rollout.services import rollout_kill
+
+    rollout_kill(actor=staff_user, reason="newcomer: half")
+    response = signed_in_client.get("/")
+    html = response.content.decode()
+    rollout = page_config(response)["rollout"]
+    assert rollout["killed"] is True
+    assert rollout["message"].startswith("Live updates are running on the standard connection")
+    assert "newcomer" not in html
+    assert 'id="rollout-state"' in html and rollout["message"] in html
+
+
+def test_staff_read_the_kill_switchs_reason(client, staff_user):
+    from rollout.services import rollout_kill
+
+    rollout_kill(actor=staff_user, reason="newcomer: half")
+    client.force_login(staff_user)
+    rollout = page_config(client.get("/"))["rollout"]
+    assert rollout["reason"] == "newcomer: half"
+    assert "newcomer: half" in rollout["message"]
+
+
+def test_without_the_kill_switch_the_page_says_nothing_about_it(signed_in_client):
+    rollout = page_config(signed_in_client.get("/"))["rollout"]
+    assert (rollout["killed"], rollout["message"]) == (False, "")
+
+
+def test_synthetic_events_are_left_out_of_a_users_page(signed_in_client):
+    events = [
+        {"event_type": "a", "source": "s"},
+        {"event_type": "monitor.probe", "source": "prober"},
+    ]
+    shown, probe = [r.seq for r in event_publish_batch(events=events)]
+    config = page_config(signed_in_client.get("/"))
+    assert [e["seq"] for e in config["initialEvents"]] == [shown]
+    assert config["latestSeq"] == probe  # the feed resumes after it
+    assert config["synthetic"] == {"show": False, "types": ["monitor.probe"]}
+    assert sum(sum(row["counts"].values()) for row in config["rate"]) == 1
+
+
+def test_staff_can_show_synthetic_events_and_users_are_refused(client, user, staff_user):
+    event_publish_batch(events=[{"event_type": "monitor.probe", "source": "prober"}])
+    client.force_login(staff_user)
+    config = page_config(client.get("/", {"synthetic": "show"}))
+    assert config["synthetic"]["show"] is True and len(config["initialEvents"]) == 1
+    client.force_login(user)
+    assert client.get("/", {"synthetic": "show"}).status_code == 403
+
+
+def test_the_page_carries_the_per_minute_counts_of_its_chart(signed_in_client):
+    event_publish_batch(events=[{"event_type": "tool.error", "source": "s"}] * 3)
+    config = page_config(signed_in_client.get("/"))
+    assert [row["counts"] for row in config["rate"]] == [{"critical": 3}]
+    assert config["initialAfter"] == 0  # fewer than 200 events: the snapshot is complete

@@ -124,3 +124,35 @@ async def test_the_legacy_feed_still_hears_the_switch_when_supabase_is_down(user
         assert message["action"] == "switch_transport"
     finally:
         await communicator.disconnect()
+
+
+async def test_a_users_own_choice_is_told_to_that_users_legacy_feeds_only(user, django_user_model):
+    other = await sync_to_async(django_user_model.objects.create_user)(
+        username="other", password="pw-for-tests-3"
+    )
+    mine, _ = await legacy_page(user)
+    theirs, _ = await legacy_page(other)
+    try:
+        await sync_to_async(services.user_transport_preference_set)(user=user, choice="supabase")
+        message = await mine.receive_json_from(timeout=WAIT)
+        assert message == {
+            "type": "control", "action": "transport_changed", "cause": "user_choice",
+            "choice": "supabase",
+        }  # fmt: skip
+        assert await theirs.receive_nothing(timeout=1)
+    finally:
+        await mine.disconnect()
+        await theirs.disconnect()
+
+
+async def test_an_unchanged_or_refused_choice_tells_nobody(user):
+    communicator, _ = await legacy_page(user)
+    try:
+        await sync_to_async(services.user_transport_preference_set)(user=user, choice="auto")
+        with pytest.raises(services.RolloutError):
+            await sync_to_async(services.user_transport_preference_set)(
+                user=user, choice="carrier-pigeon"
+            )
+        assert await communicator.receive_nothing(timeout=1)
+    finally:
+        await communicator.disconnect()

@@ -10,6 +10,7 @@ const LATENCY_POINTS = 300;
 export class Charts {
   constructor({ rateEl, latencyEl }) {
     this.perMinute = new Map(); // minute -> {criticality: count}
+    this.seededThrough = 0; // events up to this seq are counted by `seed`
     this.latencies = [];
     const width = Math.max(300, rateEl.clientWidth || 480);
     this.rate = new uPlot(
@@ -46,14 +47,41 @@ export class Charts {
     setInterval(() => this.redraw(), 1000);
   }
 
+  // The last 30 minutes from the log, as the page was rendered: rows of
+  // {minute: epoch seconds, counts: {criticality: n}} covering every seq up to `throughSeq`.
+  seed(rows, throughSeq) {
+    for (const { minute, counts } of rows) {
+      const bucket = this.perMinute.get(minute) ?? {};
+      for (const [criticality, count] of Object.entries(counts)) {
+        bucket[criticality] = (bucket[criticality] ?? 0) + count;
+      }
+      this.perMinute.set(minute, bucket);
+    }
+    this.seededThrough = Math.max(this.seededThrough, throughSeq);
+    this.dirty = true;
+    this.redraw();
+  }
+
   add(events) {
     for (const event of events) {
+      if (event.seq <= this.seededThrough) continue; // counted by the seed already
       const minute = Math.floor(Date.parse(event.received_at) / 60_000) * 60;
       const bucket = this.perMinute.get(minute) ?? {};
       bucket[event.criticality] = (bucket[event.criticality] ?? 0) + 1;
       this.perMinute.set(minute, bucket);
     }
     this.dirty = true;
+  }
+
+  // Events counted in the chart's window, by criticality (for people and tests).
+  totals() {
+    const totals = {};
+    for (const bucket of this.perMinute.values()) {
+      for (const [criticality, count] of Object.entries(bucket)) {
+        totals[criticality] = (totals[criticality] ?? 0) + count;
+      }
+    }
+    return totals;
   }
 
   addLatency(ms) {

@@ -2,8 +2,10 @@
 // every (re)connect after the seq we pass, and fills its own gaps.
 
 export class LegacyTransport {
-  constructor({ onEvents, onControl, onStatus, onBackfill }) {
-    Object.assign(this, { onEvents, onControl, onStatus, onBackfill });
+  // `synthetic`: {show, types}; only a staff page that shows synthetic events asks for them.
+  constructor({ onEvents, onControl, onStatus, onBackfill, onPosition, synthetic }) {
+    Object.assign(this, { onEvents, onControl, onStatus, onBackfill, onPosition });
+    this.query = synthetic?.show ? "&synthetic=show" : "";
     this.name = "websocket";
     this.socket = null;
     this.stopped = true;
@@ -19,7 +21,7 @@ export class LegacyTransport {
   connect(after) {
     clearTimeout(this.retryTimer);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/ws/events/?after=${after()}`);
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/events/?after=${after()}${this.query}`);
     this.socket = socket;
     this.onStatus("connecting");
     socket.onopen = () => {
@@ -29,6 +31,8 @@ export class LegacyTransport {
     socket.onmessage = (message) => {
       const data = JSON.parse(message.data);
       if (data.type === "event") this.onEvents([data.event]);
+      // The feed has sent everything it carries up to seq (it leaves some events out).
+      else if (data.type === "position" || data.type === "resumed") this.onPosition(data.seq);
       else if (data.type === "control") this.onControl(data);
     };
     socket.onclose = () => {
@@ -51,7 +55,7 @@ export class LegacyTransport {
     const events = [];
     let cursor = after;
     for (;;) {
-      const response = await fetch(`/api/events?sink=websocket&limit=1000&after=${cursor}`, {
+      const response = await fetch(`/api/events?sink=websocket&limit=1000&after=${cursor}${this.query}`, {
         credentials: "same-origin",
       });
       if (!response.ok) throw new Error(`backfill answered ${response.status}`);

@@ -15,7 +15,7 @@ import { FeedView } from "./ui.js";
 const MAX_CATCH_UP = 5000;
 const config = JSON.parse(document.getElementById("dashboard-config").textContent);
 const view = new FeedView(document);
-const buffer = new LocalBuffer(config.userId);
+const buffer = new LocalBuffer(config.userId, { synthetic: config.synthetic.show });
 const telemetry = new Telemetry({ csrfToken: config.csrfToken });
 const charts = new Charts({
   rateEl: document.getElementById("chart-rate"),
@@ -23,18 +23,29 @@ const charts = new Charts({
 });
 const tokens = config.supabase ? new TokenSource(config.supabase) : null;
 
-// What this browser showed last time is on screen before the network answers.
-const saved = buffer.load();
+// What this browser showed last time is on screen before the network answers. A buffer
+// from beyond the log's newest seq belongs to a log that was reset: it is dropped.
+const stored = buffer.load();
+const saved = stored.contiguous <= config.latestSeq ? stored : { contiguous: 0, events: [] };
+// The start state is the buffer and the page's own snapshot (every event with
+// initialAfter < seq <= latestSeq). They overlap; the view shows each seq once.
 view.add([...saved.events, ...config.initialEvents]);
 view.flush();
 performance.mark("feed:first-render");
+charts.seed(config.rate, config.latestSeq);
 
 let received = 0;
 let transport = null;
 let backfilling = null;
-const startAt = saved.contiguous > 0
-  ? Math.max(saved.contiguous, config.latestSeq - MAX_CATCH_UP)
-  : config.latestSeq;
+let choice = config.choice;
+let killed = config.rollout.killed;
+// Where the feed resumes: after the snapshot when the buffer reaches it (or there is no
+// buffer); otherwise after the buffer, catching up through the snapshot, whose events
+// are already shown and so are passed over once rather than shown again.
+const joined = saved.contiguous === 0 || saved.contiguous >= config.initialAfter;
+const startAt = joined
+  ? config.latestSeq
+  : Math.max(saved.contiguous, config.latestSeq - MAX_CATCH_UP);
 
 const merger = new SeqMerger({
   contiguous: startAt,
@@ -42,14 +53,20 @@ const merger = new SeqMerger({
     received += events.length;
     view.add(events);
     charts.add(events);
-    buffer.save(() => ({
-      contiguous: merger.contiguous,
-      events: newestFirst([...view.queue, ...view.events]),
-    }));
+    saveBuffer();
     updateCounters();
   },
   onGap: () => backfillNow(),
 });
+if (!joined) merger.preload(config.initialEvents.map((event) => event.seq));
+saveBuffer(); // the start state, so that the next load knows where this one began
+
+function saveBuffer() {
+  buffer.save(() => ({
+    contiguous: merger.contiguous,
+    events: newestFirst([...view.queue, ...view.events]),
+  }));
+}
 
 function newestFirst(events) {
   const bySeq = new Map(events.map((event) => [event.seq, event]));
@@ -65,6 +82,7 @@ function onLiveEvents(events) {
   if (telemetry.offsetKnown) {
     const now = telemetry.serverNow();
     for (const event of events) {
+      if (event.skip) continue; // a synthetic event's marker carries no times
       const latency = now - Date.parse(event.received_at);
       telemetry.latency(latency);
       charts.addLatency(latency);
@@ -98,6 +116,25 @@ function onStatus(name, state) {
   if (state === "live") telemetry.count("connects");
 }
 
+const TRANSPORT_NAMES = { supabase: "Supabase Realtime", websocket: "the legacy WebSocket feed" };
+
+// The standing line about the kill switch: staff read the reason, end users plain words.
+function showKillSwitch(killed, reason) {
+  if (!killed) {
+    view.setRolloutState("");
+  } else if (config.staff) {
+    view.setRolloutState(`Kill switch on: everyone is on the legacy WebSocket feed${reason ? ` (${reason})` : ""}.`);
+  } else {
+    view.setRolloutState(config.rollout.plainKillMessage);
+  }
+}
+
+// Why the rollout moved this page, in words fit for whoever reads it.
+function rolloutNotice(name, reason) {
+  const because = config.staff && reason ? `: ${reason}` : "";
+  return `The rollout moved this page to ${TRANSPORT_NAMES[name]}${because}.`;
+}
+
 function switchTo(name, notice) {
   if (name === "supabase" && !config.supabase) {
     name = "websocket";
@@ -110,6 +147,11 @@ function switchTo(name, notice) {
     onEvents: onLiveEvents,
     onControl: onControl,
     onBackfill: () => backfillNow(),
+    onPosition: (seq) => {
+      merger.advance(seq);
+      saveBuffer();
+    },
+    synthetic: config.synthetic,
   };
   if (name === "supabase") {
     transport = new SupabaseTransport({
@@ -132,12 +174,33 @@ function switchTo(name, notice) {
   transport.start(() => merger.contiguous);
 }
 
-async function transportRecheck(reason) {
+// Re-read this user's transport. `cause` "user_choice": the user changed their own
+// choice on /settings/ (told to their legacy pages; a Supabase page notices it by its
+// poll, when the choice it reads differs from the one it knew).
+async function transportRecheck({ reason, cause } = {}) {
   try {
     const response = await fetch("/api/transport", { credentials: "same-origin", cache: "no-store" });
     const body = await response.json();
-    if (body.transport && body.transport !== transport?.name) {
-      switchTo(body.transport, `The rollout moved this page to ${body.transport === "supabase" ? "Supabase Realtime" : "the legacy WebSocket feed"}${reason ? `: ${reason}` : ""}.`);
+    const ownChoice = cause === "user_choice" || (body.choice !== undefined && body.choice !== choice);
+    if (body.choice !== undefined) choice = body.choice;
+    if (body.killed !== undefined && (body.killed !== killed || !body.killed)) {
+      killed = body.killed;
+      showKillSwitch(killed, reason);
+    }
+    if (!body.transport) return;
+    if (body.transport !== transport?.name) {
+      switchTo(
+        body.transport,
+        ownChoice
+          ? `Your choice on the Settings page (${body.choice}): this page switched to ${TRANSPORT_NAMES[body.transport]}.`
+          : rolloutNotice(body.transport, reason),
+      );
+    } else if (ownChoice) {
+      view.tell(
+        body.killed
+          ? `Your choice on the Settings page (${body.choice}) is saved; the kill switch keeps this page on ${TRANSPORT_NAMES[body.transport]} for now.`
+          : `Your choice on the Settings page (${body.choice}) is saved; this page already uses ${TRANSPORT_NAMES[body.transport]}.`,
+      );
     }
   } catch {
     telemetry.count("errors");
@@ -151,11 +214,15 @@ setInterval(() => {
   if (transport?.name === "supabase") transportRecheck();
 }, 5000);
 
+// Only the kill switch sends `switch_transport` (to websocket).
 async function onControl(control) {
   if (control.action === "switch_transport" && control.transport) {
-    switchTo(control.transport, `Switched to ${control.transport === "supabase" ? "Supabase Realtime" : "the legacy WebSocket feed"} by the rollout${control.reason ? `: ${control.reason}` : ""}.`);
+    killed = true;
+    showKillSwitch(true, control.reason);
+    const because = config.staff && control.reason ? `: ${control.reason}` : "";
+    switchTo(control.transport, `Switched to ${TRANSPORT_NAMES[control.transport]} by the rollout${because}.`);
   } else if (control.action === "transport_changed") {
-    await transportRecheck(control.reason);
+    await transportRecheck({ reason: control.reason, cause: control.cause });
   }
 }
 
@@ -166,6 +233,7 @@ window.addEventListener("online", () => {
   backfillNow();
 });
 
+showKillSwitch(killed, config.rollout.reason);
 telemetry.measureOffset();
 setInterval(() => telemetry.measureOffset(), 60_000);
 switchTo(config.transport);
@@ -177,4 +245,5 @@ window.monitorFeed = {
   get contiguous() { return merger.contiguous; },
   stats: () => ({ received, gapsFilled: merger.gapsFilled, duplicates: merger.duplicates }),
   seqs: () => view.events.map((event) => event.seq),
+  chartTotals: () => charts.totals(),
 };

@@ -3,7 +3,13 @@
 // `contiguous` is the highest seq below which every event the path's store holds has
 // been delivered. Events at or below it are duplicates. An event above contiguous + 1
 // waits in `pending` until the gap is filled (from the store) or until the store says
-// the missing seqs do not exist on this path (routed elsewhere: `settle`).
+// the missing seqs do not exist on this path (routed elsewhere: `settle`), or the feed
+// says it has sent everything it carries up to a seq (`advance`).
+//
+// Two kinds of seq move `contiguous` without reaching the table:
+// - markers `{seq, skip: true}`: events the page leaves out (synthetic traffic);
+// - seqs the page already shows from its start state (`preload`): the first copy the
+//   feed delivers is the one expected while catching up, not a duplicate; a second is.
 
 export class SeqMerger {
   constructor({ contiguous = 0, onDeliver, onGap }) {
@@ -15,27 +21,25 @@ export class SeqMerger {
     this.gapsFilled = 0;
     this.highestSeen = contiguous;
     this.gapTimer = null;
+    this.shown = new Set();
+  }
+
+  // Seqs above `contiguous` that are on screen already (the page's own snapshot).
+  preload(seqs) {
+    for (const seq of seqs) if (seq > this.contiguous) this.shown.add(seq);
   }
 
   // Live events: in order they are delivered at once; out of order they wait.
   offer(events) {
-    const ready = [];
     for (const event of events) {
       if (event.seq > this.highestSeen) this.highestSeen = event.seq;
       if (event.seq <= this.contiguous || this.pending.has(event.seq)) {
-        this.duplicates += 1;
+        if (!event.skip) this.duplicates += 1;
         continue;
       }
-      this.pending.set(event.seq, event);
+      this.hold(event);
     }
-    while (this.pending.has(this.contiguous + 1)) {
-      const next = this.pending.get(this.contiguous + 1);
-      this.pending.delete(next.seq);
-      this.contiguous = next.seq;
-      ready.push(next);
-    }
-    if (ready.length) this.onDeliver(ready);
-    this.scheduleGapCheck();
+    this.release(this.contiguous);
   }
 
   // Backfilled events: everything the store holds after `after`, up to `upTo` (the last
@@ -45,12 +49,29 @@ export class SeqMerger {
     let filled = 0;
     for (const event of backfilled) {
       if (event.seq > this.contiguous && !this.pending.has(event.seq)) {
-        this.pending.set(event.seq, event);
         // A gap is a seq below one already seen live; catching up is not a gap.
-        if (event.seq < this.highestSeen) filled += 1;
+        if (event.seq < this.highestSeen && !event.skip && !this.shown.has(event.seq)) filled += 1;
+        this.hold(event);
       }
     }
-    const limit = upTo ?? this.contiguous;
+    this.gapsFilled += filled;
+    this.release(upTo ?? this.contiguous);
+  }
+
+  // The feed has sent everything it carries up to `seq` (a legacy `position` or
+  // `resumed` frame): seqs it did not send are not for this page.
+  advance(seq) {
+    if (Number.isInteger(seq)) this.release(seq);
+  }
+
+  hold(event) {
+    if (this.shown.delete(event.seq)) event = { seq: event.seq, skip: true };
+    this.pending.set(event.seq, event);
+  }
+
+  // Deliver, in seq order, every pending event up to `limit` and any that follow on
+  // without a gap; then `contiguous` is at least `limit`.
+  release(limit) {
     const ordered = [...this.pending.values()].sort((a, b) => a.seq - b.seq);
     const ready = [];
     for (const event of ordered) {
@@ -58,13 +79,11 @@ export class SeqMerger {
       this.pending.delete(event.seq);
       if (event.seq <= this.contiguous) continue;
       this.contiguous = event.seq;
-      ready.push(event);
+      if (!event.skip) ready.push(event);
     }
-    if (upTo !== null && upTo !== undefined && upTo > this.contiguous) this.contiguous = upTo;
-    if (ready.length) {
-      this.gapsFilled += filled;
-      this.onDeliver(ready);
-    }
+    if (limit > this.contiguous) this.contiguous = limit;
+    for (const seq of this.shown) if (seq <= this.contiguous) this.shown.delete(seq);
+    if (ready.length) this.onDeliver(ready);
     this.scheduleGapCheck();
   }
 

@@ -4,8 +4,10 @@
 const KEEP = 200;
 
 export class LocalBuffer {
-  constructor(userId) {
-    this.key = `monitor.feed.v1.${userId}`;
+  // A staff page showing synthetic events keeps its own buffer: each buffer holds what
+  // one view of the feed showed, and resumes that view.
+  constructor(userId, { synthetic = false } = {}) {
+    this.key = `monitor.feed.v1.${userId}${synthetic ? ".synthetic" : ""}`;
     this.saveTimer = null;
   }
 

@@ -21,8 +21,13 @@ export function rowToEvent(row) {
 }
 
 export class SupabaseTransport {
-  constructor({ config, tokens, onEvents, onControl, onStatus, onBackfill, onFailure }) {
+  // `synthetic`: {show, types}. Realtime carries every row; rows of synthetic events the
+  // page leaves out become markers that only move the merger past their seq (filtering
+  // them out of the subscription would make each one look like a lost event), and the
+  // REST backfill leaves them out.
+  constructor({ config, tokens, onEvents, onControl, onStatus, onBackfill, onFailure, synthetic }) {
     Object.assign(this, { config, tokens, onEvents, onControl, onStatus, onBackfill, onFailure });
+    this.hidden = new Set(synthetic?.show ? [] : synthetic?.types ?? []);
     this.name = "supabase";
     this.client = null;
     this.stopped = true;
@@ -47,7 +52,8 @@ export class SupabaseTransport {
     this.events = this.client
       .channel("monitor-events")
       .on("postgres_changes", { event: "INSERT", schema: "public", table: TABLE }, (change) => {
-        this.onEvents([rowToEvent(change.new)]);
+        const event = rowToEvent(change.new);
+        this.onEvents([this.hidden.has(event.event_type) ? { seq: event.seq, skip: true } : event]);
       })
       .subscribe((status, error) => this.status(status, error));
     this.control = this.client
@@ -85,12 +91,12 @@ export class SupabaseTransport {
     const events = [];
     let cursor = after;
     for (;;) {
-      const { data, error } = await this.client
+      let query = this.client
         .from(TABLE)
         .select("seq,event_type,source,criticality,occurred_at,received_at,payload,checksum")
-        .gt("seq", cursor)
-        .order("seq")
-        .limit(PAGE);
+        .gt("seq", cursor);
+      for (const type of this.hidden) query = query.neq("event_type", type);
+      const { data, error } = await query.order("seq").limit(PAGE);
       if (error) throw new Error(error.message);
       const page = data.map(rowToEvent);
       events.push(...page);

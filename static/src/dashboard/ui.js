@@ -16,6 +16,7 @@ export class FeedView {
     this.rows = root.querySelector("#event-rows");
     this.indicator = root.querySelector("#data-source");
     this.notice = root.querySelector("#notice");
+    this.rolloutState = root.querySelector("#rollout-state");
     this.counters = {
       received: root.querySelector("#count-received"),
       gaps: root.querySelector("#count-gaps"),
@@ -57,6 +58,12 @@ export class FeedView {
     this.notice.hidden = !message;
   }
 
+  // The standing line about the rollout (the kill switch); empty hides it.
+  setRolloutState(message) {
+    this.rolloutState.textContent = message;
+    this.rolloutState.hidden = !message;
+  }
+
   setCounters({ received, gaps, duplicates }) {
     this.counters.received.textContent = String(received);
     this.counters.gaps.textContent = String(gaps);
@@ -68,13 +75,23 @@ export class FeedView {
     if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
   }
 
+  // Each seq is shown once: the page's start state (its buffer and its own snapshot)
+  // overlaps, and a batch may hold the same event twice; only new seqs become rows.
   flush() {
     this.frame = null;
     if (!this.queue.length) return;
-    const incoming = this.queue.sort((a, b) => b.seq - a.seq);
+    const seen = new Set(this.events.map((event) => event.seq));
+    const incoming = [];
+    for (const event of this.queue) {
+      if (seen.has(event.seq)) continue;
+      seen.add(event.seq);
+      incoming.push(event);
+    }
     this.queue = [];
+    if (!incoming.length) return;
+    incoming.sort((a, b) => b.seq - a.seq);
     const top = this.events.length ? this.events[0].seq : 0;
-    this.events = mergeNewestFirst(incoming, this.events).slice(0, MAX_ROWS);
+    this.events = [...incoming, ...this.events].sort((a, b) => b.seq - a.seq).slice(0, MAX_ROWS);
     if (this.paused) return;
     if (incoming[incoming.length - 1].seq > top && this.rows.children.length) {
       this.prepend(incoming);
@@ -125,13 +142,6 @@ export class FeedView {
     this.dialog.querySelector("#event-detail-body").textContent = JSON.stringify(event, null, 2);
     this.dialog.showModal();
   }
-}
-
-function mergeNewestFirst(incoming, existing) {
-  const seen = new Set(existing.map((event) => event.seq));
-  const merged = existing.slice();
-  for (const event of incoming) if (!seen.has(event.seq)) merged.push(event);
-  return merged.sort((a, b) => b.seq - a.seq);
 }
 
 function cell(text, className) {
