@@ -109,8 +109,10 @@ def main() -> int:
                 )
             print(
                 f"{minute:3d} min  prober p95 over {report.supabase_long.window_seconds} s: "
-                f"supabase {fmt(report.supabase_long.p95_ms)} ms, legacy "
-                f"{fmt(report.websocket_long.p95_ms)} ms; limit "
+                f"supabase {fmt(report.supabase_long.p95_ms)} ms "
+                f"({report.supabase_long.latency_samples} samples), legacy "
+                f"{fmt(report.websocket_long.p95_ms)} ms "
+                f"({report.websocket_long.latency_samples}); limit "
                 f"{fmt(report.latency_limit_ms)} ms; supabase error rate "
                 f"{fmt(report.supabase_short.error_rate_percent)} %; breaches: "
                 f"{', '.join(b.message for b in report.breaches) or 'none'}",

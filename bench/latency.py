@@ -534,7 +534,6 @@ class Identities:
 
 def identities_create(*, legacy: int, supabase: int, token_seconds: int) -> Identities:
     """Distinct users: a session each for the legacy share, a user token each for the rest."""
-    from django.conf import settings
     from django.contrib.auth import (
         BACKEND_SESSION_KEY,
         HASH_SESSION_KEY,
@@ -549,6 +548,7 @@ def identities_create(*, legacy: int, supabase: int, token_seconds: int) -> Iden
 
     from events.services import producer_create
     from events.supabase_client import user_access_token_issue
+    from rollout.services import session_backend_path
 
     prefix = f"bench-latency-{secrets.token_hex(4)}"
     user_model = get_user_model()
@@ -559,7 +559,7 @@ def identities_create(*, legacy: int, supabase: int, token_seconds: int) -> Iden
         ]
     )
     store = SessionStore()
-    backend = settings.AUTHENTICATION_BACKENDS[0]
+    backend = session_backend_path()
     expires = timezone.now() + dt.timedelta(days=1)
     sessions = [
         Session(

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -651,6 +652,18 @@ def prober_user_get_or_create():
     return user
 
 
+def session_backend_path() -> str:
+    """The backend a session made outside ``login()`` names: the first configured one that
+    can load a user (django-axes' backend, first in the list, only watches sign-ins)."""
+    from django.conf import settings
+    from django.contrib.auth import load_backend
+
+    for path in settings.AUTHENTICATION_BACKENDS:
+        if hasattr(load_backend(path), "get_user"):
+            return path
+    raise ImproperlyConfigured("no authentication backend can load a user (get_user)")
+
+
 def prober_session_create(*, user_id: int) -> str:
     """A server-side session signed in as the prober user; returns its key.
 
@@ -670,7 +683,7 @@ def prober_session_create(*, user_id: int) -> str:
     user = get_user_model().objects.get(pk=user_id)
     store = import_module(settings.SESSION_ENGINE).SessionStore()
     store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+    store[BACKEND_SESSION_KEY] = session_backend_path()
     store[HASH_SESSION_KEY] = user.get_session_auth_hash()
     store.create()
     return store.session_key
