@@ -53,14 +53,15 @@ def server_time(request: HttpRequest) -> JsonResponse:
 @signed_in_json
 def transport(request: HttpRequest) -> JsonResponse:
     state = selectors.rollout_state_get()
-    return JsonResponse(
-        {
-            "transport": selectors.user_transport(request.user),
-            "choice": selectors.user_transport_choice(request.user),
-            "stage": state.stage,
-            "killed": state.killed,
-        }
-    )
+    answer = {
+        "transport": selectors.user_transport(request.user),
+        "choice": selectors.user_transport_choice(request.user),
+        "stage": state.stage,
+        "killed": state.killed,
+    }
+    if request.user.is_staff:  # end users read plain words, never the staff's reason
+        answer["reason"] = selectors.rollout_reason_latest()
+    return JsonResponse(answer)
 
 
 def _rate_limited(user_id: int) -> int | None:

@@ -42,6 +42,21 @@ def rollout_state_get() -> RolloutState:
     return state
 
 
+def rollout_reason_latest() -> str:
+    """Why the rollout is where it is, for staff: the kill switch's reason while it is on,
+    else the reason of the latest stage change or resume."""
+    state = rollout_state_get()
+    if state.killed:
+        return state.kill_reason
+    entry = (
+        AuditEntry.objects.filter(action__in=["stage", "kill", "resume"])
+        .order_by("-at", "-id")
+        .values_list("reason", flat=True)
+        .first()
+    )
+    return entry or ""
+
+
 def thresholds_get() -> Thresholds:
     thresholds, _ = Thresholds.objects.get_or_create(id=1)
     return thresholds

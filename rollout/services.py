@@ -188,18 +188,17 @@ def _control_on_commit(control: dict[str, Any]) -> None:
     transaction.on_commit(lambda: control_broadcast(control=control))
 
 
-def switch_control(*, reason: str) -> dict[str, Any]:
-    return {"action": "switch_transport", "transport": Transport.WEBSOCKET.value, "reason": reason}
+# Control messages reach every page, staff or not, so they carry no staff reason: staff
+# pages read it from GET /api/transport, which gives it to staff only.
 
 
-def transport_changed_control(*, state: RolloutState, reason: str) -> dict[str, Any]:
+def switch_control() -> dict[str, Any]:
+    return {"action": "switch_transport", "transport": Transport.WEBSOCKET.value}
+
+
+def transport_changed_control(*, state: RolloutState) -> dict[str, Any]:
     """Pages re-read their transport (GET /api/transport) when they receive this."""
-    return {
-        "action": "transport_changed",
-        "stage": state.stage,
-        "killed": state.killed,
-        "reason": reason,
-    }
+    return {"action": "transport_changed", "stage": state.stage, "killed": state.killed}
 
 
 # --- Stage, kill switch, preferences -----------------------------------------------------
@@ -297,7 +296,7 @@ def rollout_stage_set(*, stage: str, actor, reason: str) -> RolloutState:
         )  # fmt: skip
         # While killed nobody moves, so only an effective change is announced.
         if previous != stage and not state.killed:
-            _control_on_commit(transport_changed_control(state=state, reason=reason))
+            _control_on_commit(transport_changed_control(state=state))
     return state
 
 
@@ -325,7 +324,7 @@ def rollout_kill(
             actor=actor, action=AuditAction.KILL, from_value=f"stage {state.stage}",
             to_value="killed", reason=reason, figures=figures,
         )  # fmt: skip
-        _control_on_commit(switch_control(reason=reason))
+        _control_on_commit(switch_control())
     return state, True
 
 
@@ -352,7 +351,7 @@ def rollout_resume(*, actor, reason: str) -> tuple[RolloutState, bool]:
             actor=actor, action=AuditAction.RESUME, from_value="killed",
             to_value=f"stage {state.stage}", reason=reason,
         )  # fmt: skip
-        _control_on_commit(transport_changed_control(state=state, reason=reason))
+        _control_on_commit(transport_changed_control(state=state))
     return state, True
 
 

@@ -35,6 +35,18 @@ def test_the_transport_endpoint_answers_for_the_signed_in_user(signed_in_client,
     assert Client().get("/api/transport").status_code == 401
 
 
+def test_only_staff_read_the_reason_behind_the_rollout(signed_in_client, staff_user):
+    services.rollout_kill(actor=staff_user, reason="newcomer: half")
+    staff = Client()
+    staff.force_login(staff_user)
+
+    assert "reason" not in signed_in_client.get("/api/transport").json()
+    assert staff.get("/api/transport").json()["reason"] == "newcomer: half"
+    services.rollout_resume(actor=staff_user, reason="all clear")
+    assert staff.get("/api/transport").json()["reason"] == "all clear"
+    assert "newcomer" not in signed_in_client.get("/api/transport").content.decode()
+
+
 def test_a_report_is_stored_as_browser_samples_with_latencies_on_the_server_clock(
     signed_in_client, user
 ):

@@ -177,13 +177,14 @@ function switchTo(name, notice) {
 // Re-read this user's transport. `cause` "user_choice": the user changed their own
 // choice on /settings/ (told to their legacy pages; a Supabase page notices it by its
 // poll, when the choice it reads differs from the one it knew).
-async function transportRecheck({ reason, cause } = {}) {
+async function transportRecheck({ cause } = {}) {
   try {
     const response = await fetch("/api/transport", { credentials: "same-origin", cache: "no-store" });
     const body = await response.json();
+    const reason = body.reason; // given to staff only; control messages carry none
     const ownChoice = cause === "user_choice" || (body.choice !== undefined && body.choice !== choice);
     if (body.choice !== undefined) choice = body.choice;
-    if (body.killed !== undefined && (body.killed !== killed || !body.killed)) {
+    if (body.killed !== undefined && (body.killed !== killed || !body.killed || reason)) {
       killed = body.killed;
       showKillSwitch(killed, reason);
     }
@@ -218,11 +219,11 @@ setInterval(() => {
 async function onControl(control) {
   if (control.action === "switch_transport" && control.transport) {
     killed = true;
-    showKillSwitch(true, control.reason);
-    const because = config.staff && control.reason ? `: ${control.reason}` : "";
-    switchTo(control.transport, `Switched to ${TRANSPORT_NAMES[control.transport]} by the rollout${because}.`);
+    showKillSwitch(true);
+    switchTo(control.transport, `Switched to ${TRANSPORT_NAMES[control.transport]} by the rollout.`);
+    if (config.staff) await transportRecheck(); // staff read the reason there
   } else if (control.action === "transport_changed") {
-    await transportRecheck({ reason: control.reason, cause: control.cause });
+    await transportRecheck({ cause: control.cause });
   }
 }
 
