@@ -37,13 +37,22 @@ def _redis() -> redis.Redis:
 
 
 def flush_schedule() -> None:
-    """Queue a flush unless one is queued already. Never raises: the drain catches up."""
+    """Write the pending deliveries now in this process (events/supabase_writer.py), and
+    queue a Celery flush unless one is queued already: at once when there is no in-process
+    writer, else after a short countdown, as the safety net for what the writer misses.
+    Never raises: the drain catches up."""
+    from events.supabase_writer import supabase_writer_enabled, supabase_writer_wake
     from events.tasks import supabase_sink_flush_task
 
+    in_process = supabase_writer_enabled()
+    if in_process:
+        supabase_writer_wake()
     try:
         if _redis().set(_flag_key(), 1, nx=True, ex=FLAG_TTL_SECONDS):
-            countdown = settings.SUPABASE_SINK_LINGER_MS / 1000 or None
-            supabase_sink_flush_task.apply_async(countdown=countdown)
+            delay = settings.SUPABASE_SINK_LINGER_MS / 1000
+            if in_process:
+                delay = max(delay, settings.SUPABASE_SINK_SAFETY_NET_SECONDS)
+            supabase_sink_flush_task.apply_async(countdown=delay or None)
     except Exception as exc:
         logger.warning("could not queue a Supabase flush (the drain will send it): %s", exc)
 

@@ -152,6 +152,11 @@ SUPABASE_TIMEOUT_SECONDS = env.float("SUPABASE_TIMEOUT_SECONDS", default=5.0)
 # events (0 = at once; batches still form by themselves while a flush is in flight).
 SUPABASE_SINK_BATCH_SIZE = env.int("SUPABASE_SINK_BATCH_SIZE", default=500)
 SUPABASE_SINK_LINGER_MS = env.int("SUPABASE_SINK_LINGER_MS", default=0)
+# Each publishing process writes its events to Supabase right after they commit
+# (events/supabase_writer.py); the Celery flush follows after this many seconds as the
+# safety net, and the beat drain after that.
+SUPABASE_SINK_IN_PROCESS = env.bool("SUPABASE_SINK_IN_PROCESS", default=True)
+SUPABASE_SINK_SAFETY_NET_SECONDS = env.float("SUPABASE_SINK_SAFETY_NET_SECONDS", default=2.0)
 # The circuit breaker guarding Supabase writes (state shared through Redis).
 SUPABASE_BREAKER_FAIL_MAX = env.int("SUPABASE_BREAKER_FAIL_MAX", default=3)
 SUPABASE_BREAKER_RESET_SECONDS = env.float("SUPABASE_BREAKER_RESET_SECONDS", default=30.0)

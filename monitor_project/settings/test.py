@@ -30,3 +30,8 @@ SILENCED_SYSTEM_CHECKS = ["events.W001"]  # tests configure Supabase per test
 DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ.get(
     "PGAPPNAME"
 ) or f"monitor-test-run-{os.getpid()}"
+
+# The test process publishes from many tests in turn: a writer thread outliving one test
+# would write into the next one's table. The real processes the slow suites start turn
+# it on (tests/fixtures/django_processes.py), so the in-process path is tested there.
+SUPABASE_SINK_IN_PROCESS = env.bool("SUPABASE_SINK_IN_PROCESS", default=False)

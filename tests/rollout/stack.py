@@ -49,6 +49,7 @@ class Stack(ProcessSet):
                 "SUPABASE_ANON_KEY": supabase_local.anon_key,
                 "SUPABASE_SERVICE_ROLE_KEY": supabase_local.service_role_key,
                 "SUPABASE_JWT_SECRET": supabase_local.jwt_secret,
+                "SUPABASE_SINK_IN_PROCESS": "true",
                 "PYTHONUNBUFFERED": "1",
             },
         )

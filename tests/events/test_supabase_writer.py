@@ -1,0 +1,64 @@
+"""The in-process writer: an event leaves for Supabase as soon as it commits, in the
+process that published it, with no Celery worker running; the Celery flush stays queued
+as the safety net."""
+
+import time
+
+import pytest
+import redis
+
+from events.models import Delivery
+from events.services import event_publish_batch
+from events.supabase_sink import supabase_breaker
+from tests.fixtures.integrity import assert_supabase_copy_matches_log
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _wait_for(check, *, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_committed_event_is_written_by_the_publishing_process_itself(django_supabase, settings):
+    settings.SUPABASE_SINK_IN_PROCESS = True
+    supabase_breaker().close()
+    queue = redis.Redis.from_url(settings.REDIS_URL)
+    queue.delete("celery", f"{settings.SUPABASE_BREAKER_NAMESPACE}:flush-queued")
+
+    seqs = [
+        r.seq
+        for r in event_publish_batch(
+            events=[
+                {"event_type": "tool.call", "source": "w", "payload": {"i": i}} for i in range(5)
+            ]
+        )
+    ]
+
+    # No worker runs in this test: only the writer thread can have sent them.
+    assert _wait_for(
+        lambda: (
+            not Delivery.objects.filter(event_id__in=seqs, sink="supabase")
+            .exclude(status="sent")
+            .exists()
+        )
+    )
+    assert_supabase_copy_matches_log(django_supabase, seqs=seqs)
+    # The safety net is queued all the same (it will find nothing left to do).
+    assert queue.llen("celery") == 1
+
+
+def test_without_the_writer_nothing_is_sent_until_a_worker_flushes(django_supabase, settings):
+    settings.SUPABASE_SINK_IN_PROCESS = False
+    redis.Redis.from_url(settings.REDIS_URL).delete(
+        f"{settings.SUPABASE_BREAKER_NAMESPACE}:flush-queued"
+    )
+
+    [published] = event_publish_batch(events=[{"event_type": "tool.call", "source": "w"}])
+    time.sleep(0.5)
+
+    assert Delivery.objects.get(event_id=published.seq, sink="supabase").status == "pending"
