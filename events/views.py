@@ -15,7 +15,7 @@ REALTIME_TOKEN_SECONDS = 15 * 60
 
 def realtime_token_for(user) -> dict | None:
     """A short-lived Supabase token for this user, or None when Supabase is not set up."""
-    if not (supabase_client.supabase_configured() and settings.SUPABASE_JWT_SECRET):
+    if not supabase_client.user_tokens_available():
         return None
     token, expires_at = supabase_client.user_access_token_issue(
         user_id=user.pk, expires_in=REALTIME_TOKEN_SECONDS
@@ -32,7 +32,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if token is not None:
         supabase = {
             "url": settings.SUPABASE_URL,
-            "anonKey": settings.SUPABASE_ANON_KEY,  # public by design; RLS guards the data
+            # The publishable key (the legacy anon key while a project still uses it):
+            # public by design, RLS guards the data. The bundle reads it as ``anonKey``.
+            "anonKey": supabase_client.browser_key(),
             "token": token["access_token"],
             "expiresAt": token["expires_at"],
             "controlTopic": supabase_client.CONTROL_TOPIC,

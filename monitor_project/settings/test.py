@@ -27,6 +27,6 @@ SILENCED_SYSTEM_CHECKS = ["events.W001"]  # tests configure Supabase per test
 # Every session on the test database says whose it is: a child process started by a test
 # gets PGAPPNAME from tests/fixtures/django_processes.py, the test run itself its pid. So a
 # session left open at the end can be told apart and named (tests/conftest.py).
-DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ.get(
-    "PGAPPNAME"
-) or f"monitor-test-run-{os.getpid()}"
+DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = (
+    os.environ.get("PGAPPNAME") or f"monitor-test-run-{os.getpid()}"
+)
