@@ -1,7 +1,10 @@
 """Dashboard pages."""
 
+import logging
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
@@ -12,14 +15,22 @@ from rollout.selectors import user_transport
 DASHBOARD_INITIAL_EVENTS = 200
 REALTIME_TOKEN_SECONDS = 15 * 60
 
+logger = logging.getLogger(__name__)
+
 
 def realtime_token_for(user) -> dict | None:
-    """A short-lived Supabase token for this user, or None when Supabase is not set up."""
+    """A short-lived Supabase token for this user, or None when Supabase is not set up, or
+    its signing key cannot sign (logged; ``manage.py check`` reports it as events.E005):
+    the page then stays on the legacy path rather than failing."""
     if not supabase_client.user_tokens_available():
         return None
-    token, expires_at = supabase_client.user_access_token_issue(
-        user_id=user.pk, expires_in=REALTIME_TOKEN_SECONDS
-    )
+    try:
+        token, expires_at = supabase_client.user_access_token_issue(
+            user_id=user.pk, expires_in=REALTIME_TOKEN_SECONDS
+        )
+    except ImproperlyConfigured as error:  # the message names the setting, never the key
+        logger.error("cannot mint Supabase user tokens: %s", error)
+        return None
     return {"access_token": token, "expires_at": expires_at}
 
 

@@ -5,6 +5,7 @@ import time
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.test import Client
 
 from events.services import event_publish_batch
@@ -100,3 +101,25 @@ def test_without_a_way_to_sign_tokens_the_page_stays_on_the_legacy_path(
     settings.SUPABASE_SECRET_KEY = "sb_secret_x"  # the sink can write, browsers cannot read
     assert page_config(signed_in_client.get("/"))["supabase"] is None
     assert signed_in_client.get("/api/realtime-token").status_code == 503
+
+
+def test_a_signing_key_that_cannot_sign_leaves_the_page_on_the_legacy_path_and_says_why(
+    signed_in_client, settings, new_keys, caplog
+):
+    public_pem = new_keys.public_key.public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    settings.SUPABASE_JWT_SIGNING_KEY = public_pem
+
+    response = signed_in_client.get("/")
+
+    assert response.status_code == 200
+    assert page_config(response)["supabase"] is None
+    refresh = signed_in_client.get("/api/realtime-token")
+    assert refresh.status_code == 503
+    assert refresh.json()["error"]["code"] == "supabase_not_configured"
+    logged = [r.getMessage() for r in caplog.records if r.name == "events.views"]
+    assert logged and logged[0].startswith(
+        "cannot mint Supabase user tokens: SUPABASE_JWT_SIGNING_KEY is a public key"
+    )
+    assert public_pem.splitlines()[1] not in "\n".join(logged)
