@@ -2,9 +2,14 @@
 configurations, the deprecation warning of the legacy one, and an error that says what to
 set for everything in between. No message carries a key."""
 
+import os
+import subprocess
+import sys
+
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from django.conf import settings
 
 from events.checks import supabase_settings_check
 from supabase_local.signing_keys import signing_key_generate
@@ -155,3 +160,43 @@ def test_a_signing_key_that_cannot_sign_is_an_error_naming_the_setting(configure
     messages = configure(**NEW | {"SUPABASE_JWT_SIGNING_KEY": public_pem})
     assert ids(messages) == ["events.E005"]
     assert messages[0].msg.startswith("SUPABASE_JWT_SIGNING_KEY is a public key")
+
+
+# --- manage.py check, as an operator runs it (real subprocesses, settings from the environment)
+
+
+def manage_check(**supabase: str) -> subprocess.CompletedProcess:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in SUPABASE_KEY_SETTINGS and name != "DJANGO_SETTINGS_MODULE"
+    }
+    env["DJANGO_SETTINGS_MODULE"] = "monitor_project.settings.test"
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=settings.BASE_DIR, env={**env, **supabase},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_a_pem_on_one_line_with_backslash_n_as_env_files_hold_it_is_read():
+    one_line = SIGNING_PEM.strip().replace("\n", "\\n")
+    assert "\n" not in one_line
+
+    checked = manage_check(**NEW | {"SUPABASE_JWT_SIGNING_KEY": one_line})
+
+    assert checked.returncode == 0, checked.stderr
+    assert "System check identified no issues" in checked.stdout
+
+
+def test_manage_py_check_on_the_legacy_keys_passes_with_the_deprecation_warning():
+    checked = manage_check(**LEGACY)
+    assert checked.returncode == 0, checked.stderr
+    assert "events.W002" in checked.stderr + checked.stdout
+    assert "end of 2026" in checked.stderr + checked.stdout
+
+
+def test_manage_py_check_stops_on_a_mixed_configuration():
+    checked = manage_check(**NEW | {"SUPABASE_ANON_KEY": LEGACY["SUPABASE_ANON_KEY"]})
+    assert checked.returncode != 0
+    assert "events.E003" in checked.stderr
+    assert LEGACY["SUPABASE_ANON_KEY"] not in checked.stderr + checked.stdout
