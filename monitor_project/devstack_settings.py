@@ -1,9 +1,9 @@
 """The settings a running dev stack shares with ``manage.py`` in the same checkout.
 
 Once its parts are up, ``manage.py devstack`` (``make run``) writes what it started itself
-(the embedded PostgreSQL's and Redis's URLs, supabase_local's URL and keys, the web
-address) to ``.devstack/settings.json``, readable by its owner only, and removes the file
-when it stops::
+(the embedded PostgreSQL's and Redis's URLs, supabase_local's URL and API keys, the path
+of the stack's JWT signing key, the web address) to ``.devstack/settings.json``, readable
+by its owner only, and removes the file when it stops::
 
     {"pid": <the launcher's pid>, "settings": {"DATABASE_URL": "...", ...}}
 
@@ -26,9 +26,9 @@ SHARED_SETTINGS = (
     "DATABASE_URL",
     "REDIS_URL",
     "SUPABASE_URL",
-    "SUPABASE_ANON_KEY",
-    "SUPABASE_SERVICE_ROLE_KEY",
-    "SUPABASE_JWT_SECRET",
+    "SUPABASE_PUBLISHABLE_KEY",
+    "SUPABASE_SECRET_KEY",
+    "SUPABASE_JWT_SIGNING_KEY",  # the path of .devstack/supabase-signing-key.pem
     "ROLLOUT_PROBER_BASE_URL",
 )
 

@@ -14,6 +14,7 @@ from django.db import connection
 
 from events import services
 from tests.fixtures.seeds import seeds_apply
+from tests.fixtures.supabase_settings import supabase_product_settings, supabase_settings_apply
 
 pytest_plugins = ["tests.fixtures.supabase_local"]
 
@@ -79,12 +80,10 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture
 def django_supabase(request, settings, supabase_local):
-    """Point the Django app at the test supabase_local server, with an empty table; after
-    the test, no fault and no REST request of the test's is left behind."""
-    settings.SUPABASE_URL = supabase_local.url
-    settings.SUPABASE_ANON_KEY = supabase_local.anon_key
-    settings.SUPABASE_SERVICE_ROLE_KEY = supabase_local.service_role_key
-    settings.SUPABASE_JWT_SECRET = supabase_local.jwt_secret
+    """Point the Django app at the test supabase_local server with the keys of a project
+    created today (publishable, secret, ES256 signing key), with an empty table; after the
+    test, no fault and no REST request of the test's is left behind."""
+    supabase_settings_apply(settings, supabase_product_settings(supabase_local))
     supabase_local.truncate()
     yield supabase_local
     supabase_local.assert_left_behind_nothing(request.node.nodeid)

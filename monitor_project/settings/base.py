@@ -137,9 +137,33 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
 # --- Supabase ----------------------------------------------------------------------------
-# A real project's API URL and keys (Project Settings → API), or supabase_local's, which
-# `make run` passes in (and shares through DEVSTACK). Only events.supabase_client reads them.
+# A real project's API URL and keys, or supabase_local's, which `make run` passes in (and
+# shares through DEVSTACK). Only events.supabase_client reads them; docs/supabase.md says
+# where each comes from. Keys as a project created today has them
+# (https://supabase.com/docs/guides/api/api-keys, .../guides/auth/signing-keys):
+# - the publishable key (sb_publishable_…) goes to browsers; RLS guards the data;
+# - the secret key (sb_secret_…) is the server's own, for writes; it never leaves Django;
+# - the JWT signing key signs users' tokens: the PEM text of an EC P-256 (ES256) or RSA
+#   (RS256) private key, or the path of a PEM file, imported into the project's JWT
+#   signing keys; its kid is SUPABASE_JWT_SIGNING_KEY_ID, by default the key's RFC 7638
+#   thumbprint. `\n` in the variable stands for a newline (one-line .env files).
 SUPABASE_URL = env.str("SUPABASE_URL", default=DEVSTACK.get("SUPABASE_URL", ""))
+SUPABASE_PUBLISHABLE_KEY = env.str(
+    "SUPABASE_PUBLISHABLE_KEY", default=DEVSTACK.get("SUPABASE_PUBLISHABLE_KEY", "")
+)
+SUPABASE_SECRET_KEY = env.str(
+    "SUPABASE_SECRET_KEY", default=DEVSTACK.get("SUPABASE_SECRET_KEY", "")
+)
+SUPABASE_JWT_SIGNING_KEY = env.str(
+    "SUPABASE_JWT_SIGNING_KEY",
+    default=DEVSTACK.get("SUPABASE_JWT_SIGNING_KEY", ""),
+    multiline=True,
+)
+SUPABASE_JWT_SIGNING_KEY_ID = env.str(
+    "SUPABASE_JWT_SIGNING_KEY_ID", default=DEVSTACK.get("SUPABASE_JWT_SIGNING_KEY_ID", "")
+)
+# The legacy JWT keys, deprecated by Supabase at the end of 2026: still read, each only
+# where its new counterpart is unset (system check events.W002 says what to set instead).
 SUPABASE_ANON_KEY = env.str("SUPABASE_ANON_KEY", default=DEVSTACK.get("SUPABASE_ANON_KEY", ""))
 SUPABASE_SERVICE_ROLE_KEY = env.str(
     "SUPABASE_SERVICE_ROLE_KEY", default=DEVSTACK.get("SUPABASE_SERVICE_ROLE_KEY", "")

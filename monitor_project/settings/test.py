@@ -27,9 +27,9 @@ SILENCED_SYSTEM_CHECKS = ["events.W001"]  # tests configure Supabase per test
 # Every session on the test database says whose it is: a child process started by a test
 # gets PGAPPNAME from tests/fixtures/django_processes.py, the test run itself its pid. So a
 # session left open at the end can be told apart and named (tests/conftest.py).
-DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ.get(
-    "PGAPPNAME"
-) or f"monitor-test-run-{os.getpid()}"
+DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = (
+    os.environ.get("PGAPPNAME") or f"monitor-test-run-{os.getpid()}"
+)
 
 # The test process publishes from many tests in turn: a writer thread outliving one test
 # would write into the next one's table. The real processes the slow suites start turn

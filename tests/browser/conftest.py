@@ -25,6 +25,11 @@ from tests.fixtures.django_processes import (
     running_process,
     wait_until,
 )
+from tests.fixtures.supabase_settings import (
+    SUPABASE_KEY_SETTINGS,
+    supabase_product_settings,
+    supabase_settings_apply,
+)
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -36,21 +41,10 @@ class Stack:
     base_url: str
 
 
-SUPABASE_SETTINGS = (
-    "SUPABASE_URL",
-    "SUPABASE_ANON_KEY",
-    "SUPABASE_SERVICE_ROLE_KEY",
-    "SUPABASE_JWT_SECRET",
-)
-
-
 @pytest.fixture(scope="module")
 def stack(django_db_setup, django_db_blocker, supabase_local, tmp_path_factory) -> Iterator[Stack]:
-    saved = {name: getattr(settings, name) for name in SUPABASE_SETTINGS}
-    settings.SUPABASE_URL = supabase_local.url
-    settings.SUPABASE_ANON_KEY = supabase_local.anon_key
-    settings.SUPABASE_SERVICE_ROLE_KEY = supabase_local.service_role_key
-    settings.SUPABASE_JWT_SECRET = supabase_local.jwt_secret
+    saved = {name: getattr(settings, name) for name in SUPABASE_KEY_SETTINGS}
+    supabase_settings_apply(settings, supabase_product_settings(supabase_local))  # new keys
     logs = tmp_path_factory.mktemp("stack")
     port = free_port()
     with django_db_blocker.unblock():

@@ -5,9 +5,11 @@ import time
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.test import Client
 
 from events.services import event_publish_batch
+from supabase_local.signing_keys import signing_key_generate
 
 pytestmark = pytest.mark.django_db
 
@@ -46,22 +48,30 @@ def test_the_page_carries_the_latest_events_and_the_users_transport(signed_in_cl
     assert 'id="data-source"' in response.content.decode()
 
 
-def test_with_supabase_the_page_gets_a_short_lived_user_token_and_never_the_service_key(
-    signed_in_client, user, settings
-):
+@pytest.fixture
+def new_keys(settings):
+    """The settings of a project created today, without a server (nothing is requested)."""
+    key = signing_key_generate("ES256")
     settings.SUPABASE_URL = "http://127.0.0.1:54321"
-    settings.SUPABASE_ANON_KEY = "anon-key"
-    settings.SUPABASE_SERVICE_ROLE_KEY = "service-role-key-must-not-leak"
-    settings.SUPABASE_JWT_SECRET = "a-test-secret-with-at-least-32-characters!"
+    settings.SUPABASE_PUBLISHABLE_KEY = "sb_publishable_page-may-hold-this-one"
+    settings.SUPABASE_SECRET_KEY = "sb_secret_must-never-leave-the-server"
+    settings.SUPABASE_JWT_SIGNING_KEY = key.private_pem().decode()
+    return key
+
+
+def test_the_page_gets_the_publishable_key_and_a_token_signed_with_the_signing_key(
+    signed_in_client, user, settings, new_keys
+):
     response = signed_in_client.get("/")
     html = response.content.decode()
     supabase = page_config(response)["supabase"]
-    assert "service-role-key-must-not-leak" not in html
+    assert supabase["anonKey"] == "sb_publishable_page-may-hold-this-one"
+    assert "sb_secret_must-never-leave-the-server" not in html
+    assert "PRIVATE KEY" not in html
+    header = jwt.get_unverified_header(supabase["token"])
+    assert (header["alg"], header["kid"]) == ("ES256", new_keys.kid)
     claims = jwt.decode(
-        supabase["token"],
-        settings.SUPABASE_JWT_SECRET,
-        algorithms=["HS256"],
-        audience="authenticated",
+        supabase["token"], new_keys.public_key, algorithms=["ES256"], audience="authenticated"
     )
     assert claims["role"] == "authenticated" and claims["sub"] == str(user.pk)
     assert 0 < claims["exp"] - time.time() <= 15 * 60
@@ -71,12 +81,15 @@ def test_with_supabase_the_page_gets_a_short_lived_user_token_and_never_the_serv
 def test_the_token_endpoint_refreshes_for_signed_in_users_only(signed_in_client, settings):
     assert Client().get("/api/realtime-token").status_code == 401
     assert signed_in_client.get("/api/realtime-token").status_code == 503
+    key = signing_key_generate("RS256")
     settings.SUPABASE_URL = "http://127.0.0.1:54321"
-    settings.SUPABASE_ANON_KEY = "anon-key"
-    settings.SUPABASE_SERVICE_ROLE_KEY = "service"
-    settings.SUPABASE_JWT_SECRET = "a-test-secret-with-at-least-32-characters!"
+    settings.SUPABASE_PUBLISHABLE_KEY = "sb_publishable_x"
+    settings.SUPABASE_SECRET_KEY = "sb_secret_x"
+    settings.SUPABASE_JWT_SIGNING_KEY = key.private_pem().decode()
     body = signed_in_client.get("/api/realtime-token").json()
     assert set(body) == {"access_token", "expires_at"}
+    header = jwt.get_unverified_header(body["access_token"])
+    assert (header["alg"], header["kid"]) == ("RS256", key.kid)  # RS256 for an RSA key
     assert signed_in_client.post("/api/realtime-token").status_code == 405
 
 
@@ -135,3 +148,35 @@ def test_the_page_carries_the_per_minute_counts_of_its_chart(signed_in_client):
     config = page_config(signed_in_client.get("/"))
     assert [row["counts"] for row in config["rate"]] == [{"critical": 3}]
     assert config["initialAfter"] == 0  # fewer than 200 events: the snapshot is complete
+
+
+def test_without_a_way_to_sign_tokens_the_page_stays_on_the_legacy_path(
+    signed_in_client, settings
+):
+    settings.SUPABASE_URL = "http://127.0.0.1:54321"
+    settings.SUPABASE_PUBLISHABLE_KEY = "sb_publishable_x"
+    settings.SUPABASE_SECRET_KEY = "sb_secret_x"  # the sink can write, browsers cannot read
+    assert page_config(signed_in_client.get("/"))["supabase"] is None
+    assert signed_in_client.get("/api/realtime-token").status_code == 503
+
+
+def test_a_signing_key_that_cannot_sign_leaves_the_page_on_the_legacy_path_and_says_why(
+    signed_in_client, settings, new_keys, caplog
+):
+    public_pem = new_keys.public_key.public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    settings.SUPABASE_JWT_SIGNING_KEY = public_pem
+
+    response = signed_in_client.get("/")
+
+    assert response.status_code == 200
+    assert page_config(response)["supabase"] is None
+    refresh = signed_in_client.get("/api/realtime-token")
+    assert refresh.status_code == 503
+    assert refresh.json()["error"]["code"] == "supabase_not_configured"
+    logged = [r.getMessage() for r in caplog.records if r.name == "events.views"]
+    assert logged and logged[0].startswith(
+        "cannot mint Supabase user tokens: SUPABASE_JWT_SIGNING_KEY is a public key"
+    )
+    assert public_pem.splitlines()[1] not in "\n".join(logged)

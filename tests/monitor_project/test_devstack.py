@@ -1,14 +1,25 @@
-"""The dev stack launcher's process handling: quiet terminal, full logs, shared settings."""
+"""The dev stack launcher: quiet terminal, full logs, shared settings, and supabase_local
+started on the keys of a project created today (its signing key generated once)."""
 
 import io
 import os
+import secrets
+import stat
 import sys
+from collections.abc import Iterator
 
+import httpx
+import psycopg
 import pytest
+from psycopg import sql as pgsql
 from rich.console import Console
 
 from monitor_project import devstack
 from monitor_project.devstack_settings import devstack_settings_read
+from supabase_local.auth import mint_token
+from supabase_local.config import DEV_JWT_SECRET
+from supabase_local.signing_keys import signing_key_from_pem
+from tests.fixtures.django_processes import free_port
 
 PY = sys.executable
 
@@ -82,3 +93,78 @@ def test_a_second_stack_in_the_same_checkout_is_refused(stack, monkeypatch):
     monkeypatch.setattr(devstack.os, "getpid", lambda: 1)  # another launcher
     with pytest.raises(devstack.DevstackError, match="a dev stack is already running"):
         devstack.refuse_a_second_stack()
+
+
+# --- supabase_local on the keys of a project created today (a real server) ------------------
+
+
+def test_the_signing_key_is_generated_once_readable_by_its_owner_only(tmp_path):
+    path = tmp_path / "supabase-signing-key.pem"
+    devstack.signing_key_ensure(path)
+    first = path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert signing_key_from_pem(first).alg == "ES256"
+
+    path.chmod(0o644)
+    devstack.signing_key_ensure(path)
+    assert path.read_bytes() == first  # kept: tokens and the JWKS stay the same across runs
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_broken_signing_key_file_is_named_with_what_to_do(tmp_path):
+    path = tmp_path / "supabase-signing-key.pem"
+    path.write_text("not a key")
+    with pytest.raises(devstack.DevstackError, match="delete it and make run generates a new one"):
+        devstack.signing_key_ensure(path)
+
+
+@pytest.fixture
+def supabase_database() -> Iterator[str]:
+    name = f"monitor_devstack_test_{secrets.token_hex(4)}"
+    server = "postgresql://postgres@127.0.0.1:5432/postgres"
+    url = devstack.ensure_database(server, name)
+    yield url
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(
+            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+        )
+
+
+@pytest.mark.timeout(120)
+def test_supabase_local_runs_on_the_new_keys_and_the_app_gets_only_those(
+    stack, monkeypatch, tmp_path, supabase_database
+):
+    monkeypatch.setattr(devstack, "SIGNING_KEY_FILE", tmp_path / "supabase-signing-key.pem")
+    port = free_port()
+
+    devstack.start_supabase_local(stack, database_url=supabase_database, port=port)
+
+    shared = stack.shared
+    assert sorted(shared) == [
+        "SUPABASE_JWT_SIGNING_KEY", "SUPABASE_PUBLISHABLE_KEY", "SUPABASE_SECRET_KEY",
+        "SUPABASE_URL",
+    ]  # fmt: skip
+    assert shared["SUPABASE_PUBLISHABLE_KEY"].startswith("sb_publishable_")
+    assert shared["SUPABASE_SECRET_KEY"].startswith("sb_secret_")
+    assert shared["SUPABASE_JWT_SIGNING_KEY"] == str(devstack.SIGNING_KEY_FILE)  # a path
+    assert all(stack.env[name] == value for name, value in shared.items())
+    url = shared["SUPABASE_URL"]
+    key = signing_key_from_pem(devstack.SIGNING_KEY_FILE.read_bytes())
+    jwks = httpx.get(f"{url}/auth/v1/.well-known/jwks.json", timeout=10).json()
+    assert [(k["kid"], k["alg"]) for k in jwks["keys"]] == [(key.kid, "ES256")]
+
+    # a token minted as the app mints it is accepted with the publishable key
+    token = mint_token(signing_key=key, role="authenticated", sub="1", expires_in=60)
+    read = httpx.get(
+        f"{url}/rest/v1/monitoring_events?select=seq&limit=1",
+        headers={"apikey": shared["SUPABASE_PUBLISHABLE_KEY"], "Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert read.status_code == 200, read.text
+    # and the legacy JWT keys are off
+    legacy = mint_token(secret=DEV_JWT_SECRET, role="service_role", expires_in=60)
+    refused = httpx.get(
+        f"{url}/rest/v1/monitoring_events?select=seq", headers={"apikey": legacy}, timeout=10
+    )
+    assert refused.status_code == 401
+    assert "Legacy API keys are disabled" in refused.text

@@ -5,12 +5,14 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-from monitor_project.devstack import supabase_local_environment
+from monitor_project.devstack import signing_key_ensure, supabase_local_environment
 from monitor_project.devstack_settings import (
     DevstackSettingsError,
     devstack_settings_owner,
@@ -20,13 +22,28 @@ from monitor_project.devstack_settings import (
     devstack_settings_write,
 )
 
+# The stack's signing key file, written for this module's run (a running stack keeps its own
+# in .devstack/); manage.py check loads it.
+SIGNING_KEY_PATH = Path(tempfile.gettempdir()) / f"devstack-settings-test-{os.getpid()}.pem"
 STACK = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/devstack_settings_probe",
     "REDIS_URL": "redis://127.0.0.1:6390/0",
-    **supabase_local_environment("http://127.0.0.1:54321"),
+    **supabase_local_environment(
+        "http://127.0.0.1:54321",
+        publishable_key="sb_publishable_devstackprobe0123456789_abcdefgh",
+        secret_key="sb_secret_devstackprobe0123456789_abcdefgh",
+        signing_key_path=SIGNING_KEY_PATH,
+    ),
     "ROLLOUT_PROBER_BASE_URL": "http://127.0.0.1:8000",
 }
 SHARED_NAMES = [name for name in STACK if name.startswith(("SUPABASE_", "DATABASE", "REDIS"))]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _signing_key_file() -> Iterator[None]:
+    signing_key_ensure(SIGNING_KEY_PATH)
+    yield
+    SIGNING_KEY_PATH.unlink(missing_ok=True)
 
 
 def gone_pid() -> int:
@@ -87,9 +104,9 @@ def test_a_launcher_removes_only_its_own_file(tmp_path):
 PRINT_SETTINGS = (
     "from django.conf import settings as s; import json; print(json.dumps({"
     "'DATABASE_URL': s.DATABASES['default']['NAME'], 'REDIS_URL': s.REDIS_URL, "
-    "'SUPABASE_URL': s.SUPABASE_URL, 'SUPABASE_ANON_KEY': s.SUPABASE_ANON_KEY, "
-    "'SUPABASE_SERVICE_ROLE_KEY': s.SUPABASE_SERVICE_ROLE_KEY, "
-    "'SUPABASE_JWT_SECRET': s.SUPABASE_JWT_SECRET}))"
+    "'SUPABASE_URL': s.SUPABASE_URL, 'SUPABASE_PUBLISHABLE_KEY': s.SUPABASE_PUBLISHABLE_KEY, "
+    "'SUPABASE_SECRET_KEY': s.SUPABASE_SECRET_KEY, "
+    "'SUPABASE_JWT_SIGNING_KEY': s.SUPABASE_JWT_SIGNING_KEY}))"
 )
 
 

@@ -28,6 +28,7 @@ from tests.fixtures.django_processes import (
     free_port,
     http_answers_ok,
 )
+from tests.fixtures.supabase_settings import supabase_product_settings
 
 E2E_REDIS_DB = int(os.environ.get("ROLLOUT_E2E_REDIS_DB", "13"))
 
@@ -45,10 +46,7 @@ class Stack(ProcessSet):
                 "DJANGO_SETTINGS_MODULE": "monitor_project.settings.test",
                 "DATABASE_URL": child_database_url(),
                 "TEST_REDIS_URL": self.redis_url,
-                "SUPABASE_URL": supabase_local.url,
-                "SUPABASE_ANON_KEY": supabase_local.anon_key,
-                "SUPABASE_SERVICE_ROLE_KEY": supabase_local.service_role_key,
-                "SUPABASE_JWT_SECRET": supabase_local.jwt_secret,
+                **supabase_product_settings(supabase_local),  # the new keys
                 "SUPABASE_SINK_IN_PROCESS": "true",
                 "PYTHONUNBUFFERED": "1",
             },

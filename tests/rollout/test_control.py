@@ -112,7 +112,7 @@ async def test_a_stage_change_tells_pages_to_reread_their_transport(user, staff_
 
 async def test_the_legacy_feed_still_hears_the_switch_when_supabase_is_down(user, settings):
     settings.SUPABASE_URL = "http://127.0.0.1:9"  # nothing listens there
-    settings.SUPABASE_SERVICE_ROLE_KEY = "x"
+    settings.SUPABASE_SECRET_KEY = "sb_secret_x"
     communicator, _ = await legacy_page(user)
     try:
         outcome = await sync_to_async(services.control_broadcast)(

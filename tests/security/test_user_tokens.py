@@ -1,8 +1,9 @@
 """What a browser's minted token may do in Supabase, through the official Python client.
 
 The token comes from ``events.supabase_client.user_access_token_mint`` (role
-``authenticated``, ``sub`` = the user id, signed with ``SUPABASE_JWT_SECRET``) and is
-sent with the anon key, as supabase-js in the dashboard does. It reads
+``authenticated``, ``sub`` = the user id, signed ES256 with ``SUPABASE_JWT_SIGNING_KEY``,
+its ``kid`` in the header) and is sent with the publishable key, as supabase-js in the
+dashboard does. It reads
 ``monitoring_events``; it cannot insert, update or delete rows, nor call the
 service-role-only reconciliation RPC; once expired it is refused with 401.
 """
@@ -18,6 +19,8 @@ from supabase import Client, ClientOptions, create_client
 from events.services import event_publish
 from events.supabase_client import user_access_token_mint
 from events.supabase_sink import supabase_breaker, supabase_sink_flush
+from supabase_local.signing_keys import signing_key_generate
+from tests.fixtures.supabase_settings import es256_signing_key
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +33,7 @@ def user_client(server, token: str) -> Client:
         httpx_client=httpx.Client(timeout=10),
         postgrest_client_retry=False,
     )
-    return create_client(server.url, server.anon_key, options=options)
+    return create_client(server.url, server.publishable_key, options=options)
 
 
 @pytest.fixture
@@ -90,7 +93,7 @@ def test_a_minted_user_token_cannot_call_the_service_only_digest_rpc(
 def test_an_expired_user_token_is_refused_401(django_supabase, mirrored_seq, user):
     expired = user_access_token_mint(user_id=user.pk, expires_in=-10)
     claims = jwt.decode(
-        expired, django_supabase.jwt_secret, algorithms=["HS256"],
+        expired, es256_signing_key(django_supabase).public_key, algorithms=["ES256"],
         audience="authenticated", options={"verify_exp": False},
     )  # fmt: skip
     assert claims["exp"] < time.time()
@@ -103,19 +106,37 @@ def test_an_expired_user_token_is_refused_401(django_supabase, mirrored_seq, use
 
     raw = httpx.get(
         f"{django_supabase.url}/rest/v1/{TABLE}?select=seq&limit=1",
-        headers={"apikey": django_supabase.anon_key, "Authorization": f"Bearer {expired}"},
+        headers={
+            "apikey": django_supabase.publishable_key, "Authorization": f"Bearer {expired}"
+        },
     )
     assert raw.status_code == 401
 
 
-def test_a_token_signed_with_another_secret_is_refused_401(django_supabase, user):
-    forged = jwt.encode(
-        {"role": "service_role", "sub": str(user.pk), "exp": int(time.time()) + 600},
-        "not-the-secret-" * 4,
-        algorithm="HS256",
-    )
+@pytest.mark.parametrize("alg", ["ES256", "HS256"])
+def test_a_token_signed_with_another_key_is_refused_401(django_supabase, user, alg):
+    if alg == "ES256":  # our kid, someone else's key
+        other = signing_key_generate("ES256", kid=es256_signing_key(django_supabase).kid)
+        forged = jwt.encode(
+            {"role": "service_role", "sub": str(user.pk), "exp": int(time.time()) + 600},
+            other.private_key, algorithm="ES256", headers={"kid": other.kid},
+        )  # fmt: skip
+    else:
+        forged = jwt.encode(
+            {"role": "service_role", "sub": str(user.pk), "exp": int(time.time()) + 600},
+            "not-the-secret-" * 4,
+            algorithm="HS256",
+        )
     raw = httpx.get(
         f"{django_supabase.url}/rest/v1/{TABLE}?select=seq&limit=1",
-        headers={"apikey": django_supabase.anon_key, "Authorization": f"Bearer {forged}"},
+        headers={"apikey": django_supabase.publishable_key, "Authorization": f"Bearer {forged}"},
     )
     assert raw.status_code == 401
+
+
+def test_the_minted_token_names_the_key_the_project_publishes(django_supabase, user):
+    token = user_access_token_mint(user_id=user.pk)
+    jwks = httpx.get(f"{django_supabase.url}/auth/v1/.well-known/jwks.json").json()
+    header = jwt.get_unverified_header(token)
+    published = {key["kid"]: key["alg"] for key in jwks["keys"]}
+    assert published[header["kid"]] == header["alg"] == "ES256"

@@ -25,9 +25,7 @@ class Command(BaseCommand):
         if not 1 <= batch_size <= 1000:
             raise CommandError("--batch-size must be 1-1000")
         if not supabase_configured():
-            raise CommandError(
-                "Supabase is not configured (SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY)"
-            )
+            raise CommandError("Supabase is not configured (SUPABASE_URL, SUPABASE_SECRET_KEY)")
         total = supabase_sink.backfill_count(from_seq=from_seq, to_seq=to_seq)
         progress = Progress(
             TextColumn("[bold]supabase_backfill"), BarColumn(), MofNCompleteColumn(), disable=quiet

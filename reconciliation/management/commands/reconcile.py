@@ -84,9 +84,7 @@ class Command(BaseCommand):
         if options["show"] < 0:
             raise self._fail("--show must be 0 or more")
         if not supabase_configured():
-            raise self._fail(
-                "Supabase is not configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
-            )
+            raise self._fail("Supabase is not configured: set SUPABASE_URL and SUPABASE_SECRET_KEY")
 
         progress = Progress(
             TextColumn("[bold]reconcile[/] {task.description}"),
