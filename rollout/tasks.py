@@ -25,3 +25,9 @@ def rollout_promotion_check() -> None:
 @shared_task(ignore_result=True, soft_time_limit=240, time_limit=300)
 def health_samples_prune() -> None:
     services.health_samples_prune()
+
+
+# Every 5 minutes (migration 0010): the evidence of the stage in force, so far.
+@shared_task(ignore_result=True, soft_time_limit=120, time_limit=150, expires=300)
+def stage_analysis_record() -> None:
+    services.stage_analysis_record()
