@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from rollout import charts, selectors, services
-from rollout.models import STAGE_PERCENT, Alert, Stage
+from rollout.models import STAGE_PERCENT, Alert, ForcedPromotionRequest, Stage
 from rollout.permissions import rollout_permission_missing, rollout_permissions_for
 
 CHART_BUCKETS = 30
@@ -85,6 +85,8 @@ def panel_view(request: HttpRequest) -> HttpResponse:
         "audit": selectors.audit_entries(limit=50),
         "alerts": selectors.open_alerts(),
         "refused": rollout_permissions_for(request.user),
+        "analysis": selectors.stage_analysis_latest(state=state),
+        "force_requests": selectors.forced_promotion_requests_pending(),
         **_health_context(),
     }
     return render(request, "admin/rollout/panel.html", context)
@@ -123,6 +125,57 @@ def _describe(action: str, stage: str | None, state) -> str:
 
 
 ACTIONS = ("stage", "kill", "resume", "promotion")
+FORCE_ACTIONS = ("force_request", "force_approve", "force_reject")
+
+
+def _force_action(request: HttpRequest, action: str, reason: str) -> HttpResponse:
+    """ "Promote anyway", four eyes: one staff account asks (from the stage confirmation
+    page), another approves (confirmation page, then the stage is raised) or rejects."""
+    if action == "force_request":
+        try:
+            services.forced_promotion_request(
+                stage=request.POST.get("stage", ""), actor=request.user, reason=reason
+            )
+        except services.RolloutError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request,
+                "Forced promotion requested: a second staff account with the permission "
+                "rollout.set_stage must approve it on this panel.",
+            )
+        return redirect("admin:rollout_panel")
+    try:
+        request_id = int(request.POST.get("request_id", ""))
+    except ValueError:
+        return HttpResponse("request_id must be a number", status=400)
+    force_request = get_object_or_404(
+        ForcedPromotionRequest.objects.select_related("requested_by", "analysis"), pk=request_id
+    )
+    if action == "force_approve" and request.POST.get("confirm") != "yes":
+        context = {
+            **admin.site.each_context(request),
+            "title": "Confirm forced promotion",
+            "action": action, "reason": reason, "force_request": force_request,
+            "description": (
+                f"Approve {force_request.requested_by.get_username()}'s request: raise the "
+                f"rollout from stage {force_request.from_stage} to stage "
+                f"{force_request.to_stage} WITHOUT a passing analysis "
+                f"(“{force_request.reason}”). Audited as forced, with both names."
+            ),
+            "cohorts": selectors.cohort_sizes(),
+        }  # fmt: skip
+        return render(request, "admin/rollout/confirm.html", context)
+    try:
+        decided = services.forced_promotion_decide(
+            request_id=request_id, actor=request.user, approve=action == "force_approve",
+            reason=reason,
+        )  # fmt: skip
+    except services.RolloutError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Request #{decided.pk}: {decided.get_status_display()}.")
+    return redirect("admin:rollout_panel")
 
 
 @never_cache
@@ -133,11 +186,16 @@ def panel_action(request: HttpRequest) -> HttpResponse:
     action = request.POST.get("action", "")
     stage = request.POST.get("stage") or None
     reason = (request.POST.get("reason") or "").strip()
-    if action not in ACTIONS:
+    if action not in ACTIONS + FORCE_ACTIONS:
         return HttpResponse("unknown action", status=400)
     refused = rollout_permission_missing(request.user, action=action)
     if refused:
         raise PermissionDenied(refused)
+    if action in FORCE_ACTIONS:
+        if not reason:
+            messages.error(request, "A reason is required.")
+            return redirect("admin:rollout_panel")
+        return _force_action(request, action, reason)
     state = selectors.rollout_state_get()
     error = None
     if action == "stage" and stage not in STAGE_PERCENT:
@@ -155,14 +213,21 @@ def panel_action(request: HttpRequest) -> HttpResponse:
                 raise ValueError
         except (TypeError, ValueError):
             error = "The dwell must be a whole number of seconds."
-    if error or request.POST.get("confirm") != "yes":
+    needs_force = None
+    if action == "stage" and not error and STAGE_PERCENT[stage] > STAGE_PERCENT[state.stage]:
+        # A breach refuses outright (below, from the service); the analysis can be overridden.
+        refusal = None
+        if not services.promotion_blocked_by(state=state):
+            refusal = services.promotion_analysis_refusal(state=state)
+        needs_force = str(refusal) if refusal else None
+    if error or needs_force or request.POST.get("confirm") != "yes":
         context = {
             **admin.site.each_context(request),
             "title": "Confirm rollout change",
             "action": action, "stage": stage, "reason": reason, "error": error,
             "promotion": promotion, "description": _describe(action, stage, state)
             if action != "stage" or stage in STAGE_PERCENT else "",
-            "cohorts": selectors.cohort_sizes(),
+            "cohorts": selectors.cohort_sizes(), "needs_force": needs_force,
         }  # fmt: skip
         return render(request, "admin/rollout/confirm.html", context, status=400 if error else 200)
     try:

@@ -193,7 +193,10 @@ SITE_CASES = [
 APP_LIST_NAME = "app_list"  # its regex lists the registered app labels; matched by name
 
 # Models whose admin refuses deletion to everyone (history is kept).
-NO_DELETE = {"events.event", "rollout.rolloutstate", "rollout.thresholds", "rollout.auditentry"}
+NO_DELETE = {
+    "events.event", "rollout.rolloutstate", "rollout.thresholds", "rollout.auditentry",
+    "rollout.stageanalysis", "rollout.forcedpromotionrequest",  # evidence, kept
+}  # fmt: skip
 
 # Every model in the admin, with whether a superuser may add one. A model registered
 # without an entry here fails test_every_admin_model_is_in_the_table.
@@ -220,6 +223,8 @@ ADMIN_MODELS = {
     "rollout.alert": False,
     "rollout.transportpreference": False,
     "rollout.healthsample": False,
+    "rollout.stageanalysis": False,  # recorded by the system
+    "rollout.forcedpromotionrequest": False,  # made and decided on the panel
     "reconciliation.reconciliationrun": False,
     "reconciliation.discrepancy": False,
     "axes.accessattempt": False,  # sign-in lockouts, recorded by django-axes

@@ -1,6 +1,9 @@
-"""``manage.py rollout status|stage S|kill --reason R|resume --reason R``: the rollout for
-operators without a browser. Changes are audited as the system user ("system") unless
-``--as USERNAME`` names the operator."""
+"""``manage.py rollout status|stage S [--force --reason R]|kill --reason R|resume --reason R|
+analyse``: the rollout for operators without a browser. Changes are audited as the system
+user ("system") unless ``--as USERNAME`` names the operator.
+
+Raising the stage needs a passing analysis of the stage in force; without one the command
+exits non-zero and says why, unless ``--force --reason R`` (audited as forced)."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -27,7 +30,13 @@ class Command(BaseCommand):
         sub.add_parser("status", help="stage, kill switch, cohorts, health, open alerts")
         stage = sub.add_parser("stage", help="move to a stage")
         stage.add_argument("stage", choices=[str(s) for s in STAGE_PERCENT])
-        stage.add_argument("--reason", default="set from the command line")
+        stage.add_argument("--reason", default=None)
+        stage.add_argument(
+            "--force",
+            action="store_true",
+            help="raise the stage without a passing analysis (needs --reason; audited as forced)",
+        )
+        sub.add_parser("analyse", help="record an analysis of the stage in force now")
         for name, text in (("kill", "throw the kill switch"), ("resume", "release it")):
             command = sub.add_parser(name, help=text)
             command.add_argument("--reason", required=True)
@@ -39,16 +48,25 @@ class Command(BaseCommand):
         if action == "status":
             self._status()
             return
+        if action == "analyse":
+            self._analyse()
+            return
         actor = self._actor(username)
-        reason = (options.get("reason") or "").strip()
+        force = bool(options.get("force"))
+        if force and options.get("reason") is None:
+            raise CommandError("--force needs --reason: say why the evidence is overridden")
+        reason = options.get("reason")
+        if reason is None and action == "stage":
+            reason = "set from the command line"
+        reason = (reason or "").strip()
         if not reason:
             raise CommandError("--reason must not be empty")
         try:
             if action == "stage":
                 state = services.rollout_stage_set(
-                    stage=options["stage"], actor=actor, reason=reason
+                    stage=options["stage"], actor=actor, reason=reason, force=force
                 )
-                self.stdout.write(f"stage is now {state.stage}")
+                self.stdout.write(f"stage is now {state.stage}" + (" (forced)" if force else ""))
             elif action == "kill":
                 _, changed = services.rollout_kill(actor=actor, reason=reason)
                 self.stdout.write("kill switch thrown" if changed else "kill switch already on")
@@ -57,8 +75,26 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"resumed at stage {state.stage}" if changed else "kill switch was not on"
                 )
+        except services.PromotionNeedsAnalysis as exc:
+            raise CommandError(
+                f"{exc}. To promote anyway: --force --reason R (audited as forced)."
+            ) from exc
         except services.RolloutError as exc:
             raise CommandError(str(exc)) from exc
+
+    def _analyse(self) -> None:
+        analysis = services.stage_analysis_record(trigger="manual")
+        if analysis is None:
+            raise CommandError("another analysis is being recorded right now; try again")
+        self._analysis_print(analysis, title=f"analysis #{analysis.pk} recorded")
+
+    def _analysis_print(self, analysis, *, title: str) -> None:
+        self.stdout.write(
+            f"{title}: stage {analysis.stage}, {analysis.window_start:%Y-%m-%d %H:%M:%S} to "
+            f"{analysis.window_end:%Y-%m-%d %H:%M:%S}: {analysis.verdict.upper()}"
+        )
+        for reason in analysis.reasons:
+            self.stdout.write(f"  - {reason}")
 
     def _actor(self, username: str | None):
         if username is None:
@@ -86,6 +122,13 @@ class Command(BaseCommand):
             f"{state.promotion_dwell_seconds} s",
         )
         summary.add_row("cohorts", f"websocket {sizes['websocket']}, supabase {sizes['supabase']}")
+        analysis = selectors.stage_analysis_latest(state=state)
+        summary.add_row(
+            "analysis",
+            f"{analysis.verdict} (#{analysis.pk}, {analysis.window_end:%Y-%m-%d %H:%M:%S})"
+            if analysis
+            else "none yet for this stage (raising it needs a passing one)",
+        )
         self.console.print(summary)
 
         health = Table(title="Health")
