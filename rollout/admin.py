@@ -32,6 +32,7 @@ def _urls_with_panel():
         path("rollout/panel/", panel.panel_view, name="rollout_panel"),
         path("rollout/panel/health.json", panel.health_json, name="rollout_panel_health"),
         path("rollout/panel/action/", panel.panel_action, name="rollout_panel_action"),
+        path("rollout/report/", panel.report_view, name="rollout_report"),
         path(
             "rollout/panel/alerts/<int:alert_id>/acknowledge/",
             panel.alert_acknowledge,

@@ -251,6 +251,54 @@ def panel_action(request: HttpRequest) -> HttpResponse:
     return redirect("admin:rollout_panel")
 
 
+REPORT_FORMATS = ("html", "print", "json", "csv")
+
+
+@never_cache
+@staff_required
+@require_GET
+def report_view(request: HttpRequest) -> HttpResponse:
+    """The rollout report (``rollout/report.py``): ``?format=print`` a page without the
+    admin's chrome for printing, ``json`` and ``csv`` downloads."""
+    from rollout.report import report_csv, rollout_report
+
+    fmt = request.GET.get("format", "html")
+    if fmt not in REPORT_FORMATS:
+        return JsonResponse(
+            {"error": {"code": "bad_format", "field": "format",
+                       "message": f"format must be one of {', '.join(REPORT_FORMATS)}"}},
+            status=400,
+        )  # fmt: skip
+    report = rollout_report()
+    stamp = report["generated_at"][:19].replace(":", "-")
+    if fmt == "json":
+        response = JsonResponse(report, json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="rollout-report-{stamp}.json"'
+        return response
+    if fmt == "csv":
+        response = HttpResponse(report_csv(report), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="rollout-report-{stamp}.csv"'
+        return response
+    buckets = max(len(report["series"]["supabase"]), 2)
+    context = {
+        "title": "Rollout report",
+        "report": report,
+        "latency_svg": charts.series_svg(
+            title="p95 latency (prober) at each analysis", series=report["series"],
+            key="p95_ms", buckets=buckets, threshold=None, threshold_label="", unit=" ms",
+        ),
+        "error_svg": charts.series_svg(
+            title="error rate (prober) at each analysis", series=report["series"],
+            key="error_rate", buckets=buckets, threshold=None, threshold_label="", unit=" %",
+            scale=100,
+        ),
+    }  # fmt: skip
+    if fmt == "print":
+        return render(request, "admin/rollout/report_print.html", context)
+    context.update(admin.site.each_context(request))
+    return render(request, "admin/rollout/report.html", context)
+
+
 @never_cache
 @staff_required
 @require_POST

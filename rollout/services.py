@@ -246,8 +246,10 @@ def audit_record(
     reason: str,
     figures: dict[str, Any] | None = None,
     subject_user=None,
+    at: datetime | None = None,
 ) -> AuditEntry:
     return AuditEntry.objects.create(
+        at=at or timezone.now(),
         **_actor_fields(actor),
         action=action,
         from_value=from_value,
@@ -354,12 +356,13 @@ def rollout_stage_set(
             }
             audit_record(
                 actor=actor, action=AuditAction.FORCED, from_value=previous, to_value=stage,
-                reason=reason, figures=figures,
+                reason=reason, figures=figures, at=now,
             )  # fmt: skip
         else:
+            # Dated like the stage's start, so the report pairs the entry with the run.
             audit_record(
                 actor=actor, action=AuditAction.STAGE, from_value=previous, to_value=stage,
-                reason=reason,
+                reason=reason, at=now,
             )  # fmt: skip
         if previous != stage:
             transaction.on_commit(

@@ -114,6 +114,8 @@ SITE_CASES = [
     # The rollout panel: 403 (not the admin's login redirect) to anyone but active staff.
     Case("admin/rollout/panel/", "GET", "/admin/rollout/panel/", STAFF_ONLY),
     Case("admin/rollout/panel/health.json", "GET", "/admin/rollout/panel/health.json", STAFF_ONLY),
+    # The rollout report (and its print view and exports): staff only, reads only.
+    Case("admin/rollout/report/", "GET", "/admin/rollout/report/", STAFF_ONLY),
     # Without ``confirm=yes`` the action only renders its confirmation page; even that
     # needs the action's permission (rollout.operate_kill_switch), which superusers hold.
     Case(

@@ -37,6 +37,11 @@ class Command(BaseCommand):
             help="raise the stage without a passing analysis (needs --reason; audited as forced)",
         )
         sub.add_parser("analyse", help="record an analysis of the stage in force now")
+        report = sub.add_parser(
+            "report", help="stages with their analyses and verdicts, breaches, rollbacks, ..."
+        )
+        report.add_argument("--json", action="store_true", help="the whole report as JSON")
+        report.add_argument("--csv", action="store_true", help="the timeline as CSV")
         for name, text in (("kill", "throw the kill switch"), ("resume", "release it")):
             command = sub.add_parser(name, help=text)
             command.add_argument("--reason", required=True)
@@ -50,6 +55,9 @@ class Command(BaseCommand):
             return
         if action == "analyse":
             self._analyse()
+            return
+        if action == "report":
+            self._report(as_json=options["json"], as_csv=options["csv"])
             return
         actor = self._actor(username)
         force = bool(options.get("force"))
@@ -81,6 +89,55 @@ class Command(BaseCommand):
             ) from exc
         except services.RolloutError as exc:
             raise CommandError(str(exc)) from exc
+
+    def _report(self, *, as_json: bool, as_csv: bool) -> None:
+        import json
+
+        from rollout.report import report_csv, rollout_report
+
+        if as_json and as_csv:
+            raise CommandError("choose one of --json and --csv")
+        report = rollout_report()
+        if as_json:
+            self.stdout.write(json.dumps(report, indent=2))
+            return
+        if as_csv:
+            self.stdout.write(report_csv(report), ending="")
+            return
+        state = report["state"]
+        self.stdout.write(
+            f"Rollout report, {report['generated_at']}: stage {state['stage']}"
+            + (" (KILLED)" if state["killed"] else "")
+        )
+        self.stdout.write("\nStages")
+        for run in report["stages"]:
+            self.stdout.write(
+                f"  {run['stage']:>6}  {run['started_at'] or '?'} -> {run['ended_at'] or 'now'}"
+                f"  verdict {run['verdict'] or '-'}"
+                + ("  FORCED" if run["forced"] else "")
+                + (f"  by {run['started_by']}: {run['reason']}" if run["started_by"] else "")
+            )
+            for analysis in run["analyses"]:
+                label = f"#{analysis['id']}" if analysis["recorded"] else "provisional"
+                sb = analysis["transports"]["supabase"]["prober"]
+                ws = analysis["transports"]["websocket"]["prober"]
+                self.stdout.write(
+                    f"          analysis {label}{' (final)' if analysis['final'] else ''} "
+                    f"to {analysis['window_end']}: {analysis['verdict']}; p95 supabase "
+                    f"{_fmt(sb['p95_ms'], ' ms')}, websocket {_fmt(ws['p95_ms'], ' ms')}"
+                )
+                for reason in analysis["reasons"]:
+                    self.stdout.write(f"            - {reason}")
+        self.stdout.write(
+            "\nBreaches, rollbacks, resumes, forced promotions, reconciliation runs and alerts"
+        )
+        for event in report["events"]:
+            self.stdout.write(
+                f"  {event['at']}  {event['kind']:<26} {event['actor']}: "
+                f"{event['from']} -> {event['to']}  {event['detail']}"
+            )
+        if not report["events"]:
+            self.stdout.write("  none")
 
     def _analyse(self) -> None:
         analysis = services.stage_analysis_record(trigger="manual")
