@@ -366,7 +366,7 @@ def rollout_stage_set(
             )  # fmt: skip
         if previous != stage:
             transaction.on_commit(
-                lambda: _stage_end_analysis_record(
+                lambda: _stage_end_analysis_enqueue(
                     stage=previous,
                     stage_started_at=previous_started_at,
                     ended_at=now,
@@ -420,24 +420,54 @@ def stage_analysis_record(
         )  # fmt: skip
 
 
-def _stage_end_analysis_record(
+def _stage_end_analysis_enqueue(
     *, stage: str, stage_started_at: datetime, ended_at: datetime,
     resumed_at: datetime | None, cohorts: dict[str, int],
 ) -> None:  # fmt: skip
-    """After a stage change commits: the final analysis of the stage that ended. A failure
-    is logged, never raised: the change is done and must not look as if it failed."""
+    """After a stage change commits: queue the final analysis of the stage that ended (a
+    worker computes it, so neither a request nor the promotion task waits for it). With
+    the broker down it is recorded here instead; a failure is logged, never raised: the
+    change is done and must not look as if it failed."""
+    from rollout.tasks import stage_analysis_final_record as task
+
+    arguments = {
+        "stage": stage, "stage_started_at": stage_started_at.isoformat(),
+        "ended_at": ended_at.isoformat(),
+        "resumed_at": resumed_at.isoformat() if resumed_at else None, "cohorts": cohorts,
+    }  # fmt: skip
+    try:
+        task.delay(**arguments)
+        return
+    except Exception:
+        logger.exception("could not queue the final analysis of stage %s; recording it now", stage)
+    try:
+        stage_analysis_final_record(
+            stage=stage, stage_started_at=stage_started_at, ended_at=ended_at,
+            resumed_at=resumed_at, cohorts=cohorts,
+        )  # fmt: skip
+    except Exception:
+        logger.exception("the final analysis of stage %s could not be recorded", stage)
+
+
+def stage_analysis_final_record(
+    *, stage: str, stage_started_at: datetime, ended_at: datetime,
+    resumed_at: datetime | None, cohorts: dict[str, int],
+) -> StageAnalysis:  # fmt: skip
+    """The final analysis of a stage run that ended at ``ended_at`` (from its start, or a
+    later resume). Once per run: a repeat (a retried task) returns the one recorded."""
+    existing = StageAnalysis.objects.filter(
+        stage=stage, stage_started_at=stage_started_at, final=True
+    ).first()
+    if existing is not None:
+        return existing
     window_start = stage_started_at
     if resumed_at is not None and window_start < resumed_at <= ended_at:
         window_start = resumed_at
-    try:
-        with transaction.atomic():
-            _analysis_save(
-                stage=stage, stage_started_at=stage_started_at, window_start=window_start,
-                window_end=ended_at, trigger=AnalysisTrigger.STAGE_END, final=True,
-                cohorts=cohorts,
-            )  # fmt: skip
-    except Exception:
-        logger.exception("the final analysis of stage %s could not be recorded", stage)
+    with transaction.atomic():
+        return _analysis_save(
+            stage=stage, stage_started_at=stage_started_at, window_start=window_start,
+            window_end=ended_at, trigger=AnalysisTrigger.STAGE_END, final=True, cohorts=cohorts,
+        )  # fmt: skip
 
 
 def forced_promotion_request(*, stage: str, actor, reason: str) -> ForcedPromotionRequest:

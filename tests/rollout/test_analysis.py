@@ -227,7 +227,7 @@ def test_the_beat_task_records_an_analysis(celery_eager):
 
 
 def test_a_stage_change_records_the_final_analysis_of_the_stage_that_ended(
-    staff_user, django_capture_on_commit_callbacks
+    staff_user, django_capture_on_commit_callbacks, celery_eager
 ):
     started = selectors.rollout_state_get().stage_started_at
     _prober("websocket", _lognormal(40, seed=1))
@@ -241,6 +241,12 @@ def test_a_stage_change_records_the_final_analysis_of_the_stage_that_ended(
     assert state.stage_started_at > started
     # the new stage has a run of its own, with no analysis yet
     assert selectors.stage_analysis_latest() is None
+    # a repeated task (a retry) records no second final analysis
+    tasks.stage_analysis_final_record.delay(
+        stage="shadow", stage_started_at=started.isoformat(),
+        ended_at=state.stage_started_at.isoformat(), resumed_at=None, cohorts={},
+    )  # fmt: skip
+    assert StageAnalysis.objects.filter(final=True).count() == 1
 
 
 def test_after_a_resume_the_analysis_judges_only_what_came_after(staff_user):

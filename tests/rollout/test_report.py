@@ -26,7 +26,7 @@ def run(*args: str) -> str:
 
 
 def test_report_json_on_a_fresh_database_after_rollout_stage_10_lists_the_stage_with_its_analysis(
-    django_capture_on_commit_callbacks,
+    django_capture_on_commit_callbacks, celery_eager
 ):
     # given a fresh database: no evidence, so the plain command refuses
     with pytest.raises(Exception, match="promotion needs a passing analysis"):
@@ -55,7 +55,7 @@ def test_report_json_on_a_fresh_database_after_rollout_stage_10_lists_the_stage_
 
 
 @pytest.fixture
-def a_rollout(staff_user, django_capture_on_commit_callbacks):
+def a_rollout(staff_user, django_capture_on_commit_callbacks, celery_eager):
     """shadow → 10 (evidence passed) → a breach and a rollback → a resume → a reconciliation."""
     from reconciliation.models import ReconciliationRun
 
