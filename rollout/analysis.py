@@ -29,9 +29,9 @@ the quorum of distinct users on both paths). A check runs only with at least
 Quota headroom is not computed here: the quota work (issue 13) fills that field.
 """
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from math import ceil
 from typing import Any
 
 from django.db.models import Count, Sum
@@ -50,6 +50,12 @@ from rollout.weighting import telemetry_latency_values, telemetry_weighted
 
 # Latencies read per transport and source: a day of the prober every 5 s is ~17,000.
 MAX_VALUES = 200_000
+
+
+def _finite(value) -> float | None:
+    """A test's figure as JSON can hold it (jsonb refuses NaN): None when undefined."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 @dataclass
@@ -97,7 +103,7 @@ def latency_compare(
         )  # fmt: skip
     result = stats.mannwhitneyu(supabase, legacy, alternative="greater")
     effect = float(result.statistic) / (len(supabase) * len(legacy))
-    figures.update(u=float(result.statistic), p_value=float(result.pvalue), effect=effect)
+    figures.update(u=float(result.statistic), p_value=_finite(result.pvalue), effect=effect)
     alpha, allowed = thresholds.analysis_significance_level, thresholds.analysis_max_effect_size
     if result.pvalue < alpha and effect > allowed:
         return Check(
@@ -153,7 +159,7 @@ def errors_compare(
     ws_rate = ws_fail / ws_ops
     table = [[sb_fail, sb_ops - sb_fail], [ws_fail, ws_ops - ws_fail]]
     result = stats.fisher_exact(table, alternative="greater")
-    figures["p_value"] = float(result.pvalue)
+    figures["p_value"] = _finite(result.pvalue)
     alpha, allowed = (
         thresholds.analysis_significance_level,
         thresholds.analysis_error_rate_max_increase,
@@ -273,7 +279,7 @@ def stage_analysis_compute(
     reads only, saves nothing."""
     from rollout.selectors import transport_health
 
-    seconds = max(1, ceil((window_end - window_start).total_seconds()) + 1)
+    seconds = max(1, math.ceil((window_end - window_start).total_seconds()) + 1)
     transports: dict[str, Any] = {}
     prober, pages, values = {}, {}, {}
     for transport in Transport.values:

@@ -258,3 +258,12 @@ def test_after_a_resume_the_analysis_judges_only_what_came_after(staff_user):
     analysis = _record()
     assert analysis.window_start == state.resumed_at
     assert analysis.verdict == "inconclusive"
+
+
+def test_identical_constant_latencies_pass_and_store_only_finite_figures():
+    _prober("websocket", [40.0] * 60)
+    _prober("supabase", [40.0] * 60)
+    analysis = _record()
+    assert analysis.verdict == "pass", analysis.reasons
+    assert analysis.comparison["prober"]["latency"]["effect"] == 0.5
+    assert analysis.comparison["prober"]["errors"]["p_value"] == 1.0
