@@ -906,11 +906,19 @@ def prober_session_create(*, user_id: int) -> str:
         SESSION_KEY,
         get_user_model,
     )
+    from django.utils.module_loading import import_string
 
     user = get_user_model().objects.get(pk=user_id)
     store = import_module(settings.SESSION_ENGINE).SessionStore()
     store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+    # The first backend that can load a user from a session: django-axes' backend comes
+    # first (it refuses locked sign-ins) and has no get_user, so naming it here made every
+    # request with this session fail (the prober's legacy feed answered HTTP 500).
+    store[BACKEND_SESSION_KEY] = next(
+        path
+        for path in settings.AUTHENTICATION_BACKENDS
+        if hasattr(import_string(path), "get_user")
+    )
     store[HASH_SESSION_KEY] = user.get_session_auth_hash()
     store.create()
     return store.session_key
