@@ -101,16 +101,22 @@ def latency_compare(
             f"{source}: too few latencies to compare ({len(supabase)} Supabase, "
             f"{len(legacy)} legacy; {minimum} needed on each)",
         )  # fmt: skip
-    result = stats.mannwhitneyu(supabase, legacy, alternative="greater")
+    tolerance = thresholds.analysis_latency_tolerance_ms
+    shifted = [value - tolerance for value in supabase] if tolerance else supabase
+    result = stats.mannwhitneyu(shifted, legacy, alternative="greater")
     effect = float(result.statistic) / (len(supabase) * len(legacy))
-    figures.update(u=float(result.statistic), p_value=_finite(result.pvalue), effect=effect)
+    figures.update(
+        u=float(result.statistic), p_value=_finite(result.pvalue), effect=effect,
+        tolerance_ms=tolerance,
+    )  # fmt: skip
     alpha, allowed = thresholds.analysis_significance_level, thresholds.analysis_max_effect_size
+    beyond = f" by more than {tolerance:g} ms" if tolerance else ""
     if result.pvalue < alpha and effect > allowed:
         return Check(
             "latency", "worse", figures,
-            f"{source}: Supabase latencies are stochastically greater than legacy's "
+            f"{source}: Supabase latencies are stochastically greater than legacy's{beyond} "
             f"(Mann-Whitney U, p = {result.pvalue:.2g} < {alpha:g}; a Supabase delivery is "
-            f"slower than a legacy one {effect:.0%} of the time, allowed {allowed:.0%})",
+            f"slower{beyond} than a legacy one {effect:.0%} of the time, allowed {allowed:.0%})",
         )  # fmt: skip
     return Check(
         "latency", "ok", figures,
@@ -359,6 +365,7 @@ def stage_analysis_compute(
             "significance_level": thresholds.analysis_significance_level,
             "min_samples": thresholds.analysis_min_samples,
             "max_effect_size": thresholds.analysis_max_effect_size,
+            "latency_tolerance_ms": thresholds.analysis_latency_tolerance_ms,
             "error_rate_max_increase": thresholds.analysis_error_rate_max_increase,
             "error_rate_max": thresholds.error_rate_max,
         },

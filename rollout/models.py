@@ -284,6 +284,13 @@ class Thresholds(models.Model):
         "exceeds a legacy one (0.5: no difference; 0.6: a random Supabase delivery is slower "
         "than a random legacy one 60 % of the time). A significant excess above it fails.",
     )
+    analysis_latency_tolerance_ms = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0)],
+        help_text="Stage analysis: Supabase latencies are compared after taking this many ms "
+        "off each (0: strict). Says 'slower by up to this much is fine', like the rollback "
+        "rule's latency floor.",
+    )
     analysis_error_rate_max_increase = models.FloatField(
         default=0.01,
         validators=[MinValueValidator(0), MaxValueValidator(1)],

@@ -27,6 +27,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='thresholds',
+            name='analysis_latency_tolerance_ms',
+            field=models.FloatField(default=0.0, help_text="Stage analysis: Supabase latencies are compared after taking this many ms off each (0: strict). Says 'slower by up to this much is fine', like the rollback rule's latency floor.", validators=[django.core.validators.MinValueValidator(0)]),
+        ),
+        migrations.AddField(
+            model_name='thresholds',
             name='analysis_max_effect_size',
             field=models.FloatField(default=0.6, help_text='Stage analysis: the largest allowed probability that a Supabase latency exceeds a legacy one (0.5: no difference; 0.6: a random Supabase delivery is slower than a random legacy one 60 % of the time). A significant excess above it fails.', validators=[django.core.validators.MinValueValidator(0.5), django.core.validators.MaxValueValidator(1.0)]),
         ),

@@ -126,6 +126,20 @@ def test_the_thresholds_are_read_from_the_admin_row():
     assert _record().verdict == "inconclusive"
 
 
+def test_a_latency_tolerance_accepts_a_path_slower_by_less_than_it():
+    legacy = _lognormal(15, seed=1)
+    _prober("websocket", legacy)
+    _prober("supabase", [value + 10 for value in _lognormal(15, seed=2)])  # +10 ms each
+    assert _record().verdict == "fail"
+    Thresholds.objects.filter(id=1).update(analysis_latency_tolerance_ms=15)
+    analysis = _record()
+    assert analysis.verdict == "pass", analysis.reasons
+    assert analysis.comparison["prober"]["latency"]["tolerance_ms"] == 15
+    Thresholds.objects.filter(id=1).update(analysis_latency_tolerance_ms=5)
+    failed = _record()
+    assert failed.verdict == "fail" and "by more than 5 ms" in failed.reasons[0]
+
+
 # --- Pages, through the real API and the weighting of rollout/weighting.py ----------------------
 
 
