@@ -175,8 +175,12 @@ def test_promote_anyway_needs_the_approval_of_a_second_staff_account(client, ada
     )
     assert "cannot decide your own request" in response.content.decode()
     assert _state().stage == "shadow"
-    # bob approves: a confirmation restating the effect, then the stage moves
+    # bob sees the request with Approve and Reject, and approves: a confirmation
+    # restating the effect, then the stage moves
     _as(client, bob)
+    panel = client.get(PANEL).content.decode()
+    assert f'data-testid="force-request-{request.pk}"' in panel
+    assert 'value="force_approve">Approve…' in panel and 'value="force_reject">Reject' in panel
     confirm = client.post(
         ACTION, {"action": "force_approve", "request_id": request.pk, "reason": "agreed"}
     )
