@@ -16,8 +16,10 @@ from rollout.models import (
     Alert,
     AuditEntry,
     Flag,
+    ForcedPromotionRequest,
     HealthSample,
     RolloutState,
+    StageAnalysis,
     Thresholds,
     TransportPreference,
 )
@@ -30,6 +32,7 @@ def _urls_with_panel():
         path("rollout/panel/", panel.panel_view, name="rollout_panel"),
         path("rollout/panel/health.json", panel.health_json, name="rollout_panel_health"),
         path("rollout/panel/action/", panel.panel_action, name="rollout_panel_action"),
+        path("rollout/report/", panel.report_view, name="rollout_report"),
         path(
             "rollout/panel/alerts/<int:alert_id>/acknowledge/",
             panel.alert_acknowledge,
@@ -144,4 +147,43 @@ class HealthSampleAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(StageAnalysis)
+class StageAnalysisAdmin(admin.ModelAdmin):
+    """Evidence: recorded by the system (beat, stage changes, ``rollout analyse``), never
+    edited."""
+
+    list_display = ["recorded_at", "stage", "verdict", "final", "trigger", "window_start",
+                    "window_end"]  # fmt: skip
+    list_filter = ["verdict", "stage", "final", "trigger"]
+    readonly_fields = [f.name for f in StageAnalysis._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ForcedPromotionRequest)
+class ForcedPromotionRequestAdmin(admin.ModelAdmin):
+    """Decided on the rollout panel (four eyes), read here."""
+
+    list_display = ["requested_at", "from_stage", "to_stage", "requested_by", "status",
+                    "decided_by", "decided_at"]  # fmt: skip
+    list_filter = ["status"]
+    readonly_fields = [f.name for f in ForcedPromotionRequest._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

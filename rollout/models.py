@@ -107,6 +107,10 @@ class RolloutState(models.Model):
         help_text="Last release of the kill switch; the rollback rules and promotion gates "
         "judge only samples taken after it.",
     )
+    # When the stage in force began: the start of its analyses' window (rollout/analysis.py).
+    stage_started_at = models.DateTimeField(
+        default=timezone.now, help_text="When the stage in force began."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -145,6 +149,9 @@ class AuditAction(models.TextChoices):
     PROMOTION = "promotion", "Automatic promotion settings"
     THRESHOLDS = "thresholds", "Thresholds changed"
     ALERT_ACK = "alert_ack", "Alert acknowledged"
+    FORCE_REQUEST = "force_request", "Forced promotion requested"
+    FORCE_DECISION = "force_decision", "Forced promotion request decided"
+    FORCED = "forced", "Stage raised without a passing analysis"
 
 
 class AuditEntry(models.Model):
@@ -257,6 +264,39 @@ class Thresholds(models.Model):
     consecutive_connect_failures_max = models.PositiveIntegerField(
         default=3, help_text="Roll back at this many connection failures in a row."
     )
+    # The stage analysis (rollout/analysis.py): what a passing stage must show.
+    analysis_significance_level = models.FloatField(
+        default=0.01,
+        validators=[MinValueValidator(1e-6), MaxValueValidator(0.5)],
+        help_text="Stage analysis: a one-sided test (Mann-Whitney U on latency, Fisher's "
+        "exact on errors) must reach this p-value before Supabase is called worse.",
+    )
+    analysis_min_samples = models.PositiveIntegerField(
+        default=50,
+        validators=[MinValueValidator(2)],
+        help_text="Stage analysis: latencies and operations needed on EACH transport; with "
+        "fewer from every source the verdict is inconclusive.",
+    )
+    analysis_max_effect_size = models.FloatField(
+        default=0.6,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
+        help_text="Stage analysis: the largest allowed probability that a Supabase latency "
+        "exceeds a legacy one (0.5: no difference; 0.6: a random Supabase delivery is slower "
+        "than a random legacy one 60 % of the time). A significant excess above it fails.",
+    )
+    analysis_latency_tolerance_ms = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0)],
+        help_text="Stage analysis: Supabase latencies are compared after taking this many ms "
+        "off each (0: strict). Says 'slower by up to this much is fine', like the rollback "
+        "rule's latency floor.",
+    )
+    analysis_error_rate_max_increase = models.FloatField(
+        default=0.01,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Stage analysis: the largest allowed excess of the Supabase error rate over "
+        "the legacy one (0.01 = 1 point). A significant excess above it fails.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -312,3 +352,108 @@ class Alert(models.Model):
     @property
     def is_open(self) -> bool:
         return self.acknowledged_at is None
+
+
+# --- Stage analyses and forced promotions ---------------------------------------------------
+
+
+class Verdict(models.TextChoices):
+    PASS = "pass", "Pass"
+    FAIL = "fail", "Fail"
+    INCONCLUSIVE = "inconclusive", "Inconclusive (too few samples)"
+
+
+class AnalysisTrigger(models.TextChoices):
+    PERIODIC = "periodic", "Periodic (Celery beat)"
+    STAGE_END = "stage_end", "Stage ended"
+    MANUAL = "manual", "Manual (command or panel)"
+
+
+class StageAnalysis(models.Model):
+    """The evidence for one stage over one window (``rollout/analysis.py`` computes it).
+
+    Recorded while a stage runs (Celery beat) and when it ends (``final``, after the
+    stage change commits). ``stage_started_at`` names the stage's run: raising the stage
+    needs the latest analysis of the run in force to pass. Rows are never edited.
+    """
+
+    stage = models.CharField(max_length=8, choices=Stage.choices)
+    stage_started_at = models.DateTimeField(help_text="Start of the stage's run.")
+    window_start = models.DateTimeField(help_text="The later of the stage start and a resume.")
+    window_end = models.DateTimeField()
+    recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
+    trigger = models.CharField(max_length=12, choices=AnalysisTrigger.choices)
+    final = models.BooleanField(default=False, help_text="Recorded when the stage ended.")
+    verdict = models.CharField(max_length=12, choices=Verdict.choices)
+    reasons = models.JSONField(default=list, blank=True, help_text="Why, one sentence each.")
+    # Per transport: users (cohort, page reporters), p50/p95/p99, error rate, connection
+    # failures, from the prober (full weight) and from pages (rollout/weighting.py).
+    transports = models.JSONField(default=dict, blank=True)
+    # The tests behind the verdict: per source, Mann-Whitney U and Fisher's exact.
+    comparison = models.JSONField(default=dict, blank=True)
+    # Events delivered per sink, validated by reconciliation, sampled share per route.
+    events = models.JSONField(default=dict, blank=True)
+    # Reconciliation runs started in the window and their discrepancies.
+    reconciliation = models.JSONField(default=dict, blank=True)
+    thresholds = models.JSONField(default=dict, blank=True, help_text="As they were applied.")
+    # Supabase quota headroom in the window: left empty on purpose. The quota work
+    # (issue 13) fills it; until then no figure is invented here.
+    quota_headroom = models.JSONField(
+        null=True, blank=True, help_text="Filled by the quota work (issue 13); empty until then."
+    )
+
+    class Meta:
+        ordering = ["-recorded_at", "-id"]
+        verbose_name_plural = "stage analyses"
+        indexes = [
+            models.Index(
+                fields=["stage", "stage_started_at", "-recorded_at"], name="rollout_analysis_run"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"stage {self.stage} @ {self.window_end:%Y-%m-%d %H:%M}: {self.verdict}"
+
+
+class ForceRequestStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a second staff account"
+    APPROVED = "approved", "Approved (stage raised)"
+    REJECTED = "rejected", "Rejected"
+    STALE = "stale", "Stale (the stage changed meanwhile)"
+
+
+class ForcedPromotionRequest(models.Model):
+    """ "Promote anyway": one staff account asks, another with ``rollout.set_stage``
+    approves (four eyes). Both steps are audited; nobody approves their own request."""
+
+    from_stage = models.CharField(max_length=8, choices=Stage.choices)
+    to_stage = models.CharField(max_length=8, choices=Stage.choices)
+    stage_started_at = models.DateTimeField(help_text="The run of from_stage it was asked in.")
+    reason = models.TextField()
+    analysis = models.ForeignKey(
+        StageAnalysis, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(
+        max_length=12, choices=ForceRequestStatus.choices, default=ForceRequestStatus.PENDING
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(decided_by=models.F("requested_by")),
+                name="rollout_force_request_four_eyes",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.from_stage} → {self.to_stage} ({self.status})"

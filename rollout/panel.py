@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from rollout import charts, selectors, services
-from rollout.models import STAGE_PERCENT, Alert, Stage
+from rollout.models import STAGE_PERCENT, Alert, ForcedPromotionRequest, Stage
 from rollout.permissions import rollout_permission_missing, rollout_permissions_for
 
 CHART_BUCKETS = 30
@@ -85,6 +85,8 @@ def panel_view(request: HttpRequest) -> HttpResponse:
         "audit": selectors.audit_entries(limit=50),
         "alerts": selectors.open_alerts(),
         "refused": rollout_permissions_for(request.user),
+        "analysis": selectors.stage_analysis_latest(state=state),
+        "force_requests": selectors.forced_promotion_requests_pending(),
         **_health_context(),
     }
     return render(request, "admin/rollout/panel.html", context)
@@ -123,6 +125,57 @@ def _describe(action: str, stage: str | None, state) -> str:
 
 
 ACTIONS = ("stage", "kill", "resume", "promotion")
+FORCE_ACTIONS = ("force_request", "force_approve", "force_reject")
+
+
+def _force_action(request: HttpRequest, action: str, reason: str) -> HttpResponse:
+    """ "Promote anyway", four eyes: one staff account asks (from the stage confirmation
+    page), another approves (confirmation page, then the stage is raised) or rejects."""
+    if action == "force_request":
+        try:
+            services.forced_promotion_request(
+                stage=request.POST.get("stage", ""), actor=request.user, reason=reason
+            )
+        except services.RolloutError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request,
+                "Forced promotion requested: a second staff account with the permission "
+                "rollout.set_stage must approve it on this panel.",
+            )
+        return redirect("admin:rollout_panel")
+    try:
+        request_id = int(request.POST.get("request_id", ""))
+    except ValueError:
+        return HttpResponse("request_id must be a number", status=400)
+    force_request = get_object_or_404(
+        ForcedPromotionRequest.objects.select_related("requested_by", "analysis"), pk=request_id
+    )
+    if action == "force_approve" and request.POST.get("confirm") != "yes":
+        context = {
+            **admin.site.each_context(request),
+            "title": "Confirm forced promotion",
+            "action": action, "reason": reason, "force_request": force_request,
+            "description": (
+                f"Approve {force_request.requested_by.get_username()}'s request: raise the "
+                f"rollout from stage {force_request.from_stage} to stage "
+                f"{force_request.to_stage} WITHOUT a passing analysis "
+                f"(“{force_request.reason}”). Audited as forced, with both names."
+            ),
+            "cohorts": selectors.cohort_sizes(),
+        }  # fmt: skip
+        return render(request, "admin/rollout/confirm.html", context)
+    try:
+        decided = services.forced_promotion_decide(
+            request_id=request_id, actor=request.user, approve=action == "force_approve",
+            reason=reason,
+        )  # fmt: skip
+    except services.RolloutError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Request #{decided.pk}: {decided.get_status_display()}.")
+    return redirect("admin:rollout_panel")
 
 
 @never_cache
@@ -133,11 +186,16 @@ def panel_action(request: HttpRequest) -> HttpResponse:
     action = request.POST.get("action", "")
     stage = request.POST.get("stage") or None
     reason = (request.POST.get("reason") or "").strip()
-    if action not in ACTIONS:
+    if action not in ACTIONS + FORCE_ACTIONS:
         return HttpResponse("unknown action", status=400)
     refused = rollout_permission_missing(request.user, action=action)
     if refused:
         raise PermissionDenied(refused)
+    if action in FORCE_ACTIONS:
+        if not reason:
+            messages.error(request, "A reason is required.")
+            return redirect("admin:rollout_panel")
+        return _force_action(request, action, reason)
     state = selectors.rollout_state_get()
     error = None
     if action == "stage" and stage not in STAGE_PERCENT:
@@ -155,14 +213,21 @@ def panel_action(request: HttpRequest) -> HttpResponse:
                 raise ValueError
         except (TypeError, ValueError):
             error = "The dwell must be a whole number of seconds."
-    if error or request.POST.get("confirm") != "yes":
+    needs_force = None
+    if action == "stage" and not error and STAGE_PERCENT[stage] > STAGE_PERCENT[state.stage]:
+        # A breach refuses outright (below, from the service); the analysis can be overridden.
+        refusal = None
+        if not services.promotion_blocked_by(state=state):
+            refusal = services.promotion_analysis_refusal(state=state)
+        needs_force = str(refusal) if refusal else None
+    if error or needs_force or request.POST.get("confirm") != "yes":
         context = {
             **admin.site.each_context(request),
             "title": "Confirm rollout change",
             "action": action, "stage": stage, "reason": reason, "error": error,
             "promotion": promotion, "description": _describe(action, stage, state)
             if action != "stage" or stage in STAGE_PERCENT else "",
-            "cohorts": selectors.cohort_sizes(),
+            "cohorts": selectors.cohort_sizes(), "needs_force": needs_force,
         }  # fmt: skip
         return render(request, "admin/rollout/confirm.html", context, status=400 if error else 200)
     try:
@@ -184,6 +249,54 @@ def panel_action(request: HttpRequest) -> HttpResponse:
     except services.RolloutError as exc:
         messages.error(request, str(exc))
     return redirect("admin:rollout_panel")
+
+
+REPORT_FORMATS = ("html", "print", "json", "csv")
+
+
+@never_cache
+@staff_required
+@require_GET
+def report_view(request: HttpRequest) -> HttpResponse:
+    """The rollout report (``rollout/report.py``): ``?format=print`` a page without the
+    admin's chrome for printing, ``json`` and ``csv`` downloads."""
+    from rollout.report import report_csv, rollout_report
+
+    fmt = request.GET.get("format", "html")
+    if fmt not in REPORT_FORMATS:
+        return JsonResponse(
+            {"error": {"code": "bad_format", "field": "format",
+                       "message": f"format must be one of {', '.join(REPORT_FORMATS)}"}},
+            status=400,
+        )  # fmt: skip
+    report = rollout_report()
+    stamp = report["generated_at"][:19].replace(":", "-")
+    if fmt == "json":
+        response = JsonResponse(report, json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="rollout-report-{stamp}.json"'
+        return response
+    if fmt == "csv":
+        response = HttpResponse(report_csv(report), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="rollout-report-{stamp}.csv"'
+        return response
+    buckets = max(len(report["series"]["supabase"]), 2)
+    context = {
+        "title": "Rollout report",
+        "report": report,
+        "latency_svg": charts.series_svg(
+            title="p95 latency (prober) at each analysis", series=report["series"],
+            key="p95_ms", buckets=buckets, threshold=None, threshold_label="", unit=" ms",
+        ),
+        "error_svg": charts.series_svg(
+            title="error rate (prober) at each analysis", series=report["series"],
+            key="error_rate", buckets=buckets, threshold=None, threshold_label="", unit=" %",
+            scale=100,
+        ),
+    }  # fmt: skip
+    if fmt == "print":
+        return render(request, "admin/rollout/report_print.html", context)
+    context.update(admin.site.each_context(request))
+    return render(request, "admin/rollout/report.html", context)
 
 
 @never_cache

@@ -4,7 +4,8 @@ Being staff lets a user see the panel (state, health, alerts, audit) and acknowl
 alerts. Changing anything needs a permission of its own, granted to a user or a group in
 the admin (Users or Groups → permissions); superusers hold every permission:
 
-- ``rollout.set_stage``: set the stage, configure automatic promotion;
+- ``rollout.set_stage``: set the stage, configure automatic promotion, request a forced
+  promotion and approve or reject another account's request;
 - ``rollout.operate_kill_switch``: throw and release the kill switch;
 - ``rollout.change_thresholds``: edit the rollback thresholds (the model's own change
   permission, checked by the admin's Thresholds page).
@@ -24,6 +25,10 @@ CHANGE_THRESHOLDS = "rollout.change_thresholds"
 ACTION_PERMISSION: dict[str, str] = {
     "stage": SET_STAGE,
     "promotion": SET_STAGE,
+    # "Promote anyway" (four eyes): asking, and a second account approving or rejecting.
+    "force_request": SET_STAGE,
+    "force_approve": SET_STAGE,
+    "force_reject": SET_STAGE,
     "kill": OPERATE_KILL_SWITCH,
     "resume": OPERATE_KILL_SWITCH,
 }

@@ -25,6 +25,7 @@ from rollout.models import (
     RolloutState,
     SampleKind,
     SampleOrigin,
+    StageAnalysis,
     Thresholds,
     Transport,
     TransportChoice,
@@ -122,6 +123,27 @@ def cohort_sizes() -> dict[str, int]:
             choice = Transport.SUPABASE if in_cohort else Transport.WEBSOCKET
         sizes[str(choice)] += 1
     return sizes
+
+
+def stage_analysis_latest(*, state: RolloutState | None = None) -> StageAnalysis | None:
+    """The latest analysis of the stage in force (of its current run: a stage left and
+    entered again starts a new run, with no analysis yet)."""
+    state = state or rollout_state_get()
+    return (
+        StageAnalysis.objects.filter(stage=state.stage, stage_started_at=state.stage_started_at)
+        .order_by("-recorded_at", "-id")
+        .first()
+    )
+
+
+def forced_promotion_requests_pending() -> list:
+    from rollout.models import ForcedPromotionRequest, ForceRequestStatus
+
+    return list(
+        ForcedPromotionRequest.objects.filter(status=ForceRequestStatus.PENDING).select_related(
+            "requested_by", "analysis"
+        )
+    )
 
 
 def audit_entries(*, limit: int = 50) -> list[AuditEntry]:

@@ -24,17 +24,22 @@ from rollout.models import (
     SUPABASE_REALTIME_FLAG,
     Alert,
     AlertSeverity,
+    AnalysisTrigger,
     AuditAction,
     AuditEntry,
     Flag,
+    ForcedPromotionRequest,
+    ForceRequestStatus,
     HealthSample,
     RolloutState,
     SampleKind,
     SampleOrigin,
     Stage,
+    StageAnalysis,
     Transport,
     TransportChoice,
     TransportPreference,
+    Verdict,
 )
 
 logger = logging.getLogger(__name__)
@@ -241,8 +246,10 @@ def audit_record(
     reason: str,
     figures: dict[str, Any] | None = None,
     subject_user=None,
+    at: datetime | None = None,
 ) -> AuditEntry:
     return AuditEntry.objects.create(
+        at=at or timezone.now(),
         **_actor_fields(actor),
         action=action,
         from_value=from_value,
@@ -261,12 +268,49 @@ def promotion_blocked_by(*, state: RolloutState, now: datetime | None = None) ->
     return [breach.message for breach in report.breaches]
 
 
-def rollout_stage_set(*, stage: str, actor, reason: str) -> RolloutState:
+class PromotionNeedsAnalysis(RolloutError):
+    """Raising the stage without a passing analysis of the stage in force."""
+
+    def __init__(self, *, analysis: StageAnalysis | None, message: str) -> None:
+        super().__init__(message)
+        self.analysis = analysis
+
+
+def promotion_analysis_refusal(*, state: RolloutState) -> PromotionNeedsAnalysis | None:
+    """Why the stage in force may not be raised on its evidence (None: its latest
+    analysis passes)."""
+    analysis = selectors.stage_analysis_latest(state=state)
+    if analysis is None:
+        return PromotionNeedsAnalysis(
+            analysis=None,
+            message=f"promotion needs a passing analysis of stage {state.stage}, and none has "
+            "been recorded since it began (one is recorded every 5 minutes; `manage.py rollout "
+            "analyse` records one now)",
+        )
+    if analysis.verdict != Verdict.PASS:
+        return PromotionNeedsAnalysis(
+            analysis=analysis,
+            message=f"promotion needs a passing analysis of stage {state.stage}; the latest "
+            f"(#{analysis.pk}, {analysis.window_end:%Y-%m-%d %H:%M:%S}) is "
+            f"{analysis.verdict}: " + "; ".join(analysis.reasons[:3]),
+        )
+    return None
+
+
+def rollout_stage_set(
+    *, stage: str, actor, reason: str, force: bool = False, approved_by=None
+) -> RolloutState:
     """Move to ``stage`` (shadow, 10, 50, 100): the flag's percent follows in the same
     transaction. ``actor`` None means the system (automatic promotion).
 
     Raising the stage is refused while the Supabase path breaches a threshold (judged as
-    the rollback rules judge it, since the last resume); lowering it never is.
+    the rollback rules judge it, since the last resume), and unless the latest analysis of
+    the stage in force passes (``PromotionNeedsAnalysis``). ``force`` skips the analysis
+    (never the breach) and is audited as ``forced``: the command line's ``--force``, or a
+    second staff account's approval (``approved_by``, see
+    ``forced_promotion_decide``). Lowering is never refused.
+
+    After commit the analysis of the stage that ended is recorded (``final``).
     """
     if stage not in STAGE_PERCENT:
         raise RolloutError(f"unknown stage {stage!r}: choose one of {', '.join(STAGE_PERCENT)}")
@@ -274,30 +318,242 @@ def rollout_stage_set(*, stage: str, actor, reason: str) -> RolloutState:
     with transaction.atomic():
         state = _state_locked()
         previous = state.stage
-        if STAGE_PERCENT[stage] > STAGE_PERCENT[previous]:
+        previous_started_at = state.stage_started_at
+        raising = STAGE_PERCENT[stage] > STAGE_PERCENT[previous]
+        forced_over = None
+        if raising:
             blocked = promotion_blocked_by(state=state)
             if blocked:
                 raise RolloutError(
                     f"promotion blocked: {'; '.join(blocked)}. Fix the Supabase path (or the "
                     "thresholds) first; lowering the stage is always allowed."
                 )
+            forced_over = promotion_analysis_refusal(state=state)
+            if forced_over is not None and not force:
+                raise forced_over
         flag, _ = Flag.objects.select_for_update().get_or_create(
             name=SUPABASE_REALTIME_FLAG, defaults={"superusers": False}
         )
         flag.percent = Decimal(STAGE_PERCENT[stage])
         flag.save(update_fields=["percent", "modified"])
+        # The cohorts of the stage that ends, for its final analysis.
+        cohorts = selectors.cohort_sizes() if previous != stage else {}
+        now = timezone.now()
         state.stage = stage
+        if previous != stage:
+            state.stage_started_at = now
         # A stage change restarts the promotion dwell: the new cohort must prove itself.
-        state.dwell_started_at = timezone.now() if state.auto_promotion_enabled else None
-        state.save(update_fields=["stage", "dwell_started_at", "updated_at"])
-        audit_record(
-            actor=actor, action=AuditAction.STAGE, from_value=previous, to_value=stage,
-            reason=reason,
-        )  # fmt: skip
+        state.dwell_started_at = now if state.auto_promotion_enabled else None
+        state.save(update_fields=["stage", "stage_started_at", "dwell_started_at", "updated_at"])
+        if forced_over is not None:
+            analysis = forced_over.analysis
+            figures = _figures_now()
+            figures["forced_over"] = {
+                "analysis_id": analysis.pk if analysis else None,
+                "verdict": analysis.verdict if analysis else None,
+                "refusal": str(forced_over),
+                "approved_by": approved_by.get_username() if approved_by else None,
+            }
+            audit_record(
+                actor=actor, action=AuditAction.FORCED, from_value=previous, to_value=stage,
+                reason=reason, figures=figures, at=now,
+            )  # fmt: skip
+        else:
+            # Dated like the stage's start, so the report pairs the entry with the run.
+            audit_record(
+                actor=actor, action=AuditAction.STAGE, from_value=previous, to_value=stage,
+                reason=reason, at=now,
+            )  # fmt: skip
+        if previous != stage:
+            transaction.on_commit(
+                lambda: _stage_end_analysis_enqueue(
+                    stage=previous,
+                    stage_started_at=previous_started_at,
+                    ended_at=now,
+                    resumed_at=state.resumed_at,
+                    cohorts=cohorts,
+                )  # fmt: skip
+            )
         # While killed nobody moves, so only an effective change is announced.
         if previous != stage and not state.killed:
             _control_on_commit(transport_changed_control(state=state))
     return state
+
+
+# --- Stage analyses and forced promotions ------------------------------------------------
+
+ANALYSIS_LOCK_KEY = EVALUATION_LOCK_KEY + 2
+
+
+def _analysis_save(
+    *, stage: str, stage_started_at: datetime, window_start: datetime, window_end: datetime,
+    trigger: str, final: bool, cohorts: dict[str, int],
+) -> StageAnalysis:  # fmt: skip
+    from rollout.analysis import stage_analysis_compute
+
+    fields = stage_analysis_compute(
+        stage=stage, window_start=window_start, window_end=window_end,
+        thresholds=selectors.thresholds_get(), cohorts=cohorts,
+    )  # fmt: skip
+    return StageAnalysis.objects.create(
+        **fields, stage_started_at=stage_started_at, trigger=trigger, final=final
+    )
+
+
+def stage_analysis_record(
+    *, trigger: str = AnalysisTrigger.PERIODIC, now: datetime | None = None
+) -> StageAnalysis | None:
+    """Record an analysis of the stage in force, from its start (or the last resume) to
+    ``now``. Returns None when another recording holds the lock (a periodic run then
+    skips; two never overlap)."""
+    from rollout.analysis import analysis_window
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        if not _evaluation_lock(ANALYSIS_LOCK_KEY):
+            return None
+        state = selectors.rollout_state_get()
+        return _analysis_save(
+            stage=state.stage, stage_started_at=state.stage_started_at,
+            window_start=analysis_window(state=state, until=now), window_end=now,
+            trigger=trigger, final=False, cohorts=selectors.cohort_sizes(),
+        )  # fmt: skip
+
+
+def _stage_end_analysis_enqueue(
+    *, stage: str, stage_started_at: datetime, ended_at: datetime,
+    resumed_at: datetime | None, cohorts: dict[str, int],
+) -> None:  # fmt: skip
+    """After a stage change commits: queue the final analysis of the stage that ended (a
+    worker computes it, so neither a request nor the promotion task waits for it). With
+    the broker down it is recorded here instead; a failure is logged, never raised: the
+    change is done and must not look as if it failed."""
+    from rollout.tasks import stage_analysis_final_record as task
+
+    arguments = {
+        "stage": stage, "stage_started_at": stage_started_at.isoformat(),
+        "ended_at": ended_at.isoformat(),
+        "resumed_at": resumed_at.isoformat() if resumed_at else None, "cohorts": cohorts,
+    }  # fmt: skip
+    try:
+        task.delay(**arguments)
+        return
+    except Exception:
+        logger.exception("could not queue the final analysis of stage %s; recording it now", stage)
+    try:
+        stage_analysis_final_record(
+            stage=stage, stage_started_at=stage_started_at, ended_at=ended_at,
+            resumed_at=resumed_at, cohorts=cohorts,
+        )  # fmt: skip
+    except Exception:
+        logger.exception("the final analysis of stage %s could not be recorded", stage)
+
+
+def stage_analysis_final_record(
+    *, stage: str, stage_started_at: datetime, ended_at: datetime,
+    resumed_at: datetime | None, cohorts: dict[str, int],
+) -> StageAnalysis:  # fmt: skip
+    """The final analysis of a stage run that ended at ``ended_at`` (from its start, or a
+    later resume). Once per run: a repeat (a retried task) returns the one recorded."""
+    existing = StageAnalysis.objects.filter(
+        stage=stage, stage_started_at=stage_started_at, final=True
+    ).first()
+    if existing is not None:
+        return existing
+    window_start = stage_started_at
+    if resumed_at is not None and window_start < resumed_at <= ended_at:
+        window_start = resumed_at
+    with transaction.atomic():
+        return _analysis_save(
+            stage=stage, stage_started_at=stage_started_at, window_start=window_start,
+            window_end=ended_at, trigger=AnalysisTrigger.STAGE_END, final=True, cohorts=cohorts,
+        )  # fmt: skip
+
+
+def forced_promotion_request(*, stage: str, actor, reason: str) -> ForcedPromotionRequest:
+    """ "Promote anyway": ask for ``stage`` above the one in force although its analysis
+    does not pass. Nothing moves until a second staff account approves
+    (``forced_promotion_decide``). Audited. Refused when the analysis passes (raise the
+    stage directly), when lowering, or while a threshold is breached."""
+    if stage not in STAGE_PERCENT:
+        raise RolloutError(f"unknown stage {stage!r}: choose one of {', '.join(STAGE_PERCENT)}")
+    reason = _reason_required(reason)
+    if actor is None:
+        raise RolloutError("a forced promotion is requested by a person")
+    with transaction.atomic():
+        state = _state_locked()
+        if STAGE_PERCENT[stage] <= STAGE_PERCENT[state.stage]:
+            raise RolloutError("only raising the stage needs a forced promotion")
+        blocked = promotion_blocked_by(state=state)
+        if blocked:
+            raise RolloutError(f"promotion blocked: {'; '.join(blocked)}")
+        refusal = promotion_analysis_refusal(state=state)
+        if refusal is None:
+            raise RolloutError("the analysis passes: raise the stage directly")
+        request = ForcedPromotionRequest.objects.create(
+            from_stage=state.stage, to_stage=stage, stage_started_at=state.stage_started_at,
+            reason=reason, analysis=refusal.analysis, requested_by=actor,
+        )  # fmt: skip
+        audit_record(
+            actor=actor, action=AuditAction.FORCE_REQUEST, from_value=state.stage,
+            to_value=stage, reason=reason,
+            figures={"request_id": request.pk, "refusal": str(refusal),
+                     "analysis_id": refusal.analysis.pk if refusal.analysis else None},
+        )  # fmt: skip
+    return request
+
+
+def forced_promotion_decide(
+    *, request_id: int, actor, approve: bool, reason: str = ""
+) -> ForcedPromotionRequest:
+    """A second staff account approves (the stage is raised, audited as ``forced``) or
+    rejects a pending request. The requester cannot decide their own request; the
+    approver needs ``rollout.set_stage``. A request made during an earlier run of the
+    stage (the stage changed since) is stale and changes nothing."""
+    from rollout.permissions import SET_STAGE
+
+    if actor is None or not (actor.is_active and actor.is_staff and actor.has_perm(SET_STAGE)):
+        raise RolloutError(f"deciding a forced promotion needs a staff account with {SET_STAGE}")
+    reason = (reason or "").strip() or ("approved" if approve else "rejected")
+    with transaction.atomic():
+        state = _state_locked()
+        request = (
+            ForcedPromotionRequest.objects.select_for_update()
+            .select_related("requested_by")
+            .filter(pk=request_id)
+            .first()
+        )
+        if request is None:
+            raise RolloutError(f"no forced promotion request #{request_id}")
+        if request.status != ForceRequestStatus.PENDING:
+            raise RolloutError(f"request #{request_id} is already {request.status}")
+        if request.requested_by_id == actor.pk:
+            raise RolloutError(
+                "you cannot decide your own request: a second staff account must approve it"
+            )
+        if state.stage != request.from_stage or state.stage_started_at != request.stage_started_at:
+            request.status = ForceRequestStatus.STALE
+            request.save(update_fields=["status"])
+            return request
+        requester = request.requested_by.get_username()
+        if approve:
+            rollout_stage_set(
+                stage=request.to_stage, actor=actor, force=True, approved_by=actor,
+                reason=f"forced promotion requested by {requester} ({request.reason}), "
+                f"approved by {actor.get_username()} ({reason})",
+            )  # fmt: skip
+        request.status = ForceRequestStatus.APPROVED if approve else ForceRequestStatus.REJECTED
+        request.decided_by = actor
+        request.decided_at = timezone.now()
+        request.decision_reason = reason
+        request.save(update_fields=["status", "decided_by", "decided_at", "decision_reason"])
+        audit_record(
+            actor=actor, action=AuditAction.FORCE_DECISION, from_value=request.from_stage,
+            to_value=request.to_stage, reason=f"{request.status}: {reason}",
+            figures={"request_id": request.pk, "requested_by": requester,
+                     "request_reason": request.reason, "approved": approve},
+        )  # fmt: skip
+    return request
 
 
 def rollout_kill(
@@ -493,6 +749,7 @@ class Evaluation:
     rolled_back: bool = False
     promotion_blocked: bool = False  # a breach blocked promotion (in shadow: only that)
     promoted_to: str | None = None
+    analysis_refusal: str | None = None  # the dwell held but the analysis does not pass
     figures: dict[str, Any] = field(default_factory=dict)
 
 
@@ -588,6 +845,11 @@ def rollout_promotion_check(*, now: datetime | None = None) -> Evaluation:
             return evaluation
         held = (now - state.dwell_started_at).total_seconds()
         if held < state.promotion_dwell_seconds:
+            return evaluation
+        refusal = promotion_analysis_refusal(state=state)
+        if refusal is not None:  # the dwell held, but the evidence does not (yet)
+            evaluation.promotion_blocked = True
+            evaluation.analysis_refusal = str(refusal)
             return evaluation
         target = _NEXT_STAGE[state.stage]
         rollout_stage_set(

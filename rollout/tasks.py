@@ -25,3 +25,25 @@ def rollout_promotion_check() -> None:
 @shared_task(ignore_result=True, soft_time_limit=240, time_limit=300)
 def health_samples_prune() -> None:
     services.health_samples_prune()
+
+
+# Every 5 minutes (migration 0010): the evidence of the stage in force, so far.
+@shared_task(ignore_result=True, soft_time_limit=120, time_limit=150, expires=300)
+def stage_analysis_record() -> None:
+    services.stage_analysis_record()
+
+
+# Queued after a stage change commits: the evidence of the stage that ended.
+@shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)
+def stage_analysis_final_record(
+    stage: str, stage_started_at: str, ended_at: str, resumed_at: str | None, cohorts: dict
+) -> None:
+    from datetime import datetime
+
+    services.stage_analysis_final_record(
+        stage=stage,
+        stage_started_at=datetime.fromisoformat(stage_started_at),
+        ended_at=datetime.fromisoformat(ended_at),
+        resumed_at=datetime.fromisoformat(resumed_at) if resumed_at else None,
+        cohorts=cohorts,
+    )

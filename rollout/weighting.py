@@ -119,6 +119,54 @@ class WeightedTelemetry:
         return figures
 
 
+def _capped_latencies_sql(window: str) -> str:
+    """The latencies that enter the figures: of a reporter with n > cap latencies, the
+    first value of each of cap equal slices of its sorted values (exactly cap values
+    spread over its own distribution). Parameters: the window's, then the cap 3 times."""
+    return f"""
+        SELECT value FROM (
+          SELECT value,
+            row_number() OVER (PARTITION BY reporter_id ORDER BY value) AS rank,
+            count(*) OVER (PARTITION BY reporter_id) AS n
+          {window} AND kind = '{SampleKind.LATENCY}'
+        ) ranked
+        WHERE n <= %s
+           OR floor((rank - 1)::numeric * %s / n) <> floor((rank - 2)::numeric * %s / n)
+    """
+
+
+def _window_sql() -> str:
+    return f"""
+        FROM {HealthSample._meta.db_table}
+        WHERE transport = %s AND origin = '{SampleOrigin.BROWSER}' AND at > %s AND at <= %s
+    """
+
+
+def telemetry_latency_values(
+    *,
+    transport: str,
+    since: datetime,
+    until: datetime,
+    max_latencies_per_user: int | None = None,
+) -> list[float]:
+    """The pages' latencies of ``transport`` in ``(since, until]`` that the percentiles of
+    ``telemetry_weighted`` are computed from (at most the cap per user), for tests over
+    whole distributions (``rollout.analysis``). Whether they count at all is the
+    quorum's decision (``telemetry_weighted(...).counts``)."""
+    cap = int(
+        rollout_setting("ROLLOUT_TELEMETRY_USER_MAX_LATENCIES")
+        if max_latencies_per_user is None
+        else max_latencies_per_user
+    )
+    if cap < 1:
+        raise ValueError("the per-user bound must be at least 1")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _capped_latencies_sql(_window_sql()), [transport, since, until, cap, cap, cap]
+        )
+        return [value for (value,) in cursor.fetchall()]
+
+
 def telemetry_weighted(
     *,
     transport: str,
@@ -153,11 +201,7 @@ def telemetry_weighted(
     )
     if max_ops < 1 or max_latencies < 1:
         raise ValueError("the per-user bounds must be at least 1")
-    table = HealthSample._meta.db_table
-    window = f"""
-        FROM {table}
-        WHERE transport = %s AND origin = '{SampleOrigin.BROWSER}' AND at > %s AND at <= %s
-    """
+    window = _window_sql()
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -181,21 +225,12 @@ def telemetry_weighted(
             )
             for reporter, ops, fails, latencies, p95 in cursor.fetchall()
         )  # fmt: skip
-        # Of a reporter with n > cap latencies, keep the first value of each of cap equal
-        # slices of its sorted values: exactly cap values spread over its distribution.
         cursor.execute(
             f"""
             SELECT
               count(*),
               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY value)
-            FROM (
-              SELECT value,
-                row_number() OVER (PARTITION BY reporter_id ORDER BY value) AS rank,
-                count(*) OVER (PARTITION BY reporter_id) AS n
-              {window} AND kind = '{SampleKind.LATENCY}'
-            ) ranked
-            WHERE n <= %s
-               OR floor((rank - 1)::numeric * %s / n) <> floor((rank - 2)::numeric * %s / n)
+            FROM ({_capped_latencies_sql(window)}) capped
             """,
             [transport, since, now, max_latencies, max_latencies, max_latencies],
         )

@@ -22,5 +22,7 @@ def celery_eager() -> Iterator[None]:
 def first_cohort(staff_user) -> None:
     """The rollout past shadow (10 %): a breach now throws the kill switch."""
     from rollout import services
+    from tests.rollout.factories import analysis_passing
 
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="first cohort")

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from rollout.models import HealthSample
+from rollout.models import HealthSample, StageAnalysis
 
 
 def permissions_grant(user, *permissions: str):
@@ -46,3 +46,18 @@ def samples_add(
         )
         for index, value in enumerate(values)
     )
+
+
+def analysis_passing(**fields):
+    """A passing analysis of the stage in force (its current run), as the beat task would
+    record one for a healthy stage: the precondition of raising the stage. The analysis
+    itself is tested in tests/rollout/test_analysis.py."""
+    from rollout.selectors import rollout_state_get
+
+    state = rollout_state_get()
+    now = timezone.now()
+    return StageAnalysis.objects.create(
+        stage=state.stage, stage_started_at=state.stage_started_at,
+        window_start=state.stage_started_at, window_end=now, trigger="manual",
+        verdict="pass", reasons=["recorded by a test"], **fields,
+    )  # fmt: skip

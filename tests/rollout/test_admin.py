@@ -7,7 +7,7 @@ from django.urls import reverse
 from rollout import services
 from rollout.models import Alert, AuditEntry, RolloutState
 from rollout.permissions import CHANGE_THRESHOLDS, OPERATE_KILL_SWITCH, SET_STAGE
-from tests.rollout.factories import permissions_grant, samples_add
+from tests.rollout.factories import analysis_passing, permissions_grant, samples_add
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +41,7 @@ def test_the_panel_urls_are_in_the_admin():
 def test_the_panel_shows_state_cohorts_health_thresholds_alerts_and_audit(staff_client):
     samples_add(transport="supabase", kind="latency", values=[10.0, 20.0, 30.0])
     services.alert_raise(kind="breaker_opened", severity="warning", message="breaker open")
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=None, reason="seeded")
     response = staff_client.get(PANEL)
     assert response.status_code == 200
@@ -70,6 +71,7 @@ def test_the_health_endpoint_answers_json_with_the_rendered_section(staff_client
     ],
 )  # fmt: skip
 def test_an_action_needs_a_confirmation_then_is_done_and_audited(staff_client, data, check):
+    analysis_passing()  # the stage in force passed its analysis
     # given a first post without confirmation: a confirmation page, nothing changed
     first = staff_client.post(ACTION, {**data, "reason": "planned"})
     assert first.status_code == 200
@@ -232,6 +234,7 @@ def test_each_permission_opens_its_own_changes_only(client, staff_user, permissi
 
 
 def test_a_permitted_staff_member_changes_the_stage_and_throws_the_kill_switch(staff_client):
+    analysis_passing()  # the stage in force passed its analysis
     body = staff_client.get(PANEL).content.decode()
     assert 'class="refused"' not in body.split('id="rollout-health"')[0]
     staff_client.post(ACTION, {**CHANGES["stage"], "confirm": "yes"})

@@ -9,6 +9,7 @@ from waffle import flag_is_active
 from rollout import services
 from rollout.buckets import BUCKET_COUNT, in_percentage, user_bucket
 from rollout.models import Flag
+from tests.rollout.factories import analysis_passing
 
 
 def test_a_users_bucket_is_the_same_every_time():
@@ -35,6 +36,7 @@ def test_the_flag_model_decides_without_a_request():
 
 @pytest.mark.django_db
 def test_waffle_decides_by_the_sticky_bucket_on_every_request(rf, django_user_model):
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="50", actor=None, reason="test")
     flag = Flag.objects.get(name="supabase_realtime")
     users = [django_user_model.objects.create_user(username=f"w{n}") for n in range(60)]

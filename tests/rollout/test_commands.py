@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from rollout.models import AuditEntry, RolloutState
+from tests.rollout.factories import analysis_passing
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +27,7 @@ def test_status_prints_the_state_cohorts_and_health():
 
 
 def test_stage_kill_resume_are_audited(staff_user):
+    analysis_passing()  # the stage in force passed its analysis
     assert "stage is now 50" in run("stage", "50", "--reason", "half", "--as", "grace")
     assert "kill switch thrown" in run("kill", "--reason", "pager went off")
     assert "already on" in run("kill", "--reason", "again")
@@ -78,7 +80,9 @@ def test_status_says_a_breach_in_shadow_blocks_promotion_without_a_kill_switch()
 def test_stage_refuses_a_promotion_during_a_breach_and_allows_lowering(staff_user):
     from tests.rollout.factories import samples_add
 
+    analysis_passing()
     run("stage", "10", "--reason", "first cohort")
+    analysis_passing()
     samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
     with pytest.raises(CommandError, match="promotion blocked"):
         run("stage", "50", "--reason", "half")

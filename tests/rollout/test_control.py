@@ -16,7 +16,7 @@ from realtime import RealtimeSubscribeStates
 from events import supabase_client
 from monitor_project.asgi import application
 from rollout import services
-from tests.rollout.factories import samples_add
+from tests.rollout.factories import analysis_passing, samples_add
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -74,6 +74,7 @@ async def supabase_page(user):
 
 
 async def test_a_rollback_switches_pages_on_both_transports(user, staff_user, django_supabase):
+    await sync_to_async(analysis_passing)()  # the stage in force passed its analysis
     await sync_to_async(services.rollout_stage_set)(
         stage="10", actor=staff_user, reason="first cohort"
     )
@@ -101,6 +102,7 @@ async def test_a_rollback_switches_pages_on_both_transports(user, staff_user, dj
 async def test_a_stage_change_tells_pages_to_reread_their_transport(user, staff_user):
     communicator, _ = await legacy_page(user)
     try:
+        await sync_to_async(analysis_passing)()  # the stage in force passed its analysis
         await sync_to_async(services.rollout_stage_set)(stage="10", actor=staff_user, reason="go")
         message = await communicator.receive_json_from(timeout=WAIT)
         assert message == {

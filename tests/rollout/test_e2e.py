@@ -22,6 +22,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from rollout import selectors, services
 from rollout.models import HealthSample, RolloutState, Thresholds
+from tests.rollout.factories import analysis_passing
 from tests.rollout.stack import running_stack
 
 pytestmark = [
@@ -111,6 +112,7 @@ def test_a_realtime_outage_is_rolled_back_and_the_legacy_page_told_to_switch(
     # this shared 2-core machine the Supabase path's warm-up (first flush, first client)
     # and its extra Celery hop already put its p95 at ~3x the legacy p95 (printed below).
     Thresholds.objects.update_or_create(id=1, defaults={"latency_ratio_max": 100.0})
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="e2e rollout")
     browser = Client()
     browser.force_login(user)

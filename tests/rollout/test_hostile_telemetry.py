@@ -13,7 +13,7 @@ from django.test import Client
 
 from rollout import selectors, services, tasks
 from rollout.models import Alert, RolloutState
-from tests.rollout.factories import samples_add
+from tests.rollout.factories import analysis_passing, samples_add
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +48,7 @@ def _flood(client: Client, body: dict) -> None:
 
 @pytest.fixture
 def everyone_on_supabase(staff_user) -> None:
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="100", actor=staff_user, reason="everyone")
 
 
@@ -159,6 +160,7 @@ def test_one_account_cannot_mask_an_outage_the_prober_sees(
 
 
 def test_one_account_cannot_satisfy_the_promotion_gates(celery_eager, staff_user, mallory, hostile):
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="first cohort")
     services.rollout_promotion_configure(
         enabled=True, dwell_seconds=0, actor=staff_user, reason="autopilot"
@@ -195,7 +197,9 @@ def test_several_honest_users_seeing_trouble_throw_the_kill_switch(
 def test_several_honest_users_satisfy_the_promotion_gates(
     celery_eager, staff_user, django_user_model
 ):
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="first cohort")
+    analysis_passing()  # and so does stage 10: only the health gates decide here
     services.rollout_promotion_configure(
         enabled=True, dwell_seconds=0, actor=staff_user, reason="autopilot"
     )

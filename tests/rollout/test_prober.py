@@ -111,6 +111,14 @@ def test_the_service_user_has_no_password_and_no_staff_rights():
     session = SessionStore(session_key=key)
     assert session["_auth_user_id"] == str(user.pk)
     assert session["_auth_user_hash"] == user.get_session_auth_hash()
+    # and a request (or the feed's WebSocket) with this session is signed in as the prober,
+    # whichever backend comes first in AUTHENTICATION_BACKENDS (django-axes' cannot load users)
+    from django.contrib.auth import get_user
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/")
+    request.session = session
+    assert get_user(request).pk == user.pk
 
 
 @pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.utils import timezone
 from rollout import selectors, services
 from rollout.buckets import in_percentage, user_bucket
 from rollout.models import SUPABASE_REALTIME_FLAG
-from tests.rollout.factories import samples_add
+from tests.rollout.factories import analysis_passing, samples_add
 
 pytestmark = pytest.mark.django_db
 
@@ -75,6 +75,7 @@ def test_a_fresh_install_puts_everyone_on_websocket(user):
 def test_the_bucket_decides_for_auto_users(django_user_model, staff_user):
     inside = _cohort_member(django_user_model, inside=True)
     outside = _cohort_member(django_user_model, inside=False)
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="go")
     assert selectors.user_transport(inside) == "supabase"
     assert selectors.transport_for_user_id(inside.pk) == "supabase"
@@ -85,6 +86,7 @@ def test_the_users_choice_beats_the_bucket_and_the_kill_switch_beats_both(
     django_user_model, staff_user
 ):
     outside = _cohort_member(django_user_model, inside=False)
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="go")
     services.user_transport_preference_set(user=outside, choice="supabase")
     assert selectors.user_transport(outside) == "supabase"
@@ -103,6 +105,7 @@ def test_anonymous_users_are_on_websocket():
 def test_cohort_sizes_count_choices_buckets_and_the_kill_switch(django_user_model, staff_user):
     for n in range(200):
         django_user_model.objects.create_user(username=f"c{n}")
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="100", actor=staff_user, reason="all")
     chooser = django_user_model.objects.get(username="c0")
     services.user_transport_preference_set(user=chooser, choice="websocket")

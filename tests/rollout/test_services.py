@@ -10,7 +10,7 @@ from django.utils import timezone
 from rollout import services
 from rollout.models import Alert, AuditEntry, Flag, RolloutState, Thresholds
 from rollout.services import EVALUATION_LOCK_KEY, RolloutError
-from tests.rollout.factories import samples_add
+from tests.rollout.factories import analysis_passing, samples_add
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +23,7 @@ def _state() -> RolloutState:
 
 
 def test_a_stage_change_moves_the_flag_and_is_audited(staff_user):
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="50", actor=staff_user, reason="half")
     assert _state().stage == "50"
     assert Flag.objects.get(name="supabase_realtime").percent == 50
@@ -46,6 +47,7 @@ def test_a_bad_stage_change_is_refused_and_changes_nothing(staff_user, stage, re
 def test_the_kill_switch_is_idempotent_and_resume_returns_to_the_stage(
     staff_user, django_capture_on_commit_callbacks
 ):
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="start")
     with django_capture_on_commit_callbacks() as callbacks:
         state, changed = services.rollout_kill(actor=staff_user, reason="incident")
@@ -232,6 +234,7 @@ def _check(now):
 
 
 def test_promotion_is_off_by_default(staff_user):
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="start")
     now = timezone.now()
     _check(now)
@@ -240,7 +243,9 @@ def test_promotion_is_off_by_default(staff_user):
 
 
 def test_promotion_advances_after_the_dwell_and_a_breach_resets_it(staff_user):
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="start")
+    analysis_passing()  # and so does stage 10: only the health gates decide here
     services.rollout_promotion_configure(
         enabled=True, dwell_seconds=600, actor=staff_user, reason="autopilot"
     )
@@ -325,6 +330,7 @@ def test_in_shadow_a_breach_refuses_a_promotion_and_allows_nothing_but_lowering(
 
 
 def test_a_breach_blocks_raising_any_stage_but_never_lowering_it(staff_user):
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="50", actor=staff_user, reason="half")
     samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
     with pytest.raises(RolloutError, match="promotion blocked"):
@@ -396,7 +402,9 @@ def test_after_a_resume_connection_failures_before_it_are_not_in_a_row(staff_use
 
 
 def test_after_a_resume_the_promotion_gates_need_new_data(staff_user):
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="10", actor=staff_user, reason="first cohort")
+    analysis_passing()  # and so does stage 10: only the health gates decide here
     services.rollout_kill(actor=staff_user, reason="drill")
     _healthy_samples()
     state, _ = services.rollout_resume(actor=staff_user, reason="drill over")
@@ -414,6 +422,7 @@ def test_after_a_resume_the_promotion_gates_need_new_data(staff_user):
 
 def test_a_stage_change_keeps_judging_the_samples_taken_before_it(staff_user):
     # A stage change is not a fix: the rules keep the window (only a resume restarts it).
+    analysis_passing()  # the stage in force passed its analysis
     services.rollout_stage_set(stage="50", actor=staff_user, reason="half")
     samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
     services.rollout_stage_set(stage="10", actor=staff_user, reason="back to the first cohort")

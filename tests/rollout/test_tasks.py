@@ -22,6 +22,7 @@ def test_the_periodic_tasks_are_seeded_for_beat_and_editable():
         "rollout.tasks.rollout_health_evaluate": (15, "seconds", True),
         "rollout.tasks.rollout_promotion_check": (60, "seconds", True),
         "rollout.tasks.health_samples_prune": (1, "hours", True),
+        "rollout.tasks.stage_analysis_record": (5, "minutes", True),
     }
 
 

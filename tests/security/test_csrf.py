@@ -22,7 +22,7 @@ from rollout import selectors as rollout_selectors
 from rollout import services as rollout_services
 from rollout.models import Alert, HealthSample, TransportPreference
 from rollout.permissions import OPERATE_KILL_SWITCH, SET_STAGE
-from tests.rollout.factories import permissions_grant
+from tests.rollout.factories import analysis_passing, permissions_grant
 
 pytestmark = pytest.mark.django_db
 
@@ -36,6 +36,12 @@ class Form:
     success: int
     done: Callable[[], bool]  # the state change happened
     json_body: bool = False
+
+
+def _with_passing_analysis(data: dict) -> dict:
+    """Raising the stage needs a passing analysis of the stage in force: record one."""
+    analysis_passing()
+    return data
 
 
 def _alert_id() -> int:
@@ -91,7 +97,9 @@ FORMS = [
         "panel stage",
         "rollout_operator",
         "/admin/rollout/panel/action/",
-        lambda: {"action": "stage", "stage": "10", "reason": "csrf", "confirm": "yes"},
+        lambda: _with_passing_analysis(
+            {"action": "stage", "stage": "10", "reason": "csrf", "confirm": "yes"}
+        ),
         302,
         lambda: rollout_selectors.rollout_state_get().stage == "10",
     ),

@@ -114,6 +114,8 @@ SITE_CASES = [
     # The rollout panel: 403 (not the admin's login redirect) to anyone but active staff.
     Case("admin/rollout/panel/", "GET", "/admin/rollout/panel/", STAFF_ONLY),
     Case("admin/rollout/panel/health.json", "GET", "/admin/rollout/panel/health.json", STAFF_ONLY),
+    # The rollout report (and its print view and exports): staff only, reads only.
+    Case("admin/rollout/report/", "GET", "/admin/rollout/report/", STAFF_ONLY),
     # Without ``confirm=yes`` the action only renders its confirmation page; even that
     # needs the action's permission (rollout.operate_kill_switch), which superusers hold.
     Case(
@@ -193,7 +195,10 @@ SITE_CASES = [
 APP_LIST_NAME = "app_list"  # its regex lists the registered app labels; matched by name
 
 # Models whose admin refuses deletion to everyone (history is kept).
-NO_DELETE = {"events.event", "rollout.rolloutstate", "rollout.thresholds", "rollout.auditentry"}
+NO_DELETE = {
+    "events.event", "rollout.rolloutstate", "rollout.thresholds", "rollout.auditentry",
+    "rollout.stageanalysis", "rollout.forcedpromotionrequest",  # evidence, kept
+}  # fmt: skip
 
 # Every model in the admin, with whether a superuser may add one. A model registered
 # without an entry here fails test_every_admin_model_is_in_the_table.
@@ -220,6 +225,8 @@ ADMIN_MODELS = {
     "rollout.alert": False,
     "rollout.transportpreference": False,
     "rollout.healthsample": False,
+    "rollout.stageanalysis": False,  # recorded by the system
+    "rollout.forcedpromotionrequest": False,  # made and decided on the panel
     "reconciliation.reconciliationrun": False,
     "reconciliation.discrepancy": False,
     "axes.accessattempt": False,  # sign-in lockouts, recorded by django-axes

@@ -1,6 +1,9 @@
-"""``manage.py rollout status|stage S|kill --reason R|resume --reason R``: the rollout for
-operators without a browser. Changes are audited as the system user ("system") unless
-``--as USERNAME`` names the operator."""
+"""``manage.py rollout status|stage S [--force --reason R]|kill --reason R|resume --reason R|
+analyse``: the rollout for operators without a browser. Changes are audited as the system
+user ("system") unless ``--as USERNAME`` names the operator.
+
+Raising the stage needs a passing analysis of the stage in force; without one the command
+exits non-zero and says why, unless ``--force --reason R`` (audited as forced)."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -27,7 +30,18 @@ class Command(BaseCommand):
         sub.add_parser("status", help="stage, kill switch, cohorts, health, open alerts")
         stage = sub.add_parser("stage", help="move to a stage")
         stage.add_argument("stage", choices=[str(s) for s in STAGE_PERCENT])
-        stage.add_argument("--reason", default="set from the command line")
+        stage.add_argument("--reason", default=None)
+        stage.add_argument(
+            "--force",
+            action="store_true",
+            help="raise the stage without a passing analysis (needs --reason; audited as forced)",
+        )
+        sub.add_parser("analyse", help="record an analysis of the stage in force now")
+        report = sub.add_parser(
+            "report", help="stages with their analyses and verdicts, breaches, rollbacks, ..."
+        )
+        report.add_argument("--json", action="store_true", help="the whole report as JSON")
+        report.add_argument("--csv", action="store_true", help="the timeline as CSV")
         for name, text in (("kill", "throw the kill switch"), ("resume", "release it")):
             command = sub.add_parser(name, help=text)
             command.add_argument("--reason", required=True)
@@ -39,16 +53,28 @@ class Command(BaseCommand):
         if action == "status":
             self._status()
             return
+        if action == "analyse":
+            self._analyse()
+            return
+        if action == "report":
+            self._report(as_json=options["json"], as_csv=options["csv"])
+            return
         actor = self._actor(username)
-        reason = (options.get("reason") or "").strip()
+        force = bool(options.get("force"))
+        if force and options.get("reason") is None:
+            raise CommandError("--force needs --reason: say why the evidence is overridden")
+        reason = options.get("reason")
+        if reason is None and action == "stage":
+            reason = "set from the command line"
+        reason = (reason or "").strip()
         if not reason:
             raise CommandError("--reason must not be empty")
         try:
             if action == "stage":
                 state = services.rollout_stage_set(
-                    stage=options["stage"], actor=actor, reason=reason
+                    stage=options["stage"], actor=actor, reason=reason, force=force
                 )
-                self.stdout.write(f"stage is now {state.stage}")
+                self.stdout.write(f"stage is now {state.stage}" + (" (forced)" if force else ""))
             elif action == "kill":
                 _, changed = services.rollout_kill(actor=actor, reason=reason)
                 self.stdout.write("kill switch thrown" if changed else "kill switch already on")
@@ -57,8 +83,75 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"resumed at stage {state.stage}" if changed else "kill switch was not on"
                 )
+        except services.PromotionNeedsAnalysis as exc:
+            raise CommandError(
+                f"{exc}. To promote anyway: --force --reason R (audited as forced)."
+            ) from exc
         except services.RolloutError as exc:
             raise CommandError(str(exc)) from exc
+
+    def _report(self, *, as_json: bool, as_csv: bool) -> None:
+        import json
+
+        from rollout.report import report_csv, rollout_report
+
+        if as_json and as_csv:
+            raise CommandError("choose one of --json and --csv")
+        report = rollout_report()
+        if as_json:
+            self.stdout.write(json.dumps(report, indent=2))
+            return
+        if as_csv:
+            self.stdout.write(report_csv(report), ending="")
+            return
+        state = report["state"]
+        self.stdout.write(
+            f"Rollout report, {report['generated_at']}: stage {state['stage']}"
+            + (" (KILLED)" if state["killed"] else "")
+        )
+        self.stdout.write("\nStages")
+        for run in report["stages"]:
+            self.stdout.write(
+                f"  {run['stage']:>6}  {run['started_at'] or '?'} -> {run['ended_at'] or 'now'}"
+                f"  verdict {run['verdict'] or '-'}"
+                + ("  FORCED" if run["forced"] else "")
+                + (f"  by {run['started_by']}: {run['reason']}" if run["started_by"] else "")
+            )
+            for analysis in run["analyses"]:
+                label = f"#{analysis['id']}" if analysis["recorded"] else "provisional"
+                sb = analysis["transports"]["supabase"]["prober"]
+                ws = analysis["transports"]["websocket"]["prober"]
+                self.stdout.write(
+                    f"          analysis {label}{' (final)' if analysis['final'] else ''} "
+                    f"to {analysis['window_end']}: {analysis['verdict']}; p95 supabase "
+                    f"{_fmt(sb['p95_ms'], ' ms')}, websocket {_fmt(ws['p95_ms'], ' ms')}"
+                )
+                for reason in analysis["reasons"]:
+                    self.stdout.write(f"            - {reason}")
+        self.stdout.write(
+            "\nBreaches, rollbacks, resumes, forced promotions, reconciliation runs and alerts"
+        )
+        for event in report["events"]:
+            self.stdout.write(
+                f"  {event['at']}  {event['kind']:<26} {event['actor']}: "
+                f"{event['from']} -> {event['to']}  {event['detail']}"
+            )
+        if not report["events"]:
+            self.stdout.write("  none")
+
+    def _analyse(self) -> None:
+        analysis = services.stage_analysis_record(trigger="manual")
+        if analysis is None:
+            raise CommandError("another analysis is being recorded right now; try again")
+        self._analysis_print(analysis, title=f"analysis #{analysis.pk} recorded")
+
+    def _analysis_print(self, analysis, *, title: str) -> None:
+        self.stdout.write(
+            f"{title}: stage {analysis.stage}, {analysis.window_start:%Y-%m-%d %H:%M:%S} to "
+            f"{analysis.window_end:%Y-%m-%d %H:%M:%S}: {analysis.verdict.upper()}"
+        )
+        for reason in analysis.reasons:
+            self.stdout.write(f"  - {reason}")
 
     def _actor(self, username: str | None):
         if username is None:
@@ -86,6 +179,13 @@ class Command(BaseCommand):
             f"{state.promotion_dwell_seconds} s",
         )
         summary.add_row("cohorts", f"websocket {sizes['websocket']}, supabase {sizes['supabase']}")
+        analysis = selectors.stage_analysis_latest(state=state)
+        summary.add_row(
+            "analysis",
+            f"{analysis.verdict} (#{analysis.pk}, {analysis.window_end:%Y-%m-%d %H:%M:%S})"
+            if analysis
+            else "none yet for this stage (raising it needs a passing one)",
+        )
         self.console.print(summary)
 
         health = Table(title="Health")
