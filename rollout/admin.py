@@ -60,21 +60,26 @@ class FlagAdmin(WaffleFlagAdmin):
         return fields
 
 
-@admin.register(RolloutState)
-class RolloutStateAdmin(admin.ModelAdmin):
-    """Changes to the state go through the panel (confirmation, reason, audit)."""
-
-    def changelist_view(self, request, extra_context=None):
-        return redirect("admin:rollout_panel")
+class RecordAdmin(admin.ModelAdmin):
+    """Rows the system writes (state, audit, evidence): shown here, never added, changed
+    or deleted here."""
 
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+
+@admin.register(RolloutState)
+class RolloutStateAdmin(RecordAdmin):
+    """Changes to the state go through the panel (confirmation, reason, audit)."""
+
+    def changelist_view(self, request, extra_context=None):
+        return redirect("admin:rollout_panel")
 
 
 @admin.register(Thresholds)
@@ -102,19 +107,10 @@ class ThresholdsAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(RecordAdmin):
     list_display = ["at", "actor_label", "action", "from_value", "to_value", "reason"]
     list_filter = ["action", "actor_label"]
     search_fields = ["reason", "actor_label"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Alert)
@@ -151,7 +147,7 @@ class HealthSampleAdmin(admin.ModelAdmin):
 
 
 @admin.register(StageAnalysis)
-class StageAnalysisAdmin(admin.ModelAdmin):
+class StageAnalysisAdmin(RecordAdmin):
     """Evidence: recorded by the system (beat, stage changes, ``rollout analyse``), never
     edited."""
 
@@ -160,30 +156,12 @@ class StageAnalysisAdmin(admin.ModelAdmin):
     list_filter = ["verdict", "stage", "final", "trigger"]
     readonly_fields = [f.name for f in StageAnalysis._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(ForcedPromotionRequest)
-class ForcedPromotionRequestAdmin(admin.ModelAdmin):
+class ForcedPromotionRequestAdmin(RecordAdmin):
     """Decided on the rollout panel (four eyes), read here."""
 
     list_display = ["requested_at", "from_stage", "to_stage", "requested_by", "status",
                     "decided_by", "decided_at"]  # fmt: skip
     list_filter = ["status"]
     readonly_fields = [f.name for f in ForcedPromotionRequest._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

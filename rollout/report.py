@@ -35,6 +35,9 @@ from rollout.models import (
 )
 
 BREACH_ALERTS = ("rollback", "shadow_breach")
+# The figures of one source (prober or pages) the report shows, in this order.
+LATENCY_FIGURES = ("latency_samples", "p50_ms", "p95_ms", "p99_ms", "operations", "failures",
+                   "error_rate")  # fmt: skip
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -47,33 +50,8 @@ def analysis_as_dict(analysis: StageAnalysis, *, recorded: bool = True) -> dict[
         prober, pages = figures.get("prober", {}), figures.get("pages", {})
         return {
             "users": figures.get("users", {}),
-            "prober": {
-                key: prober.get(key)
-                for key in (
-                    "latency_samples",
-                    "p50_ms",
-                    "p95_ms",
-                    "p99_ms",
-                    "operations",
-                    "failures",
-                    "error_rate",
-                    "connect_failures",
-                )
-            },  # fmt: skip
-            "pages": {
-                key: pages.get(key)
-                for key in (
-                    "users",
-                    "counts",
-                    "latency_samples",
-                    "p50_ms",
-                    "p95_ms",
-                    "p99_ms",
-                    "operations",
-                    "failures",
-                    "error_rate",
-                )
-            },  # fmt: skip
+            "prober": {key: prober.get(key) for key in (*LATENCY_FIGURES, "connect_failures")},
+            "pages": {key: pages.get(key) for key in ("users", "counts", *LATENCY_FIGURES)},
         }
 
     return {

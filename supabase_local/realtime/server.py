@@ -505,9 +505,8 @@ class Realtime:
             return JSONResponse({"message": f"invalid broadcast request: {exc}"}, status_code=400)
         if self.hub is None:
             return JSONResponse({"message": "realtime is not running"}, status_code=503)
-        if self.quotas.messages.triggered:
-            self.quotas.refusals["events_per_second"] += 1
-            return JSONResponse({"message": TOO_MANY_MESSAGES}, status_code=429)
+        if (refused := self._messages_quota_refusal()) is not None:
+            return refused
         for topic, event, payload, private in items:
             if self.quotas.payload_too_large(_payload_size(payload)):
                 continue
@@ -542,9 +541,8 @@ class Realtime:
             return JSONResponse({"message": "realtime is not running"}, status_code=503)
         if private and not await may_send(self._pool, topic=topic, claims=claims):
             return JSONResponse({"message": "Unauthorized"}, status_code=403)
-        if self.quotas.messages.triggered:
-            self.quotas.refusals["events_per_second"] += 1
-            return JSONResponse({"message": TOO_MANY_MESSAGES}, status_code=429)
+        if (refused := self._messages_quota_refusal()) is not None:
+            return refused
         if self.quotas.payload_too_large(len(raw)):
             return JSONResponse({"message": "Payload size exceeded"}, status_code=413)
         self.hub.broadcast(
@@ -554,6 +552,13 @@ class Realtime:
             private=private,
         )
         return Response(status_code=202)
+
+    def _messages_quota_refusal(self) -> Response | None:
+        """A REST broadcast while the messages quota is exceeded: 429, as Realtime answers."""
+        if not self.quotas.messages.triggered:
+            return None
+        self.quotas.refusals["events_per_second"] += 1
+        return JSONResponse({"message": TOO_MANY_MESSAGES}, status_code=429)
 
     # -- broadcast replay --------------------------------------------------------------
 
