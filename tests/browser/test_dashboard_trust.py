@@ -3,6 +3,7 @@ kill switch in words fit for the reader, the user's own choice reaching an open 
 no synthetic traffic in users' feeds, and a chart that starts from the log."""
 
 import json
+import time
 
 import pytest
 
@@ -128,17 +129,20 @@ def test_a_live_event_lost_on_the_way_is_backfilled_once_for_a_user(open_dashboa
     page, _ = open_dashboard(user)
     wait_for_indicator(page, LEGACY)
     dropped: list[int] = []
+    resumed: list[int] = []
     refused: list[str] = []
     page.on("response", lambda r: r.status >= 400 and refused.append(f"{r.status} {r.url}"))
 
-    # The first event frame of the next connection never reaches the page.
+    # The first live event frame of the next connection never reaches the page.
     def losing_one(ws):
         server = ws.connect_to_server()
         ws.on_message(lambda message: server.send(message))
 
         def to_page(message):
             data = json.loads(message)
-            if data.get("type") == "event" and not dropped:
+            if data.get("type") == "resumed":
+                resumed.append(data["seq"])
+            elif data.get("type") == "event" and resumed and not dropped:
                 dropped.append(data["event"]["seq"])
                 return
             ws.send(message)
@@ -148,6 +152,12 @@ def test_a_live_event_lost_on_the_way_is_backfilled_once_for_a_user(open_dashboa
     page.route_web_socket("**/ws/events/**", losing_one)
     page.reload()
     wait_for_indicator(page, LEGACY)
+    # Publish only once the connection's catch-up is over: an event inside the catch-up is
+    # covered by its `resumed` frame, which tells the page everything up to it was sent.
+    deadline = time.monotonic() + 30
+    while not resumed and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert resumed, "the feed never finished its catch-up"
     seqs = publish(3)
     wait_for_seqs(page, seqs)
     assert dropped == seqs[:1]
