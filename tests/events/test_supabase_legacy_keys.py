@@ -44,7 +44,7 @@ def test_the_sink_writes_with_the_service_role_key(legacy_supabase):
     assert rows == [{"seq": seq, "source": "legacy"}]
 
 
-def test_the_page_gets_the_legacy_anon_key_as_its_browser_key_and_an_hs256_token_that_reads_the_table(
+def test_the_page_gets_the_legacy_anon_key_and_an_hs256_token_that_reads_the_table(
     legacy_supabase, signed_in_client, user
 ):
     seq = event_publish(event_type="tool.call", source="legacy", payload={}).seq
