@@ -117,9 +117,7 @@ async def test_the_legacy_feed_still_hears_the_switch_when_supabase_is_down(user
     settings.SUPABASE_SECRET_KEY = "sb_secret_x"
     communicator, _ = await legacy_page(user)
     try:
-        outcome = await sync_to_async(services.control_broadcast)(
-            control=services.switch_control()
-        )
+        outcome = await sync_to_async(services.control_broadcast)(control=services.switch_control())
         assert outcome["websocket"] is None and outcome["supabase"]
         message = await communicator.receive_json_from(timeout=WAIT)
         assert message["action"] == "switch_transport"

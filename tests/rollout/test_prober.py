@@ -127,9 +127,7 @@ def test_the_prober_session_signs_in_like_a_browsers(client, settings):
     # naming it answered the prober's legacy feed with HTTP 500 on every connect.
     assert settings.AUTHENTICATION_BACKENDS[0].startswith("axes.")
     user = services.prober_user_get_or_create()
-    client.cookies[settings.SESSION_COOKIE_NAME] = services.prober_session_create(
-        user_id=user.pk
-    )
+    client.cookies[settings.SESSION_COOKIE_NAME] = services.prober_session_create(user_id=user.pk)
 
     response = client.get("/api/transport")
 

@@ -215,3 +215,57 @@ def test_the_command_refuses_over_quota_and_force_needs_a_reason(
         call_command("rollout", "stage", "100", "--force")
     call_command("rollout", "stage", "100", "--force", "--reason", "support raised it")
     assert AuditEntry.objects.get(to_value="100").figures["forced_over_quota"]
+
+
+# --- Quota refusals in the rollback rules ----------------------------------------------------
+# Realtime refuses a connection or a join over a quota ("ConnectionRateLimitReached: Too many
+# connected users", "ClientJoinRateLimitReached"); pages and the prober report each refusal
+# as a connection failure. The rules must count them like any other.
+
+
+def test_the_probers_quota_refusals_roll_back_like_any_connection_failure(first_cohort):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.rollout.factories import samples_add
+
+    a_minute_ago = timezone.now() - timedelta(seconds=60)
+    samples_add(transport="supabase", kind="connect", count=1, at=a_minute_ago)
+    samples_add(transport="supabase", kind="connect_failure", count=3)  # three refusals
+    evaluation = services.rollout_health_evaluate()
+    assert evaluation.rolled_back
+    assert "3 consecutive Supabase connection failures" in evaluation.breaches[0]
+    assert RolloutState.objects.get(id=1).killed
+
+
+def test_pages_quota_refusals_roll_back_once_enough_users_see_them(
+    settings, client, django_user_model, first_cohort
+):
+    # Five users on Supabase (their own choice) whose joins the quota refuses: each page
+    # reports its refusals as connection failures, and its deliveries as none.
+    for index in range(5):
+        user = django_user_model.objects.create_user(username=f"refused{index}")
+        services.user_transport_preference_set(user=user, choice="supabase")
+        client.force_login(user)
+        response = client.post(
+            "/api/telemetry",
+            data=json.dumps(
+                {"transport": "supabase", "page": "p", "connects": 1, "connect_failures": 5}
+            ),
+            content_type="application/json",
+        )
+        assert response.status_code == 202
+    evaluation = services.rollout_health_evaluate()
+    assert evaluation.rolled_back, evaluation.figures
+    assert any("pages: 5 of 5 users above it" in breach for breach in evaluation.breaches)
+
+
+def test_a_stage_analysis_records_the_quota_headroom(settings, twelve_open_pages):
+    settings.SUPABASE_PLAN = "custom:connections=10,messages=1000,joins=100,payload_kb=256"
+    analysis = services.stage_analysis_record()
+    headroom = analysis.quota_headroom
+    assert headroom["plan"]["connections"] == 10
+    assert headroom["load"]["open_pages"] == {"websocket": 12, "supabase": 0}
+    assert headroom["stage"]["headroom"]["connections"] == 10  # shadow: nobody on Supabase
+    assert headroom["next"]["stage"] == "10" and headroom["next"]["exceeded"] == []

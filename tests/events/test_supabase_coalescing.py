@@ -1,0 +1,122 @@
+"""The sink coalesces under load: one upsert per event while far under the messages
+budget, one upsert per window past it, nothing lost — against a real supabase_local whose
+statement trigger turns each upsert into broadcast messages."""
+
+import pytest
+from django.core.cache import cache
+
+from events.models import Delivery
+from events.services import event_publish
+from events.sink_scheduling import _redis
+from events.supabase_coalescing import (
+    WINDOW_CACHE_KEY,
+    _slot_key,
+    coalescing_state,
+    sink_window_ms,
+    write_slot_wait,
+)
+from events.supabase_sink import supabase_breaker, supabase_sink_flush
+from rollout.models import TransportChoice, TransportPreference
+from rollout.open_pages import open_page_seen, open_pages_forget
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sink(django_supabase):
+    supabase_breaker().close()
+    cache.delete(WINDOW_CACHE_KEY)
+    _redis().delete(_slot_key())
+    open_pages_forget()
+    django_supabase.sql("DELETE FROM realtime.messages WHERE topic = 'monitor:events'")
+    yield django_supabase
+    open_pages_forget()
+    cache.delete(WINDOW_CACHE_KEY)
+    supabase_breaker().close()
+
+
+def _supabase_pages(django_user_model, count: int) -> None:
+    """``count`` users who chose Supabase, each with one open dashboard on it."""
+    for index in range(count):
+        user = django_user_model.objects.create_user(username=f"sb{index}")
+        TransportPreference.objects.create(user=user, choice=TransportChoice.SUPABASE)
+        open_page_seen(user_id=user.pk, transport="supabase", page_id="p")
+
+
+def _statements(seqs) -> int:
+    """Upserts that wrote these events (one ``sent_at`` per upsert)."""
+    return (
+        Delivery.objects.filter(event_id__in=seqs, sink="supabase")
+        .values("sent_at")
+        .distinct()
+        .count()
+    )
+
+
+def _broadcasts(server) -> int:
+    return server.sql("SELECT count(*) AS n FROM realtime.messages WHERE topic = 'monitor:events'")[
+        0
+    ]["n"]
+
+
+def test_far_under_the_budget_each_event_is_written_alone(sink, settings, django_user_model):
+    settings.SUPABASE_PLAN = "team"
+    _supabase_pages(django_user_model, 3)
+    assert sink_window_ms() == 0
+    seqs = []
+    for index in range(3):
+        seqs.append(event_publish(event_type="tool.call", source="svc", payload={"n": index}).seq)
+        assert supabase_sink_flush().sent == 1
+    assert _statements(seqs) == 3
+    assert _broadcasts(sink) == 3
+
+
+def test_past_the_budget_one_window_goes_out_as_one_upsert_and_nothing_is_lost(
+    sink, settings, django_user_model
+):
+    # given: 20 Supabase pages and 30 events in the last minute (0.5/s: 10.5 messages/s
+    # one upsert each) on a plan of 10 messages/s (budget 8): the sink must space upserts
+    settings.SUPABASE_PLAN = "custom:connections=100,messages=10,joins=100,payload_kb=256"
+    settings.SUPABASE_COALESCE_MAX_WINDOW_MS = 1500
+    _supabase_pages(django_user_model, 20)
+    first = [event_publish(event_type="tool.call", source="svc").seq for _ in range(30)]
+    state = coalescing_state(fresh=True)
+    assert state["subscribers"] == 20
+    assert state["window_ms"] == 1500  # ceil(1000 × 21 / 8) = 2625, capped
+    # when: the sink writes, and 20 more events commit inside its window
+    assert supabase_sink_flush().sent == 30
+    assert _redis().pttl(_slot_key()) > 0  # the slot is held for the window
+    later = [
+        event_publish(event_type="tool.call", source="svc", payload={"n": i}).seq for i in range(20)
+    ]
+    result = supabase_sink_flush()
+    # then: the 20 went out in one upsert and one message; Supabase holds every event
+    assert result.sent == 20
+    assert (_statements(first), _statements(later)) == (1, 1)
+    assert _broadcasts(sink) == 2
+    rows = sink.sql("SELECT seq FROM monitoring_events ORDER BY seq")
+    assert [row["seq"] for row in rows] == sorted(first + later)
+
+
+def test_a_writer_that_finds_the_slot_taken_waits_for_it(sink):
+    assert write_slot_wait(window_ms=0) == 0
+    assert write_slot_wait(window_ms=2000) < 2000  # free: taken at once
+    assert write_slot_wait(window_ms=2000) > 0  # taken: waited until it was free
+
+
+def test_the_window_grows_with_the_event_rate_and_the_subscribers(
+    sink, settings, django_user_model
+):
+    settings.SUPABASE_PLAN = "custom:connections=1000,messages=100,joins=100,payload_kb=256"
+    _supabase_pages(django_user_model, 50)  # 51 messages per upsert; the budget is 80/s
+    for _ in range(60):  # 1 event/s over the last minute: 51 messages/s, one upsert each
+        event_publish(event_type="tool.call", source="svc")
+    quiet = coalescing_state(fresh=True)["window_ms"]
+    for _ in range(60):  # 2 events/s: 102 messages/s one upsert each, over the budget
+        event_publish(event_type="tool.call", source="svc")
+    busy = coalescing_state(fresh=True)["window_ms"]
+    for user in django_user_model.objects.filter(username__startswith="sb"):
+        open_page_seen(user_id=user.pk, transport="supabase", page_id="second-tab")
+    crowded = coalescing_state(fresh=True)["window_ms"]
+    # ceil(1000 × 51 / 80) and ceil(1000 × 101 / 80)
+    assert (quiet, busy, crowded) == (0, 638, 1263)
