@@ -269,3 +269,45 @@ def test_a_stage_analysis_records_the_quota_headroom(settings, twelve_open_pages
     assert headroom["load"]["open_pages"] == {"websocket": 12, "supabase": 0}
     assert headroom["stage"]["headroom"]["connections"] == 10  # shadow: nobody on Supabase
     assert headroom["next"]["stage"] == "10" and headroom["next"]["exceeded"] == []
+
+
+# --- The panel -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator(django_user_model):
+    from tests.rollout.factories import permissions_grant
+
+    user = django_user_model.objects.create_user(username="operator", is_staff=True)
+    return permissions_grant(user, "rollout.set_stage")
+
+
+def test_the_panel_shows_the_plan_both_projections_and_the_window(
+    settings, client, operator, twelve_open_pages
+):
+    settings.SUPABASE_PLAN = "custom:connections=5,messages=1000,joins=100,payload_kb=256"
+    client.force_login(operator)
+    page = client.get("/admin/rollout/panel/").content.decode()
+    assert 'data-testid="quota-plan">custom<' in page
+    assert "12 pages open on websocket, 0 on Supabase" in page
+    assert "now: shadow" in page and "next: 10" in page
+    assert "one upsert per event" in page  # far under the budget: no added latency
+    health = client.get("/admin/rollout/panel/health.json").json()
+    assert 'data-testid="quotas"' in health["html"]
+
+
+def test_the_panel_refuses_a_raise_over_the_quota_unless_the_box_is_ticked(
+    settings, client, operator, twelve_open_pages
+):
+    settings.SUPABASE_PLAN = "custom:connections=5,messages=1000,joins=100,payload_kb=256"
+    analysis_passing()
+    client.force_login(operator)
+    form = {"action": "stage", "stage": "100", "reason": "all in"}
+    confirm = client.post("/admin/rollout/panel/action/", form).content.decode()
+    assert 'data-testid="over-quota"' in confirm and "plan&#x27;s 5" in confirm
+    client.post("/admin/rollout/panel/action/", {**form, "confirm": "yes"})
+    assert RolloutState.objects.get(id=1).stage == "shadow"
+    client.post("/admin/rollout/panel/action/", {**form, "confirm": "yes", "force_quota": "yes"})
+    assert RolloutState.objects.get(id=1).stage == "100"
+    entry = AuditEntry.objects.get(to_value="100")
+    assert entry.action == "forced" and entry.actor == operator
