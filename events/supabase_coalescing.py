@@ -48,10 +48,8 @@ def coalescing_state_compute() -> dict[str, Any]:
     state = rollout_state_get()
     load = measured_load()
     projection = stage_project(stage=state.stage, load=load, state=state)
-    if state.killed:  # nobody on Supabase but the prober: nothing to coalesce for
-        window = 0
-    else:
-        window = projection.window_ms
+    # Killed: nobody on Supabase but the prober, nothing to coalesce for.
+    window = 0 if state.killed else projection.window_ms
     return {
         "window_ms": window,
         "subscribers": 0 if state.killed else projection.connections,

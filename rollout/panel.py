@@ -236,10 +236,10 @@ def panel_action(request: HttpRequest) -> HttpResponse:
             refusal = services.promotion_analysis_refusal(state=state)
         needs_force = str(refusal) if refusal else None
     over_quota = None
-    if action == "stage" and not error and not needs_force:
-        if STAGE_PERCENT[stage] > STAGE_PERCENT[state.stage]:
-            refused = services.promotion_quota_refusal(stage=stage, state=state)
-            over_quota = str(refused) if refused else None
+    raising = action == "stage" and not error and STAGE_PERCENT[stage] > STAGE_PERCENT[state.stage]
+    if raising and not needs_force:
+        refused = services.promotion_quota_refusal(stage=stage, state=state)
+        over_quota = str(refused) if refused else None
     force_quota = request.POST.get("force_quota") == "yes"
     if error or needs_force or request.POST.get("confirm") != "yes":
         quota_context = _quota_context(state) if action == "stage" else {}
