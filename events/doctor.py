@@ -295,7 +295,7 @@ def _probe_publish() -> tuple[int, str]:
     return result.seq, "the sink did not reach the probe after 20 batches"
 
 
-def _check_quotas() -> DoctorCheck:
+def _check_quotas(schema: dict[str, Any] | None = None) -> DoctorCheck:
     from events.supabase_plan import PlanError, supabase_plan
     from rollout.quotas import quota_outlook
 
@@ -309,6 +309,15 @@ def _check_quotas() -> DoctorCheck:
         f"plan {plan.name}: stage {current.stage} projects {current.connections} connections, "
         f"{current.messages_per_second:g} messages/s (window {current.window_ms} ms)"
     )
+    packed_kb = (schema or {}).get("broadcast_payload_kb")
+    if isinstance(packed_kb, int) and packed_kb > plan.payload_kb:
+        return DoctorCheck(
+            "plan against the load", False,
+            f"the trigger packs broadcasts up to {packed_kb} KB, over the plan's "
+            f"{plan.payload_kb} KB ({plan.name}): Realtime would refuse the larger ones",
+            "update public.monitoring_broadcast_settings set max_payload_kb = "
+            f"{plan.payload_kb};  (SQL editor), or fix SUPABASE_PLAN",
+        )  # fmt: skip
     if not plan.limited:
         return DoctorCheck(
             "plan against the load", True,
@@ -417,5 +426,5 @@ def supabase_doctor_run() -> DoctorReport:
             checks.append(DoctorCheck("public channels off", False, seen, PUBLIC_FIX))
         else:
             checks.append(DoctorCheck("public channels off", True, "public channels are refused"))
-    checks.append(_check_quotas())
+    checks.append(_check_quotas(schema))
     return report

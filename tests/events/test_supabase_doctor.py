@@ -175,3 +175,17 @@ def test_a_plan_too_small_for_the_load_is_caught(
     problem = failed(report)["plan against the load"]
     assert not passed
     assert "over the plan's 2" in problem["detail"] and "upgrade the plan" in problem["fix"]
+
+
+def test_a_broadcast_payload_limit_above_the_plans_is_caught(private_project, point_at, settings):
+    point_at(private_project)
+    settings.SUPABASE_PLAN = "free"  # 256 KB
+    private_project.sql("UPDATE public.monitoring_broadcast_settings SET max_payload_kb = 3000")
+    try:
+        passed, report = doctor()
+    finally:
+        private_project.sql("UPDATE public.monitoring_broadcast_settings SET max_payload_kb = 256")
+    problem = failed(report)["plan against the load"]
+    assert not passed
+    assert "up to 3000 KB, over the plan's 256 KB" in problem["detail"]
+    assert "max_payload_kb = 256" in problem["fix"]
