@@ -179,7 +179,9 @@ def control_broadcast(*, control: dict[str, Any]) -> dict[str, str | None]:
     if supabase_client.supabase_configured():
         try:
             async_to_sync(supabase_client.realtime_broadcast)(
-                topic=supabase_client.CONTROL_TOPIC, event="control", payload=control
+                topic=supabase_client.CONTROL_TOPIC,
+                event=supabase_client.CONTROL_EVENT,
+                payload=control,
             )
             outcome[Transport.SUPABASE] = None
         except Exception as exc:

@@ -65,7 +65,8 @@ def test_the_page_gets_the_publishable_key_and_a_token_signed_with_the_signing_k
     response = signed_in_client.get("/")
     html = response.content.decode()
     supabase = page_config(response)["supabase"]
-    assert supabase["anonKey"] == "sb_publishable_page-may-hold-this-one"
+    assert supabase["publishableKey"] == "sb_publishable_page-may-hold-this-one"
+    assert "anonKey" not in supabase  # it never was an anon key; the bundle reads both
     assert "sb_secret_must-never-leave-the-server" not in html
     assert "PRIVATE KEY" not in html
     header = jwt.get_unverified_header(supabase["token"])
