@@ -23,6 +23,7 @@ The window is recomputed at most every ``WINDOW_CACHE_SECONDS`` from the measure
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -83,6 +84,18 @@ def sink_window_ms() -> int:
     except Exception:
         logger.exception("coalescing window unavailable; writing without one")
         return 0
+
+
+def window_rows(*, window_ms: int) -> int:
+    """Rows one window's upsert must be able to take: twice what the measured rate brings
+    in one window, so a backlog drains instead of growing by a batch a window."""
+    if window_ms <= 0:
+        return 0
+    try:
+        rate = float(coalescing_state()["events_per_second"])
+    except Exception:
+        return 0
+    return math.ceil(rate * window_ms / 1000 * 2)
 
 
 def write_slot_wait(*, window_ms: int) -> float:

@@ -33,7 +33,7 @@ from django.utils import timezone
 from events import supabase_client
 from events.models import BreakerStateChange, Delivery, DeliveryStatus, Event, Sink
 from events.selectors import event_to_wire
-from events.supabase_coalescing import sink_window_ms, write_slot_wait
+from events.supabase_coalescing import sink_window_ms, window_rows, write_slot_wait
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,9 @@ def supabase_sink_flush(*, limit: int | None = None, include_failed: bool = Fals
     # Under load, upserts are spaced by the coalescing window (events/supabase_coalescing):
     # what commits while this waits joins this upsert. Waited outside the transaction, so
     # no row is locked meanwhile.
-    write_slot_wait(window_ms=sink_window_ms())
+    window_ms = sink_window_ms()
+    write_slot_wait(window_ms=window_ms)
+    limit = max(limit, window_rows(window_ms=window_ms))
 
     with transaction.atomic():
         deliveries = list(

@@ -5,7 +5,9 @@ What is measured:
 - the **open dashboards** and their users, per transport (``rollout/open_pages.py``: every
   page's telemetry heartbeat), plus the prober's one Supabase connection while it runs;
 - the **event rate** routed to Supabase and the upserts that carried it, from the local
-  log (``events.selectors.supabase_write_rate``).
+  log (``events.selectors.supabase_write_rate``);
+- declared, not measured: ``SUPABASE_EXTRA_SUBSCRIBERS``, Realtime clients of the events
+  topic that send no telemetry (another service, a load test), added to every stage.
 
 What is projected, for a stage (its percentage): the Supabase **connections** (the open
 pages of the users that stage puts on Supabase, each user's own choice first as in
@@ -60,6 +62,9 @@ class MeasuredLoad:
     events_per_second: float  # routed to Supabase, over the last minute
     statements_per_second: float  # upserts that carried them, over the last minute
     users: dict[int, int] = field(default_factory=dict, repr=False)  # pages per user
+    # Realtime clients of monitor:events that send no telemetry (other services, load
+    # tests): SUPABASE_EXTRA_SUBSCRIBERS, counted in every projection.
+    extra_subscribers: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         figures = asdict(self)
@@ -141,6 +146,7 @@ def measured_load(*, now=None) -> MeasuredLoad:
         events_per_second=rate.events_per_second,
         statements_per_second=rate.statements_per_second,
         users=dict(pages.users()) if pages is not None else {},
+        extra_subscribers=int(getattr(settings, "SUPABASE_EXTRA_SUBSCRIBERS", 0) or 0),
     )
 
 
@@ -173,7 +179,11 @@ def stage_project(
     users = load.users
     at_stage = _on_supabase(user_ids=users, percent=percent, killed=False)
     now_on = _on_supabase(user_ids=users, percent=STAGE_PERCENT[state.stage], killed=state.killed)
-    connections = sum(users[u] for u in at_stage) + (1 if load.prober_on_supabase else 0)
+    connections = (
+        sum(users[u] for u in at_stage)
+        + (1 if load.prober_on_supabase else 0)
+        + load.extra_subscribers
+    )
     moved = sum(users[u] for u in at_stage ^ now_on)
     fan_out = connections + 1
     rate = load.events_per_second

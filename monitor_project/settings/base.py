@@ -194,6 +194,9 @@ SUPABASE_BREAKER_NAMESPACE = env.str("SUPABASE_BREAKER_NAMESPACE", default="moni
 SUPABASE_PLAN = env.str("SUPABASE_PLAN", default="")
 SUPABASE_MESSAGES_BUDGET_PERCENT = env.float("SUPABASE_MESSAGES_BUDGET_PERCENT", default=80.0)
 SUPABASE_COALESCE_MAX_WINDOW_MS = env.int("SUPABASE_COALESCE_MAX_WINDOW_MS", default=2000)
+# Realtime clients of monitor:events that send no telemetry (another service, a load test):
+# the projections and the sink's window count them beside the measured open dashboards.
+SUPABASE_EXTRA_SUBSCRIBERS = env.int("SUPABASE_EXTRA_SUBSCRIBERS", default=0)
 # Bearer token that may read /metrics (staff sessions always may).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 

@@ -13,6 +13,7 @@ from events.supabase_coalescing import (
     _slot_key,
     coalescing_state,
     sink_window_ms,
+    window_rows,
     write_slot_wait,
 )
 from events.supabase_sink import supabase_breaker, supabase_sink_flush
@@ -120,3 +121,11 @@ def test_the_window_grows_with_the_event_rate_and_the_subscribers(
     crowded = coalescing_state(fresh=True)["window_ms"]
     # ceil(1000 × 51 / 80) and ceil(1000 × 101 / 80)
     assert (quiet, busy, crowded) == (0, 638, 1263)
+
+
+def test_one_windows_upsert_takes_twice_the_rows_a_window_brings(sink, settings):
+    # 2,000 events/s with a 500 ms window: 1,000 rows a window, more than a batch of 500;
+    # the upsert must take them all (and a backlog's worth more) or the backlog grows.
+    cache.set(WINDOW_CACHE_KEY, {"window_ms": 500, "events_per_second": 2000.0}, 60)
+    assert window_rows(window_ms=500) == 2000
+    assert window_rows(window_ms=0) == 0

@@ -311,3 +311,11 @@ def test_the_panel_refuses_a_raise_over_the_quota_unless_the_box_is_ticked(
     assert RolloutState.objects.get(id=1).stage == "100"
     entry = AuditEntry.objects.get(to_value="100")
     assert entry.action == "forced" and entry.actor == operator
+
+
+def test_declared_subscribers_without_telemetry_count_in_every_stage(settings, twelve_open_pages):
+    settings.SUPABASE_PLAN = "custom:connections=100,messages=1000,joins=100,payload_kb=256"
+    settings.SUPABASE_EXTRA_SUBSCRIBERS = 40
+    outlook = quota_outlook()
+    assert outlook.current.connections == 40  # shadow: only the declared clients
+    assert outlook.load.extra_subscribers == 40
