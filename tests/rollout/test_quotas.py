@@ -163,7 +163,10 @@ def test_automatic_promotion_is_held_by_the_quota_with_an_alert(
     from rollout.models import Alert
     from tests.rollout.factories import samples_add
 
-    settings.SUPABASE_PLAN = "custom:connections=1,messages=1000,joins=100,payload_kb=256"
+    # Five declared clients fill the plan; the prober's connection (its samples below) and
+    # whoever the 10 % cohort adds are over it.
+    settings.SUPABASE_PLAN = "custom:connections=5,messages=1000,joins=100,payload_kb=256"
+    settings.SUPABASE_EXTRA_SUBSCRIBERS = 5
     services.rollout_promotion_configure(
         enabled=True, dwell_seconds=0, actor=staff_user, reason="autopilot"
     )
@@ -172,10 +175,9 @@ def test_automatic_promotion_is_held_by_the_quota_with_an_alert(
     analysis_passing()
     now = timezone.now()
     services.rollout_promotion_check(now=now)
-    # The prober's samples count as its one Supabase connection; the 10 % cohort adds more.
     evaluation = services.rollout_promotion_check(now=now + timedelta(seconds=1))
     assert RolloutState.objects.get(id=1).stage == "shadow"
-    assert evaluation.promoted_to is None and "plan's 1" in evaluation.quota_refusal
+    assert evaluation.promoted_to is None and "plan's 5" in evaluation.quota_refusal
     assert Alert.objects.get(kind="quota").severity == "warning"
 
 
