@@ -16,6 +16,7 @@ import pytest
 from realtime import AsyncRealtimeClient
 
 from tests.browser.test_dashboard import (
+    LEGACY,
     SUPABASE,
     assert_each_once_in_order,
     publish,
@@ -97,7 +98,8 @@ def test_a_dropped_realtime_socket_is_filled_by_replay_then_rest_each_event_once
     page.route_web_socket(REALTIME_SOCKET, line)
     page.reload()
     wait_for_indicator(page, SUPABASE)
-    page.wait_for_timeout(600)  # the backfill every subscription makes is done
+    # The backfill every subscription makes (after replay) is done.
+    page.wait_for_function("window.monitorFeed.stats().backfills >= 1", timeout=30_000)
     before = publish(2)
     wait_for_seqs(page, before)
     assert stats(page)["replayed"] == 0
@@ -258,3 +260,61 @@ def test_the_server_side_rest_broadcast_refuses_the_browser_keys(supabase_local)
             timeout=10,
         )
         assert response.status_code == 403, response.text
+
+
+# --- quota refusals -----------------------------------------------------------------------
+
+
+def refusing_joins(reason: str):
+    """A Realtime line that answers the page's join of monitor:events as Realtime answers a
+    join over a quota (supabase_local/realtime/quotas.py), and passes the rest through."""
+
+    def handler(ws) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message) -> None:
+            frame = json.loads(message) if isinstance(message, str) else None
+            if isinstance(frame, list) and frame[2:4] == ["realtime:monitor:events", "phx_join"]:
+                join_ref, ref, topic = frame[:3]
+                error = {"status": "error", "response": {"reason": reason}}
+                ws.send(json.dumps([join_ref, ref, topic, "phx_reply", error]))
+                return
+            if isinstance(frame, dict) and (frame.get("topic"), frame.get("event")) == (
+                "realtime:monitor:events",
+                "phx_join",
+            ):
+                error = {"status": "error", "response": {"reason": reason}}
+                ws.send(json.dumps({**frame, "event": "phx_reply", "payload": error}))
+                return
+            server.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(lambda message: ws.send(message))
+
+    return handler
+
+
+def test_a_join_refused_for_a_quota_is_reported_as_a_connection_failure(
+    open_dashboard, django_user_model
+):
+    from rollout.models import HealthSample
+
+    page, _ = open_dashboard(supabase_user(django_user_model, "sb-quota"))
+    page.route_web_socket(
+        REALTIME_SOCKET, refusing_joins("ConnectionRateLimitReached: Too many connected users")
+    )
+    page.reload()
+
+    # At once, not after the 8 s the page gives a silent join.
+    wait_for_indicator(page, LEGACY, timeout_s=6)
+    assert "Too many connected users" in page.locator("#notice").inner_text()
+
+    def reported() -> bool:
+        return HealthSample.objects.filter(
+            origin="browser", transport="supabase", kind="connect_failure"
+        ).exists()
+
+    deadline = time.monotonic() + 20
+    while not reported() and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    assert reported(), "the page did not report the refusal as a failed connection"

@@ -292,8 +292,6 @@ class SupabaseFollower(Follower):
         client = await supabase_client.async_client(access_token=token)
         client.realtime.auto_reconnect = False  # reconnects are ours, as on the page
         subscribed, ended = asyncio.Event(), asyncio.Event()
-        if self.heard_at_ms is None:
-            self.heard_at_ms = int(time.time() * 1000)
 
         def on_state(state, error=None) -> None:  # noqa: ANN001
             (subscribed if state == RealtimeSubscribeStates.SUBSCRIBED else ended).set()
@@ -307,20 +305,20 @@ class SupabaseFollower(Follower):
             # Seqs announced (too large to carry) are read by the backfill below.
 
         try:
-            # As the page: replay from a margin before the last message heard.
-            since = max(0, self.heard_at_ms - REPLAY_MARGIN_MS)
+            # As the page: no replay on the first join (the backfill covers it); on a
+            # rejoin, replay from a margin before the last message heard.
+            broadcast = {}
+            if self.heard_at_ms is not None:
+                since = max(0, self.heard_at_ms - REPLAY_MARGIN_MS)
+                broadcast["replay"] = {"since": since, "limit": 25}
             channel = client.channel(
-                supabase_client.EVENTS_TOPIC,
-                {
-                    "config": {
-                        "private": True,
-                        "broadcast": {"replay": {"since": since, "limit": 25}},
-                    }
-                },
+                supabase_client.EVENTS_TOPIC, {"config": {"private": True, "broadcast": broadcast}}
             )
             channel.on_broadcast(supabase_client.EVENTS_EVENT, on_broadcast)
             await asyncio.wait_for(channel.subscribe(on_state), CONNECT_TIMEOUT_SECONDS)
             await asyncio.wait_for(subscribed.wait(), CONNECT_TIMEOUT_SECONDS)
+            if self.heard_at_ms is None:  # a rejoin before any message replays from here
+                self.heard_at_ms = int(time.time() * 1000)
             await asyncio.sleep(BACKFILL_AFTER_REPLAY_SECONDS)
             if not self.online:  # sent offline while joining
                 return

@@ -35,6 +35,7 @@ performance.mark("feed:first-render");
 charts.seed(config.rate, config.latestSeq);
 
 let received = 0;
+let backfills = 0; // backfills that answered (each (re)subscription makes one)
 let transport = null;
 let backfilling = null;
 let choice = config.choice;
@@ -99,6 +100,7 @@ async function backfillNow() {
     try {
       const { events, upTo } = await active.backfill(merger.contiguous);
       if (active === transport) merger.settle(events, upTo);
+      backfills += 1;
     } catch (error) {
       telemetry.count("errors");
       setTimeout(() => backfillNow(), 1000);
@@ -247,6 +249,7 @@ window.monitorFeed = {
   get contiguous() { return merger.contiguous; },
   stats: () => ({
     received,
+    backfills,
     gapsFilled: merger.gapsFilled,
     duplicates: merger.duplicates,
     // Broadcast messages replayed to the Supabase path on its (re)joins.

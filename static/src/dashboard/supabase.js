@@ -1,7 +1,7 @@
 // The Supabase path: Broadcast from the database on the private topic `monitor:events`
 // (supabase/migrations/20261129000000_private_broadcast.sql), joined with the user's
-// short-lived token (never a server key); broadcast replay on every (re)join, then a
-// backfill through Supabase REST for whatever replay did not cover; rollout control
+// short-lived token (never a server key); broadcast replay on every rejoin, then a
+// backfill through Supabase REST (on every join) for whatever replay did not cover; rollout control
 // messages on the private topic `monitor:control`, which only the server can send to.
 
 import { createClient } from "@supabase/supabase-js";
@@ -60,8 +60,10 @@ export class SupabaseTransport {
   async start(after) {
     this.stopped = false;
     this.after = after;
-    // The first join replays from the page's load: the REST backfill covers anything older.
-    this.heardAt = this.serverNow();
+    // When the page last heard a message; null until it has joined once. The first join
+    // asks for no replay: the page's snapshot and the REST backfill after it cover
+    // everything up to now (and replay could bring messages of a log since reset).
+    this.heardAt = null;
     this.client = createClient(this.config.url, this.browserKey, {
       accessToken: async () => this.tokens.current(),
       realtime: { params: { eventsPerSecond: -1 }, timeout: 5000, heartbeatIntervalMs: 5000 },
@@ -88,15 +90,11 @@ export class SupabaseTransport {
   // subscribed on every rejoin, so the page sets it again (with a fresh `since`) each time
   // the channel goes down, before supabase-js rejoins.
   eventsConfig() {
-    return {
-      private: true,
-      broadcast: {
-        self: false,
-        ack: false,
-        replay: { since: Math.max(0, Math.floor(this.heardAt - REPLAY_MARGIN_MS)), limit: REPLAY_LIMIT },
-      },
-      presence: { key: "", enabled: false },
-    };
+    const broadcast = { self: false, ack: false };
+    if (this.heardAt !== null) {
+      broadcast.replay = { since: Math.max(0, Math.floor(this.heardAt - REPLAY_MARGIN_MS)), limit: REPLAY_LIMIT };
+    }
+    return { private: true, broadcast, presence: { key: "", enabled: false } };
   }
 
   rearmReplay() {
@@ -132,6 +130,8 @@ export class SupabaseTransport {
   status(status, error) {
     if (this.stopped) return;
     if (status === "SUBSCRIBED") {
+      // A rejoin before any message was heard replays from this first subscription.
+      if (this.heardAt === null) this.heardAt = this.serverNow();
       clearTimeout(this.failTimer);
       this.everSubscribed = true;
       this.onStatus("live");
