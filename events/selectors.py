@@ -223,7 +223,7 @@ def producer_for_token(token: str) -> Producer | None:
 LOAD_WINDOW_SECONDS = 60
 # The event rate is the higher of the last minute's and the last few seconds': a rising
 # load must widen the sink's window within seconds, not after a minute of averaging.
-LOAD_SHORT_WINDOW_SECONDS = 5
+LOAD_SHORT_WINDOW_SECONDS = 2
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 WINDOW_CACHE_KEY = "events:supabase-coalescing"
 WINDOW_CACHE_SECONDS = 2
+# A window of 0 is kept for less: a load that starts from quiet must be coalesced within
+# moments, or its first second of one-upsert-per-event already costs the budget.
+IDLE_WINDOW_CACHE_SECONDS = 0.5
 
 
 def _slot_key() -> str:
@@ -68,7 +71,8 @@ def coalescing_state(*, fresh: bool = False) -> dict[str, Any]:
         if cached is not None:
             return cached
     state = coalescing_state_compute()
-    cache.set(WINDOW_CACHE_KEY, state, WINDOW_CACHE_SECONDS)
+    ttl = WINDOW_CACHE_SECONDS if state["window_ms"] else IDLE_WINDOW_CACHE_SECONDS
+    cache.set(WINDOW_CACHE_KEY, state, ttl)
     return state
 
 
@@ -101,23 +105,20 @@ def window_rows(*, window_ms: int) -> int:
 def write_slot_wait(*, window_ms: int) -> float:
     """Wait for the shared write slot and take it for ``window_ms``; returns the ms waited.
 
-    Bounded: after twice the window the caller writes anyway (a slot that never frees
-    must not stall the sink)."""
+    A writer that loses the slot to another simply waits for the next one: the winner
+    writes every pending row, so waiting costs nothing but strictly keeps one upsert per
+    window. The slot always frees (it expires), so the wait ends; Redis unreachable: no
+    wait."""
     if window_ms <= 0:
         return 0.0
     from events.sink_scheduling import _redis
 
     started = time.monotonic()
-    deadline = started + 2 * window_ms / 1000
     try:
         client = _redis()
         while not client.set(_slot_key(), 1, nx=True, px=window_ms):
             remaining_ms = client.pttl(_slot_key())
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            pause = (remaining_ms if remaining_ms and remaining_ms > 0 else 5) / 1000
-            time.sleep(min(pause, deadline - now))
+            time.sleep((remaining_ms if remaining_ms and remaining_ms > 0 else 5) / 1000)
     except redis.RedisError as exc:
         logger.warning("coalescing slot unavailable, writing now: %s", exc)
     return (time.monotonic() - started) * 1000

@@ -141,7 +141,7 @@ def test_a_sudden_burst_widens_the_window_without_waiting_for_the_minute(
 ):
     settings.SUPABASE_PLAN = "custom:connections=1000,messages=100,joins=100,payload_kb=256"
     _supabase_pages(django_user_model, 50)
-    for _ in range(20):  # 20 events in a moment: 4/s over the last 5 s, 0.33/s over a minute
+    for _ in range(20):  # 20 events in a moment: 10/s over the last 2 s, 0.33/s a minute
         event_publish(event_type="tool.call", source="svc")
     assert coalescing_state(fresh=True)["window_ms"] == 638
 
