@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -102,23 +103,44 @@ def window_rows(*, window_ms: int) -> int:
     return math.ceil(rate * window_ms / 1000 * 2)
 
 
-def write_slot_wait(*, window_ms: int) -> float:
-    """Wait for the shared write slot and take it for ``window_ms``; returns the ms waited.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def write_slot_wait(*, window_ms: int) -> str | None:
+    """Wait for the shared write slot and take it for ``window_ms``; returns the slot's
+    token (None: no window, or Redis unreachable).
 
     A writer that loses the slot to another simply waits for the next one: the winner
     writes every pending row, so waiting costs nothing but strictly keeps one upsert per
     window. The slot always frees (it expires), so the wait ends; Redis unreachable: no
     wait."""
     if window_ms <= 0:
-        return 0.0
+        return None
     from events.sink_scheduling import _redis
 
-    started = time.monotonic()
+    token = uuid.uuid4().hex
     try:
         client = _redis()
-        while not client.set(_slot_key(), 1, nx=True, px=window_ms):
+        while not client.set(_slot_key(), token, nx=True, px=window_ms):
             remaining_ms = client.pttl(_slot_key())
             time.sleep((remaining_ms if remaining_ms and remaining_ms > 0 else 5) / 1000)
     except redis.RedisError as exc:
         logger.warning("coalescing slot unavailable, writing now: %s", exc)
-    return (time.monotonic() - started) * 1000
+        return None
+    return token
+
+
+def write_slot_release(token: str | None) -> None:
+    """Give back a slot that carried no upsert (nothing was pending): no message went out,
+    so the next writer need not wait for the window. Only our own slot is deleted."""
+    if token is None:
+        return
+    from events.sink_scheduling import _redis
+
+    try:
+        _redis().eval(_RELEASE, 1, _slot_key(), token)
+    except redis.RedisError as exc:
+        logger.warning("could not release the coalescing slot: %s", exc)

@@ -14,6 +14,7 @@ from events.supabase_coalescing import (
     coalescing_state,
     sink_window_ms,
     window_rows,
+    write_slot_release,
     write_slot_wait,
 )
 from events.supabase_sink import supabase_breaker, supabase_sink_flush
@@ -100,9 +101,27 @@ def test_past_the_budget_one_window_goes_out_as_one_upsert_and_nothing_is_lost(
 
 
 def test_a_writer_that_finds_the_slot_taken_waits_for_it(sink):
-    assert write_slot_wait(window_ms=0) == 0
-    assert write_slot_wait(window_ms=2000) < 2000  # free: taken at once
-    assert write_slot_wait(window_ms=2000) > 0  # taken: waited until it was free
+    assert write_slot_wait(window_ms=0) is None
+    first = write_slot_wait(window_ms=1000)  # free: taken at once
+    second = write_slot_wait(window_ms=1000)  # taken: returns once it holds the next one
+    assert first != second
+    assert _redis().get(_slot_key()).decode() == second
+
+
+def test_a_slot_that_carried_no_upsert_is_given_back(sink, settings, django_user_model):
+    settings.SUPABASE_PLAN = "custom:connections=100,messages=10,joins=100,payload_kb=256"
+    _supabase_pages(django_user_model, 20)
+    for _ in range(30):
+        event_publish(event_type="tool.call", source="svc")
+    assert coalescing_state(fresh=True)["window_ms"] > 0
+    assert supabase_sink_flush().sent == 30  # the slot is spent on this upsert
+    assert _redis().pttl(_slot_key()) > 0
+    _redis().delete(_slot_key())
+    assert supabase_sink_flush().outcome == "idle"  # nothing pending: no message went out
+    assert _redis().exists(_slot_key()) == 0  # so the next writer need not wait
+    token = write_slot_wait(window_ms=1000)
+    write_slot_release("someone-else")  # only the holder's token frees it
+    assert _redis().get(_slot_key()).decode() == token
 
 
 def _a_minute_of_events(rate: int) -> None:
