@@ -321,3 +321,26 @@ def test_declared_subscribers_without_telemetry_count_in_every_stage(settings, t
     outlook = quota_outlook()
     assert outlook.current.connections == 40  # shadow: only the declared clients
     assert outlook.load.extra_subscribers == 40
+
+
+def test_an_approved_promote_anyway_overrides_the_analysis_not_the_quota(
+    settings, django_user_model, twelve_open_pages
+):
+    from rollout.models import ForcedPromotionRequest
+    from tests.rollout.factories import permissions_grant
+
+    settings.SUPABASE_PLAN = "custom:connections=5,messages=1000,joins=100,payload_kb=256"
+    ada, bob = (
+        permissions_grant(
+            django_user_model.objects.create_user(username=name, is_staff=True),
+            "rollout.set_stage",
+        )
+        for name in ("ada", "bob")
+    )
+    request = services.forced_promotion_request(stage="100", actor=ada, reason="no evidence yet")
+    with pytest.raises(services.QuotaExceeded, match="plan's 5"):
+        services.forced_promotion_decide(
+            request_id=request.pk, actor=bob, approve=True, reason="fine by me"
+        )
+    assert ForcedPromotionRequest.objects.get(pk=request.pk).status == "pending"
+    assert RolloutState.objects.get(id=1).stage == "shadow"
