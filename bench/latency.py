@@ -472,6 +472,9 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
                 # The keys of a project created today: publishable, secret, ES256.
                 **supabase_product_settings(supabase),
                 "SUPABASE_PLAN": args.plan,
+                # The bench's Supabase clients send no telemetry: declare them, so the
+                # sink's coalescing window counts them (docs/supabase.md, "Coalescing").
+                "SUPABASE_EXTRA_SUBSCRIBERS": str(args.supabase),
                 # The default (6,000/min per producer) would refuse rates above 100/s.
                 "INGEST_RATE_PER_MINUTE": str(max(6000, int(args.rate * 120))),
             }
