@@ -34,6 +34,10 @@ _lock = threading.Lock()
 
 
 def _add(name: str, seconds: float) -> None:
+    # Only the request's own work: the in-process Supabase writer's thread commits and
+    # updates concurrently, and its time is not the request's.
+    if threading.current_thread().name == "supabase-writer":
+        return
     with _lock:
         _current[name] = _current.get(name, 0.0) + seconds
 
@@ -93,7 +97,7 @@ def _install() -> None:
     )
     from django.db.models.query import QuerySet
 
-    patch(QuerySet, "update", "    ledger mark (UPDATE deliveries)")
+    patch(QuerySet, "update", "    ORM update")
     patch(sink_scheduling, "flush_schedule", "  after commit: Supabase hand-off")
     patch(db_base.BaseDatabaseWrapper, "connect", "database connect")
     patch(db_base.BaseDatabaseWrapper, "close_if_unusable_or_obsolete", "connection check")
