@@ -15,6 +15,7 @@ mirror took to hold every event.
 import argparse
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -58,7 +59,7 @@ def wait_http(url: str, seconds: float = 60) -> None:
     wait_until(lambda: http_answers_ok(url), timeout=seconds, interval=0.2, what=url)
 
 
-def http_ingest(base: str, token: str, *, events: int, batch: int, clients: int) -> float:
+def http_ingest(bases: list[str], token: str, *, events: int, batch: int, clients: int) -> float:
     bodies = [
         {
             "events": [
@@ -74,7 +75,8 @@ def http_ingest(base: str, token: str, *, events: int, batch: int, clients: int)
     ]
     headers = {"Authorization": f"Bearer {token}"}
 
-    def send(chunk: list[dict]) -> None:
+    def send(number: int, chunk: list[dict]) -> None:
+        base = bases[number % len(bases)]
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             for body in chunk:
                 response = client.post("/api/events", json=body)
@@ -83,7 +85,7 @@ def http_ingest(base: str, token: str, *, events: int, batch: int, clients: int)
     chunks = [bodies[i::clients] for i in range(clients)]
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(send, chunks))
+        list(pool.map(send, range(clients), chunks))
     return len(bodies) * batch / (time.perf_counter() - started)
 
 
@@ -109,11 +111,20 @@ def pending_supabase() -> int:
     return Delivery.objects.filter(sink="supabase", status__in=["pending", "failed"]).count()
 
 
+def supabase_rows(supabase) -> int:
+    return supabase.sql("SELECT count(*) AS n FROM monitoring_events")[0]["n"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--daphne", type=int, default=os.cpu_count() or 1, help="daphne processes (clients "
+        "alternate between them, as behind a load balancer); default one per CPU",
+    )  # fmt: skip
+    parser.add_argument("--py-spy", type=Path, help="flame graph of the first daphne (sink on)")
     args = parser.parse_args()
 
     from tests.fixtures.supabase_local import running_supabase_local
@@ -130,6 +141,7 @@ def main() -> int:
         "DJANGO_SETTINGS_MODULE": "monitor_project.settings.base",
         "DJANGO_DEBUG": "false",
         "LOG_LEVEL": "WARNING",
+        "INGEST_RATE_PER_MINUTE": "1000000",
         "SUPABASE_URL": "",
         "SUPABASE_SERVICE_ROLE_KEY": "",
         "SUPABASE_ANON_KEY": "",
@@ -137,6 +149,7 @@ def main() -> int:
     }
     processes: list[subprocess.Popen] = []
     results: dict[str, float] = {}
+    print(f"load average at start: {load()}")
     try:
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=base_env, check=True
@@ -158,40 +171,66 @@ def main() -> int:
                 "SUPABASE_SERVICE_ROLE_KEY": supabase.service_role_key,
                 "SUPABASE_JWT_SECRET": supabase.jwt_secret,
             }
-            for mode, env in (("off", base_env), ("on", on_env)):
-                port = free_port()
-                daphne = spawn_process(
-                    daphne_argv(port), env=env, log_path=logs / f"daphne-{mode}.log"
-                )
-                processes.append(daphne)
+            # "on" first: events published with the sink off stay pending, and must not
+            # become a backlog that the "on" run's writers drain while it is measured.
+            for mode, env in (("on", on_env), ("off", base_env)):
+                mode_processes = []
+                bases = []
+                for number in range(args.daphne):
+                    port = free_port()
+                    log_path = logs / f"daphne-{mode}-{number + 1}.log"
+                    mode_processes.append(
+                        spawn_process(daphne_argv(port), env=env, log_path=log_path)
+                    )
+                    bases.append(f"http://127.0.0.1:{port}")
                 if mode == "on":
-                    worker_argv = celery_worker_argv(concurrency=2, loglevel="warning")
-                    processes.append(
+                    # The safety net: the in-process writers write almost everything.
+                    worker_argv = celery_worker_argv(concurrency=1, loglevel="warning")
+                    mode_processes.append(
                         spawn_process(worker_argv, env=env, log_path=logs / "worker.log")
                     )
-                    for key in (
-                        "SUPABASE_URL",
-                        "SUPABASE_ANON_KEY",
-                        "SUPABASE_SERVICE_ROLE_KEY",
-                        "SUPABASE_JWT_SECRET",
-                    ):
-                        setattr(settings, key, env[key])
-                base = f"http://127.0.0.1:{port}"
-                wait_http(f"{base}/readyz")
-                started = time.perf_counter()
+                processes.extend(mode_processes)
+                for key in (
+                    "SUPABASE_URL",
+                    "SUPABASE_ANON_KEY",
+                    "SUPABASE_SERVICE_ROLE_KEY",
+                    "SUPABASE_JWT_SECRET",
+                ):
+                    setattr(settings, key, env[key])
+                for base in bases:
+                    wait_http(f"{base}/readyz")
+                spy = None
+                if mode == "on" and args.py_spy:
+                    spy = subprocess.Popen(
+                        [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                         str(mode_processes[0].pid), "-o", str(args.py_spy), "--rate", "200",
+                         "--nonblocking"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    time.sleep(1)
                 results[f"api_{mode}"] = http_ingest(
-                    base, token, events=args.events, batch=args.batch, clients=args.clients
+                    bases, token, events=args.events, batch=args.batch, clients=args.clients
                 )
+                last_post = time.perf_counter()
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
+                if mode == "on":
+                    expected = (args.events // args.batch) * args.batch
+                    deadline = time.monotonic() + 300
+                    while supabase_rows(supabase) < expected and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    results["mirror_lag"] = time.perf_counter() - last_post
+                    results["mirrored_rows"] = supabase_rows(supabase)
+                    results["http_rows"] = expected
                 results[f"publish_{mode}"] = inprocess_ingest(events=args.events, batch=args.batch)
                 if mode == "on":
                     deadline = time.monotonic() + 300
                     while pending_supabase() and time.monotonic() < deadline:
                         time.sleep(0.2)
-                    mirrored = len(supabase.sql("SELECT seq FROM monitoring_events"))
-                    results["mirror_seconds"] = time.perf_counter() - started
-                    results["mirrored_rows"] = mirrored
                     results["left_pending"] = pending_supabase()
-                stop_process(daphne)
+                for process in mode_processes:
+                    stop_process(process)
     finally:
         for process in processes:
             stop_process(process)
@@ -202,18 +241,24 @@ def main() -> int:
 
     print(
         f"ingest benchmark: {args.events} events per run, batches of {args.batch}, "
-        f"{args.clients} HTTP clients, 2 cores"
+        f"{args.clients} HTTP clients, {args.daphne} daphne process(es), "
+        f"{os.cpu_count()} cores"
     )
     print(f"{'path':<28}{'sink off':>12}{'sink on':>12}{'on/off':>9}")
     for path, label in (("api", "POST /api/events (HTTP)"), ("publish", "event_publish_batch")):
         off, on = results[f"{path}_off"], results[f"{path}_on"]
         print(f"{label:<28}{off:>10.0f}/s{on:>10.0f}/s{on / off:>9.2f}")
     print(
-        f"mirror: {int(results['mirrored_rows'])} rows in Supabase "
-        f"{results['mirror_seconds']:.1f} s after the 'on' run started; "
-        f"{int(results['left_pending'])} deliveries left pending"
+        f"mirror: Supabase held all {int(results['http_rows'])} HTTP events "
+        f"({int(results['mirrored_rows'])} rows) {results['mirror_lag']:.1f} s after the last "
+        f"POST was answered; {int(results['left_pending'])} deliveries left pending at the end"
     )
+    print(f"load average at end: {load()}")
     return 0
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 if __name__ == "__main__":

@@ -154,6 +154,7 @@ class Published:
     errors: list[str] = field(default_factory=list)
     cpu: dict[str, dict] = field(default_factory=dict)  # per process, over the window
     realtime: dict = field(default_factory=dict)  # supabase_local's own counts (/metrics)
+    memory: dict = field(default_factory=dict)  # the server's RSS per connection
 
 
 def event_body(index: int | None, stamp: float | None) -> dict:
@@ -285,6 +286,17 @@ def publisher_summary(published: Published, what: str) -> dict:
     }
 
 
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of these processes, summed (from /proc; 0 for a process gone)."""
+    total = 0
+    for pid in pids:
+        with suppress(OSError, ValueError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
 def measure(
     runs: list[TransportRun],
     specs: list[ClientSpec],
@@ -293,14 +305,22 @@ def measure(
     send: Callable[[dict], object],
     warm_up: Callable[[], None],
     watched: dict[str, list[int]],
+    server_connections: Callable[[object], int],
 ) -> Published:
     """Connect the clients, warm up, publish on the timetable, wait for stragglers.
 
-    ``watched`` names the server processes whose CPU use over the window is reported.
+    ``watched`` names the server processes whose CPU use over the window is reported; the
+    first entry is the WebSocket server (the floor server, or daphne) whose resident memory
+    is sampled before the clients connect and once they have subscribed.
+    ``server_connections(ready)`` says how many of the subscribed clients it holds.
     """
+    # (none when measuring a product someone else started: its processes are unknown)
+    server_name, server_pids = next(iter(watched.items()), (None, []))
     with Fleet(specs, workers=args.workers, ready_timeout=args.connect_timeout) as fleet:
         log(f"connecting {len(specs)} subscribers over {args.workers} processes")
+        rss_before = rss_bytes(server_pids)
         ready = fleet.start()
+        rss_after = rss_bytes(server_pids)
         subscribed = ready.subscribed
         log(f"{subscribed} subscribed, {ready.failed} failed {ready.failures[:3]}")
         if subscribed == 0:
@@ -317,6 +337,17 @@ def measure(
         meter.start()
         log(f"publishing {int(args.rate * args.duration)} events at {args.rate}/s")
         published = publish_at_rate(send, rate=args.rate, duration=args.duration)
+        connections = server_connections(ready)
+        published.memory = {} if not server_pids else {
+            "process": server_name,
+            "processes": len(server_pids),
+            "connections": connections,
+            "rss_before_mb": round(rss_before / 2**20, 1),
+            "rss_after_mb": round(rss_after / 2**20, 1),
+            "kib_per_connection": (
+                round((rss_after - rss_before) / 1024 / connections, 1) if connections else None
+            ),
+        }
         expected = subscribed * len(published.stamps)
         received = fleet.wait_for(expected, quiet_seconds=args.grace, limit=args.grace + 60)
         published.cpu = meter.stop()
@@ -413,6 +444,7 @@ def run_floor(args: argparse.Namespace, logs: Path) -> tuple[TransportRun, Publi
             send=send,
             warm_up=warm_up,
             watched={"floor server": [server.pid]},
+            server_connections=lambda ready: ready.subscribed,
         )
         return run, published
     finally:
@@ -707,6 +739,9 @@ def run_product(args: argparse.Namespace, logs: Path) -> tuple[list[TransportRun
                     send=send,
                     warm_up=warm_up,
                     watched=product.processes,
+                    server_connections=lambda ready: sum(
+                        tag not in ready.failed_tags for tag in legacy.tags
+                    ),
                 )
                 published.realtime = realtime_counted(
                     before, realtime_metrics(product), plan=args.plan
@@ -824,6 +859,14 @@ def print_report(report: dict) -> None:
         console.print(
             f"CPU over the {phase} window ({wall:.0f} s, % of one core): {', '.join(parts)}"
         )
+    for phase, mem in report.get("memory", {}).items():
+        if mem and mem.get("kib_per_connection") is not None:
+            console.print(
+                f"memory ({phase}): {mem['process']} ({mem['processes']} process(es)) RSS "
+                f"{mem['rss_before_mb']:.0f} MB before the clients, {mem['rss_after_mb']:.0f} MB "
+                f"with {mem['connections']} connections: "
+                f"{mem['kib_per_connection']:.0f} KiB per connection"
+            )
     machine = report["machine"]
     console.print(
         f"load average (1, 5, 15 min) at start {machine['load_start']},"
@@ -955,17 +998,20 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[TransportRun] = []
     publisher: dict[str, dict] = {}
     cpu: dict[str, dict] = {}
+    memory: dict[str, dict] = {}
     if not args.skip_floor:
         log("phase 1: floor (bare websockets broadcast server)")
         floor, floor_published = run_floor(args, logs)
         runs.append(floor)
         publisher["floor"] = publisher_summary(floor_published, "WebSocket send -> server ack")
         cpu["floor"] = floor_published.cpu
+        memory["floor"] = floor_published.memory
     log("phase 2: product (POST /api/events -> legacy WebSocket and Supabase Realtime)")
     product_runs, product_published = run_product(args, logs)
     runs.extend(product_runs)
     publisher["product"] = publisher_summary(product_published, "POST /api/events round trip")
     cpu["product"] = product_published.cpu
+    memory["product"] = product_published.memory
     load_end = [round(x, 2) for x in os.getloadavg()]
 
     floor_p95 = runs[0].summary["p95_ms"] if not args.skip_floor else None
@@ -1000,6 +1046,7 @@ def main(argv: list[str] | None = None) -> int:
         "publisher": publisher,
         "cpu": cpu,
         "supabase_realtime": product_published.realtime,
+        "memory": memory,
         "cdf_note": "cdf_ms[k] is the (k/2)th percentile of the delivered latencies, ms",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

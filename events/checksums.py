@@ -48,9 +48,35 @@ def canonical_event_bytes(
         "received_at": format_timestamp(received_at),
         "payload": payload,
     }
+    if _plain(payload):
+        # The common case, at C speed: json.dumps writes exactly the canonical form when
+        # every number prints the same both ways (no exponent, no negative zero, no Decimal).
+        return json.dumps(
+            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
     parts: list[str] = []
     _write_canonical(document, parts)
     return "".join(parts).encode("utf-8")
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``json.dumps`` prints ``value`` as ``_write_canonical`` does.
+
+    True for strings, ints, booleans, null, finite floats whose ``repr`` has no exponent and
+    is not ``-0.0``, and objects (string keys only) and arrays of those. Anything else takes
+    the canonical writer, which also raises on what has no canonical form.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        text = repr(value)
+        return "e" not in text and text not in ("-0.0", "nan", "inf", "-inf")
+    if kind is dict:
+        return all(type(key) is str and _plain(item) for key, item in value.items())
+    if kind is list or kind is tuple:
+        return all(_plain(item) for item in value)
+    return False
 
 
 def canonical_number(value: int | float | Decimal) -> str:

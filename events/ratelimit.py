@@ -1,6 +1,8 @@
 """Fixed one-minute rate windows counted in Redis through Django's cache.
 
-``cache.incr`` is atomic in Redis, so a limit holds across every daphne process. The
+The count is one Redis round trip (``INCR`` and ``EXPIRE`` pipelined on the cache's own
+client): ``INCR`` is atomic and creates the key, so a limit holds across every daphne
+process. (``cache.add`` then ``cache.incr`` cost two round trips on every ingest request.) The
 window is the wall-clock minute: a caller may send up to ``limit`` requests in each one
 (at most twice the limit across a window boundary, which is fine for abuse protection).
 
@@ -39,9 +41,10 @@ def rate_limit_wait(*, scope: str, key: str | int, limit: int) -> int | None:
 
 
 def _count(cache_key: str) -> int:
-    cache.add(cache_key, 0, timeout=2 * WINDOW_SECONDS)
-    try:
-        return cache.incr(cache_key)
-    except ValueError:  # expired between add and incr
-        cache.add(cache_key, 1, timeout=2 * WINDOW_SECONDS)
-        return 1
+    key = cache.make_and_validate_key(cache_key)
+    client = cache._cache.get_client(key, write=True)  # Django's RedisCache: a redis-py client
+    pipeline = client.pipeline(transaction=False)
+    pipeline.incr(key)
+    pipeline.expire(key, 2 * WINDOW_SECONDS)
+    count, _ = pipeline.execute()
+    return count

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -88,10 +89,23 @@ def websocket_sink_send(*, events: list[Event]) -> None:
             updated_at=timezone.now(),
         )
         return
+    # Bookkeeping, not data: if a crash loses this mark the delivery merely stays pending
+    # (nothing re-sends websocket deliveries), so its commit need not wait for the WAL
+    # flush (set_config(..., true) lasts for this statement's own transaction). One
+    # statement and an unflushed commit instead of the ORM's update and a flushed commit:
+    # ~2 ms less on every publish request (docs/latency.md).
     now = timezone.now()
-    outstanding.update(
-        status=DeliveryStatus.SENT, attempts=F("attempts") + 1, sent_at=now, updated_at=now
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH unflushed AS (SELECT set_config('synchronous_commit', 'off', true))
+            UPDATE {Delivery._meta.db_table}
+            SET status = %s, attempts = attempts + 1, sent_at = %s, updated_at = %s
+            FROM unflushed
+            WHERE event_id = ANY(%s) AND sink = %s AND status = %s
+            """,
+            [DeliveryStatus.SENT, now, now, seqs, Sink.WEBSOCKET, DeliveryStatus.PENDING],
+        )
 
 
 def control_broadcast_legacy(*, control: dict, user_id: int | None = None) -> None:

@@ -178,3 +178,52 @@ def test_a_publisher_waits_for_an_earlier_one_to_commit():
     thread_a.join(timeout=30)
     thread_b.join(timeout=30)
     assert results["b"] == results["a"] + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_take_consecutive_seq_ranges_with_no_gap():
+    """Batches written as one multi-row statement each, from several threads at once: every
+    batch gets one unbroken run of seqs, the runs tile 1..N with no gap or overlap, a batch
+    refused part-way (idempotency conflict) gives its seqs back, and every stored event has
+    its checksum and one delivery per sink."""
+    start = SeqCounter.objects.get_or_create(pk=1)[0].last_seq
+    event_publish(event_type="seed", source="s", idempotency_key="taken")
+    batches: list[list[int]] = []
+    refused: list[int] = []
+    lock = threading.Lock()
+
+    def publisher(worker: int) -> None:
+        for round_ in range(4):
+            batch = [
+                {"event_type": "load", "source": f"w{worker}", "payload": {"r": round_, "i": i}}
+                for i in range(50)
+            ]
+            if round_ == 2:  # this batch reuses a key for other content: nothing stored
+                batch[25]["idempotency_key"] = "taken"
+            try:
+                results = event_publish_batch(events=batch)
+            except IdempotencyConflict:
+                with lock:
+                    refused.append(worker)
+                continue
+            with lock:
+                batches.append([r.seq for r in results])
+        connection.close()
+
+    threads = [threading.Thread(target=publisher, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert sorted(refused) == [0, 1, 2, 3]
+    assert len(batches) == 12
+    for seqs in batches:
+        assert seqs == list(range(seqs[0], seqs[0] + 50))
+    stored = list(Event.objects.filter(seq__gt=start + 1).values_list("seq", flat=True))
+    assert stored == list(range(start + 2, start + 2 + 12 * 50))
+    assert sorted(seq for seqs in batches for seq in seqs) == stored
+    assert SeqCounter.objects.get().last_seq == stored[-1]
+    assert Delivery.objects.filter(event_id__in=stored).count() == 2 * len(stored)
+    sample = Event.objects.get(seq=stored[len(stored) // 2])
+    assert stored_checksum_is_valid(sample)
