@@ -285,7 +285,7 @@ def main() -> int:
             _execute(local_url, [
                 ("DELETE FROM events_delivery WHERE event_id > %s", [history]),
                 ("DELETE FROM events_event WHERE seq > %s", [history]),
-                ("DELETE FROM reconciliation_reconciliationrun", None),
+                ("TRUNCATE reconciliation_reconciliationrun CASCADE", None),
             ])  # fmt: skip
             _execute(remote_url, [
                 ("DELETE FROM public.monitoring_events WHERE seq > %s", [history]),

@@ -190,6 +190,20 @@ def judge_pair(
             criticality=remote.criticality,
         )
     fields = differing_fields(local, remote)
+    if fields and local.delivery_status == DeliveryStatus.SKIPPED:
+        # The copy should not hold this event at all (routed away), and what it holds is
+        # not even the event: a row added in Supabase. (An identical copy is tolerated.)
+        return Finding(
+            seq,
+            Category.EXTRA_IN_SUPABASE,
+            fields=fields,
+            details={
+                "supabase_checksum_valid": checksum_valid(remote),
+                "routed_away": True,
+                **_values(local, remote, fields),
+            },
+            criticality=remote.criticality,
+        )
     if not fields:
         # Identical copies: the checksum column is one of the fields, so Supabase's copy is
         # exactly as valid as the local event; a local event that does not hash to its own

@@ -41,6 +41,7 @@ from reconciliation.conf import reconciliation_setting
 from reconciliation.digest import Meter, local_rows_by_seq, remote_rows_by_seq
 from reconciliation.models import (
     ERROR_CATEGORIES,
+    Category,
     Discrepancy,
     ReconciliationRun,
     RunMode,
@@ -384,7 +385,8 @@ def reconciliation_repair(
         attempted: set[int] = set()
         for d in discrepancies:
             row = local.get(d.seq)
-            if row is None:  # an extra (no local event): only ever deleted on request
+            if row is None or d.category == Category.EXTRA_IN_SUPABASE:
+                # an extra (no local event, or one routed away): only deleted on request
                 if delete_extras:
                     deletes.append(d.seq)
                     attempted.add(d.seq)
