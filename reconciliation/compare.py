@@ -60,6 +60,7 @@ class CompareConfig:
     remote_concurrency: int = 2
     expected_absent_sample: int = 100
     tail_limit: int = 1000
+    full_pass_rehash_local: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Comparison:
     meter: Meter = field(default_factory=Meter)
     levels: int = 0
     chunks_rehashed: int = 0
+    local_sealed: int = 0  # local chunks hashed because they had no stored digest
     # stored chunk digests found not to match their rows (and rewritten), per side
     stale_stored: dict[str, int] = field(default_factory=lambda: {"local": 0, "supabase": 0})
     phase_ms: dict[str, float] = field(default_factory=dict)
@@ -453,6 +455,10 @@ class _Bisector:
         self.comparison.skipped_in_range += sum(c.skipped for c in local)
 
     def _stored_full(self, first: int, end: int) -> list[tuple[int, int]]:
+        """Every chunk re-hashed in Supabase (its store rewritten), against the local
+        stored digests, which the log's own triggers keep honest (a write in a sealed
+        chunk drops its digest, and the chunk is sealed again here). With
+        ``full_pass_rehash_local`` the local chunks are re-hashed too."""
         step = stored.MAX_CHUNKS_PER_CALL
         windows = [(a, min(a + step, end)) for a in range(first, end, step)]
         futures = [
@@ -463,11 +469,15 @@ class _Bisector:
         try:
             for done, (a, b) in enumerate(windows, start=1):
                 self.check_time()
-                local = stored.local_seal(first=a, end=b, meter=self.meter)
+                if self.config.full_pass_rehash_local:
+                    local = stored.local_seal(first=a, end=b, meter=self.meter)
+                    self.comparison.stale_stored["local"] += sum(c.was_stale for c in local)
+                    local_digests = [c.digest for c in local]
+                else:
+                    self._seal_missing(a, b)
+                    local_digests = stored.local_stored(first=a, end=b, group=1, meter=self.meter)
                 remote = futures[done - 1].result()
-                local_digests = [c.digest for c in local]
                 self._count(local_digests)
-                self.comparison.stale_stored["local"] += sum(c.was_stale for c in local)
                 self.comparison.stale_stored["supabase"] += sum(c.was_stale for c in remote)
                 self.comparison.chunks_compared += b - a
                 self.comparison.chunks_rehashed += b - a
@@ -478,14 +488,22 @@ class _Bisector:
                 future.cancel()
         return unequal
 
-    def _stored_incremental(self, first: int, end: int) -> list[tuple[int, int]]:
-        # 1. Seal the chunks the local store does not hold yet (normally the last hour's).
+    def _seal_missing(self, first: int, end: int) -> None:
+        """Hash and store the local chunks of [first, end) that have no stored digest:
+        sealed since the last run, or dropped by a write (the log's triggers)."""
         step = stored.MAX_CHUNKS_PER_CALL
         for a, b in stored.local_unsealed(first=first, end=end, meter=self.meter):
             for c in range(a, b, step):
                 self.check_time()
                 stored.local_seal(first=c, end=min(c + step, b), meter=self.meter)
-                self.comparison.chunks_rehashed += min(c + step, b) - c
+                self.comparison.local_sealed += min(c + step, b) - c
+
+    def _stored_incremental(self, first: int, end: int) -> list[tuple[int, int]]:
+        # 1. Seal the chunks the local store does not hold (normally the last hour's).
+        step = stored.MAX_CHUNKS_PER_CALL
+        sealed_before = self.comparison.local_sealed
+        self._seal_missing(first, end)
+        self.comparison.chunks_rehashed += self.comparison.local_sealed - sealed_before
         # 2. Both stores, summed per group of chunks: one call for up to 10^9 seqs.
         group = step
         remote_groups = self.pool.submit(

@@ -87,6 +87,9 @@ def _config() -> CompareConfig:
         merge_gap_rows=int(reconciliation_setting("RECONCILIATION_MERGE_GAP_ROWS")),
         remote_concurrency=int(reconciliation_setting("RECONCILIATION_REMOTE_CONCURRENCY")),
         expected_absent_sample=int(reconciliation_setting("RECONCILIATION_EXPECTED_ABSENT_SAMPLE")),
+        full_pass_rehash_local=bool(
+            reconciliation_setting("RECONCILIATION_FULL_PASS_REHASH_LOCAL")
+        ),
     )
 
 
