@@ -289,6 +289,8 @@ def main() -> int:
             ])  # fmt: skip
             _execute(remote_url, [
                 ("DELETE FROM public.monitoring_events WHERE seq > %s", [history]),
+                # rows a previous run added at routed-away seqs
+                (f"DELETE FROM public.monitoring_events WHERE {SKIPPED}", {}),
             ])  # fmt: skip
             if "reconciliation_sealedchunk" in connections["default"].introspection.table_names():
                 _execute(local_url, [("DELETE FROM reconciliation_sealedchunk", None)])
