@@ -8,7 +8,11 @@ in SQL in the canonical form and spot-checked against ``events.checksums``). One
 in the copy. Then, through the product's own services (Supabase reached through
 supabase_local's REST/RPC, as in production):
 
-1. the full pass twice (the first one also seeds the sealed-chunk digests on both sides);
+1. the full pass three times: the first one also seeds the sealed-chunk digests on both
+   sides (the copy is bulk-loaded with its triggers off, the log has none stored yet),
+   the second is the rolling full pass as it runs (Supabase re-hashed against the log's
+   stored digests), the third re-hashes the log too (``RECONCILIATION_FULL_PASS_REHASH_LOCAL``);
+   then one hourly run;
 2. ``--new`` new events (default 10,000) on both sides (the copy's in 100-row statements
    as the Supabase sink writes them), then the hourly run three times;
 3. for each count of ``--diffs``: that many differences planted in the copy as a holder

@@ -8,15 +8,15 @@ UNSEAL_SQL = """
 CREATE OR REPLACE FUNCTION reconciliation_unseal_events() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- One statement per written statement, whatever its size: the transition tables give
-    -- the seqs, and a sealed chunk they fall in loses its stored digest.
+    -- Once per statement, whatever its size: the transition tables give the seqs, and a
+    -- sealed chunk they fall in loses its stored digest (an index probe per chunk).
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         DELETE FROM reconciliation_sealedchunk
-        WHERE chunk_no IN (SELECT (o.seq - 1) >> 10 FROM old_rows AS o);
+        WHERE chunk_no = ANY (ARRAY(SELECT DISTINCT (o.seq - 1) >> 10 FROM old_rows AS o));
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
         DELETE FROM reconciliation_sealedchunk
-        WHERE chunk_no IN (SELECT (n.seq - 1) >> 10 FROM new_rows AS n);
+        WHERE chunk_no = ANY (ARRAY(SELECT DISTINCT (n.seq - 1) >> 10 FROM new_rows AS n));
     END IF;
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM reconciliation_sealedchunk;
@@ -25,36 +25,17 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION reconciliation_unseal_deliveries() RETURNS trigger
+CREATE OR REPLACE FUNCTION reconciliation_unseal_delivery() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- Only a skipped Supabase delivery changes a chunk's digest (its event is then not
-    -- expected in Supabase); marking deliveries sent, the common write, unseals nothing.
-    IF TG_OP = 'UPDATE' THEN
-        DELETE FROM reconciliation_sealedchunk
-        WHERE chunk_no IN (
-            SELECT (o.event_id - 1) >> 10 FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
-            WHERE (o.sink = 'supabase' AND o.status = 'skipped')
-                      IS DISTINCT FROM (n.sink = 'supabase' AND n.status = 'skipped')
-               OR (o.event_id <> n.event_id AND n.status = 'skipped')
-            UNION ALL
-            SELECT (n.event_id - 1) >> 10 FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
-            WHERE (o.sink = 'supabase' AND o.status = 'skipped')
-                      IS DISTINCT FROM (n.sink = 'supabase' AND n.status = 'skipped')
-               OR (o.event_id <> n.event_id AND n.status = 'skipped')
-        );
-    ELSIF TG_OP = 'DELETE' THEN
-        DELETE FROM reconciliation_sealedchunk
-        WHERE chunk_no IN (
-            SELECT (o.event_id - 1) >> 10 FROM old_rows AS o
-            WHERE o.sink = 'supabase' AND o.status = 'skipped'
-        );
-    ELSIF TG_OP = 'INSERT' THEN
-        DELETE FROM reconciliation_sealedchunk
-        WHERE chunk_no IN (
-            SELECT (n.event_id - 1) >> 10 FROM new_rows AS n
-            WHERE n.sink = 'supabase' AND n.status = 'skipped'
-        );
+    -- Called only for the rows the triggers' WHEN clauses pick: a Supabase delivery that
+    -- is skipped (its event is then not expected in Supabase) appearing, going, or
+    -- changing its skippedness. Marking deliveries sent never calls it.
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        DELETE FROM reconciliation_sealedchunk WHERE chunk_no = (OLD.event_id - 1) >> 10;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        DELETE FROM reconciliation_sealedchunk WHERE chunk_no = (NEW.event_id - 1) >> 10;
     END IF;
     RETURN NULL;
 END
@@ -72,14 +53,18 @@ CREATE TRIGGER reconciliation_unseal_events_delete AFTER DELETE ON events_event
 CREATE TRIGGER reconciliation_unseal_events_truncate AFTER TRUNCATE ON events_event
     FOR EACH STATEMENT EXECUTE FUNCTION reconciliation_unseal_events();
 CREATE TRIGGER reconciliation_unseal_deliveries_insert AFTER INSERT ON events_delivery
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconciliation_unseal_deliveries();
+    FOR EACH ROW WHEN (NEW.sink = 'supabase' AND NEW.status = 'skipped')
+    EXECUTE FUNCTION reconciliation_unseal_delivery();
 CREATE TRIGGER reconciliation_unseal_deliveries_update AFTER UPDATE ON events_delivery
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconciliation_unseal_deliveries();
+    FOR EACH ROW WHEN (
+        (OLD.sink = 'supabase' AND OLD.status = 'skipped')
+            IS DISTINCT FROM (NEW.sink = 'supabase' AND NEW.status = 'skipped')
+        OR (OLD.event_id <> NEW.event_id AND NEW.sink = 'supabase' AND NEW.status = 'skipped')
+    )
+    EXECUTE FUNCTION reconciliation_unseal_delivery();
 CREATE TRIGGER reconciliation_unseal_deliveries_delete AFTER DELETE ON events_delivery
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconciliation_unseal_deliveries();
+    FOR EACH ROW WHEN (OLD.sink = 'supabase' AND OLD.status = 'skipped')
+    EXECUTE FUNCTION reconciliation_unseal_delivery();
 """
 
 DROP_SQL = """
@@ -91,7 +76,7 @@ DROP TRIGGER IF EXISTS reconciliation_unseal_deliveries_insert ON events_deliver
 DROP TRIGGER IF EXISTS reconciliation_unseal_deliveries_update ON events_delivery;
 DROP TRIGGER IF EXISTS reconciliation_unseal_deliveries_delete ON events_delivery;
 DROP FUNCTION IF EXISTS reconciliation_unseal_events();
-DROP FUNCTION IF EXISTS reconciliation_unseal_deliveries();
+DROP FUNCTION IF EXISTS reconciliation_unseal_delivery();
 """
 
 
