@@ -504,15 +504,19 @@ class _Bisector:
         sealed_before = self.comparison.local_sealed
         self._seal_missing(first, end)
         self.comparison.chunks_rehashed += self.comparison.local_sealed - sealed_before
-        # 2. Both stores, summed per group of chunks: one call for up to 10^9 seqs.
+        # 2. Both stores, summed per group of chunks: one call per 10^9 seqs (an answer
+        #    holds at most 1,000 rows, Supabase's db-max-rows).
         group = step
-        remote_groups = self.pool.submit(
-            stored.remote_stored, first=first, end=end, group=group, meter=self.meter
-        )
+        calls = [(a, min(a + group * step, end)) for a in range(first, end, group * step)]
+        remote_calls = [
+            self.pool.submit(stored.remote_stored, first=a, end=b, group=group, meter=self.meter)
+            for a, b in calls
+        ]
         local_groups = stored.local_stored(first=first, end=end, group=group, meter=self.meter)
         self._count(local_groups)
         self.comparison.chunks_compared += end - first
-        unequal_groups = _unequal(local_groups, remote_groups.result())
+        remote_groups = [g for call in remote_calls for g in call.result()]
+        unequal_groups = _unequal(local_groups, remote_groups)
         # 3. Within unequal groups, the chunks whose stored digests differ.
         unequal: list[tuple[int, int]] = []
         for done, (a, b) in enumerate(unequal_groups, start=1):
