@@ -182,3 +182,24 @@ def test_the_full_pass_can_re_hash_the_local_log_too(log, history, settings):
 
     assert (run.status, run.stored_digests_rewritten) == (RunStatus.CLEAN, {"local": 1})
     assert SealedChunk.objects.get(chunk_no=0).digest != 777
+
+
+def test_two_writers_of_one_chunk_never_wait_for_each_other_and_both_are_counted(log):
+    seqs = log.publish(4)
+    row = (
+        "INSERT INTO public.monitoring_events (seq, event_type, source, criticality,"
+        " occurred_at, received_at, payload, checksum)"
+        " VALUES (%s, 'x', 'tests', 'system', now(), now(), '{}', repeat('b', 64))"
+    )
+    with (
+        psycopg.connect(log.server.database_url) as first,
+        psycopg.connect(log.server.database_url) as second,
+    ):
+        second.execute("SET lock_timeout = '2s'")  # a wait on the first would fail here
+        first.execute(row, [seqs[0]])
+        second.execute(row, [seqs[1]])
+        second.commit()
+        assert _stored_equals_live(log)  # the first is not committed: not counted yet
+        first.commit()
+
+    assert _stored_equals_live(log)
