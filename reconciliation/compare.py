@@ -677,7 +677,8 @@ def compare_range(
     ``mode``: ``"live"`` hashes every row of the range on both sides; ``"incremental"``
     compares the stored digests of the sealed chunks inside the range and hashes only the
     chunks not sealed yet, those whose stored digests differ, and the edges;
-    ``"full"`` re-hashes the sealed chunks on both sides and rewrites both stores
+    ``"full"`` re-hashes the sealed chunks in Supabase, rewriting its store, and compares
+    them with the local stored digests (``full_pass_rehash_local``: re-hashed too)
     (``reconciliation.stored``). All three find the same differences in rows the stores
     saw written.
 

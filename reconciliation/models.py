@@ -49,7 +49,7 @@ class RunTrigger(models.TextChoices):
 
 class RunMode(models.TextChoices):
     INCREMENTAL = "incremental", "Incremental (stored digests; new and touched chunks re-hashed)"
-    FULL = "full", "Full pass (every chunk re-hashed on both sides)"
+    FULL = "full", "Full pass (every chunk re-hashed in Supabase)"
 
 
 class ReconciliationRun(models.Model):
@@ -66,7 +66,8 @@ class ReconciliationRun(models.Model):
         choices=RunMode.choices,
         default=RunMode.FULL,
         help_text="Incremental: stored chunk digests compared, only new or touched chunks "
-        "re-hashed. Full: every chunk of the range re-hashed on both sides.",
+        "re-hashed. Full: every chunk of the range re-hashed in Supabase (and locally "
+        "with RECONCILIATION_FULL_PASS_REHASH_LOCAL).",
     )
     chunks_compared = models.PositiveBigIntegerField(default=0)
     chunks_rehashed = models.PositiveBigIntegerField(

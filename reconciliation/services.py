@@ -207,8 +207,9 @@ def reconciliation_run(
     and Supabase rows above the local log's highest seq are judged as well (extras).
     By default the run is incremental: sealed chunks are compared by the digests both
     sides keep (``reconciliation.stored``), and only chunks sealed since the last run or
-    whose stored digests differ are hashed. ``full`` re-hashes every chunk of the range on
-    both sides and rewrites both stores (the rolling full pass).
+    whose stored digests differ are hashed. ``full`` re-hashes every chunk of the range in
+    Supabase, rewriting its store, against the local stored digests (re-hashed too with
+    ``RECONCILIATION_FULL_PASS_REHASH_LOCAL``): the rolling full pass.
     Returns the run: ``clean``, ``discrepancies``, ``skipped`` (lock taken), ``timed_out``
     or ``failed`` (with ``error``).
     """
@@ -316,8 +317,8 @@ def reconciliation_run_hourly(*, progress: ProgressCallback | None = None) -> Re
 
 def reconciliation_run_recheck(*, progress: ProgressCallback | None = None) -> ReconciliationRun:
     """The rolling full pass: the next ``RECONCILIATION_RECHECK_ROWS`` seqs of the log,
-    oldest first, wrapping around, re-hashed on both sides (which also rewrites both
-    sides' stored digests)."""
+    oldest first, wrapping around, re-hashed in Supabase (which also rewrites its stored
+    digests)."""
     rows = int(reconciliation_setting("RECONCILIATION_RECHECK_ROWS"))
     grace = float(reconciliation_setting("RECONCILIATION_GRACE_SECONDS"))
     watermark = selectors.local_judgeable_to_seq(cutoff=timezone.now() - timedelta(seconds=grace))

@@ -12,12 +12,14 @@ digest and a live one compare directly.
   hash to. No API role can write the store, so an edit made with the secret key moves
   the stored digest of its chunk at once.
 - **Locally**, ``SealedChunk`` holds each sealed chunk's digest, computed once when the
-  chunk is sealed and again by every full pass.
+  chunk is sealed; the log's own triggers (``reconciliation/migrations/0006_…``) delete
+  it on any write in the chunk, so the next run seals the chunk again.
 
 Invariant: for a chunk nobody touched since both sides stored it, the two stored digests
 are equal exactly when the chunk's rows are. What a store cannot see (a superuser writing
-with triggers off, an edit of the local log) is found by the full pass, which re-hashes
-rows on both sides and rewrites both stores.
+with triggers off, a restore from a backup) is found by the full pass, which re-hashes
+the copy's rows and rewrites its store (and, with RECONCILIATION_FULL_PASS_REHASH_LOCAL,
+the log's too).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='reconciliationrun',
             name='mode',
-            field=models.CharField(choices=[('incremental', 'Incremental (stored digests; new and touched chunks re-hashed)'), ('full', 'Full pass (every chunk re-hashed on both sides)')], default='full', help_text='Incremental: stored chunk digests compared, only new or touched chunks re-hashed. Full: every chunk of the range re-hashed on both sides.', max_length=16),
+            field=models.CharField(choices=[('incremental', 'Incremental (stored digests; new and touched chunks re-hashed)'), ('full', 'Full pass (every chunk re-hashed in Supabase)')], default='full', help_text='Incremental: stored chunk digests compared, only new or touched chunks re-hashed. Full: every chunk of the range re-hashed in Supabase (and locally with RECONCILIATION_FULL_PASS_REHASH_LOCAL).', max_length=16),
         ),
         migrations.AddField(
             model_name='reconciliationrun',

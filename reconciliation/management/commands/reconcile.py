@@ -61,8 +61,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--full",
             action="store_true",
-            help="re-hash every chunk of the range on both sides (the full pass) instead of "
-            "comparing the sealed chunks' stored digests; also rewrites those digests",
+            help="re-hash every chunk of the range in Supabase (the full pass) instead of "
+            "comparing the sealed chunks' stored digests; also rewrites the copy's stored digests",
         )
         parser.add_argument(
             "--repair", action="store_true", help="re-send missing and mismatched rows"
