@@ -13,11 +13,15 @@ duration and client code (``bench/wsload.py``, spread over worker processes):
 2. product: a fresh PostgreSQL database, supabase_local on its own database, daphne and
    a Celery worker (the Supabase sink), all started here and stopped at the end. The
    legacy share of the subscribers are ``/ws/events/`` clients signed in as distinct
-   users (a session cookie each); the Supabase share join ``postgres_changes`` INSERT on
-   ``public.monitoring_events`` with a user token each, as the dashboard does. The
+   users (a session cookie each); the Supabase share join the private broadcast topic
+   ``monitor:events`` with a user token each, as the dashboard does, and count the
+   events of every broadcast message (one insert statement's rows share a message). The
    publisher POSTs each event to ``/api/events`` with a producer token; it reaches the
    legacy clients through the channel layer and the Supabase clients through the
-   Celery sink's upsert and supabase_local's Realtime: the real paths, measured as is.
+   Celery sink's upsert, the database's broadcast trigger and supabase_local's Realtime:
+   the real paths, measured as is. ``--plan team`` (or free, pro, pro-no-cap) starts
+   supabase_local with that plan's Realtime quotas, which it enforces, and prints the
+   messages per second it counted against the plan's limit and what it refused.
 
 Every event's payload carries ``t`` (``time.time()`` just before the publish call) and
 ``i`` (its index); each client notes ``time.time()`` when the frame arrives, so latency is
@@ -69,9 +73,11 @@ REDIS_URL = os.environ.get("BENCH_LATENCY_REDIS_URL", "redis://127.0.0.1:6379/4"
 # "latency" is a performance keyword (events/migrations/0002_seed_routing.py), and the
 # performance route goes to both sinks.
 EVENT_TYPE = "bench.latency"
-# The dashboard's own channel and binding (static/src/dashboard/supabase.js).
-FEED_TOPIC = "realtime:monitor-events"
-BINDING = {"event": "INSERT", "schema": "public", "table": "monitoring_events"}
+# The dashboard's own private topic (static/src/dashboard/supabase.js).
+FEED_TOPIC = "realtime:monitor:events"
+PLANS = ("unlimited", "free", "pro", "pro-no-cap", "team")
+# The plans' broadcast payload limit in kB (../shared/SUPABASE-2026.md), for the trigger.
+PLAN_PAYLOAD_KB = {"free": 256, "pro": 3000, "pro-no-cap": 3000, "team": 3000, "unlimited": 3000}
 WARMUP_EVENTS = 3
 PUBLISHER_THREADS = 32
 TRANSPORTS = ("floor", "legacy", "supabase")
@@ -147,6 +153,7 @@ class Published:
     rate: float = 0.0  # sends started per second, as achieved
     errors: list[str] = field(default_factory=list)
     cpu: dict[str, dict] = field(default_factory=dict)  # per process, over the window
+    realtime: dict = field(default_factory=dict)  # supabase_local's own counts (/metrics)
 
 
 def event_body(index: int | None, stamp: float | None) -> dict:
@@ -422,8 +429,9 @@ def run_floor(args: argparse.Namespace, logs: Path) -> tuple[TransportRun, Publi
 class Product:
     base_urls: list[str]  # one per daphne process; clients and POSTs are spread over them
     supabase_url: str
-    anon_key: str
+    browser_key: str  # the publishable key (or a legacy anon key)
     processes: dict[str, list[int]] = field(default_factory=dict)  # name -> pids
+    secret_key: str | None = None  # to read supabase_local's /metrics
 
 
 def _django_setup(env: dict[str, str]) -> None:
@@ -439,13 +447,20 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
     import redis
 
     from tests.fixtures.supabase_local import running_supabase_local
+    from tests.fixtures.supabase_settings import supabase_product_settings
 
     name = f"monitor_latency_{secrets.token_hex(4)}"
     redis.Redis.from_url(REDIS_URL).flushdb()
     database_url = recreate_database(name)
     processes: list[subprocess.Popen] = []
     try:
-        with running_supabase_local(faults=False) as supabase:
+        plan_args = ("--plan", args.plan)
+        with running_supabase_local(faults=False, extra_args=plan_args) as supabase:
+            # The trigger packs rows under the plan's payload limit.
+            supabase.sql(
+                "UPDATE public.monitoring_broadcast_settings SET max_payload_kb = %s",
+                PLAN_PAYLOAD_KB[args.plan],
+            )
             env = {
                 **os.environ,
                 "DATABASE_URL": database_url,
@@ -454,10 +469,12 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
                 "DJANGO_DEBUG": "false",
                 "LOG_LEVEL": "WARNING",
                 "PYTHONUNBUFFERED": "1",
-                "SUPABASE_URL": supabase.url,
-                "SUPABASE_ANON_KEY": supabase.anon_key,
-                "SUPABASE_SERVICE_ROLE_KEY": supabase.service_role_key,
-                "SUPABASE_JWT_SECRET": supabase.jwt_secret,
+                # The keys of a project created today: publishable, secret, ES256.
+                **supabase_product_settings(supabase),
+                "SUPABASE_PLAN": args.plan,
+                # The bench's Supabase clients send no telemetry: declare them, so the
+                # sink's coalescing window counts them (docs/supabase.md, "Coalescing").
+                "SUPABASE_EXTRA_SUBSCRIBERS": str(args.supabase),
                 # The default (6,000/min per producer) would refuse rates above 100/s.
                 "INGEST_RATE_PER_MINUTE": str(max(6000, int(args.rate * 120))),
             }
@@ -487,7 +504,8 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
             yield Product(
                 base_urls,
                 supabase.url,
-                supabase.anon_key,
+                supabase.publishable_key,
+                secret_key=supabase.secret_key,
                 processes={
                     "daphne": [process.pid for process in processes[: args.daphne]],
                     "celery worker": [worker.pid],
@@ -507,10 +525,8 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
 @contextmanager
 def running_product(args: argparse.Namespace) -> Iterator[Product]:
     """A product someone else started: its database and Supabase settings come from us."""
-    needed = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET")
-    missing = [k for k in needed if not os.environ.get(k)]
-    if missing or not args.database_url:
-        raise SystemExit(f"--base-url needs --database-url and {', '.join(missing) or 'env'}")
+    if not os.environ.get("SUPABASE_URL") or not args.database_url:
+        raise SystemExit("--base-url needs --database-url and that product's SUPABASE_* settings")
     _django_setup(
         {
             "DATABASE_URL": args.database_url,
@@ -519,8 +535,19 @@ def running_product(args: argparse.Namespace) -> Iterator[Product]:
             ),
         }
     )
+    from events import supabase_client
+
+    if not supabase_client.user_tokens_available():
+        raise SystemExit(
+            "--base-url needs a browser key and a token signing key: SUPABASE_PUBLISHABLE_KEY"
+            " and SUPABASE_JWT_SIGNING_KEY (or the legacy SUPABASE_ANON_KEY and"
+            " SUPABASE_JWT_SECRET)"
+        )
     yield Product(
-        [args.base_url.rstrip("/")], os.environ["SUPABASE_URL"], os.environ["SUPABASE_ANON_KEY"]
+        [args.base_url.rstrip("/")],
+        os.environ["SUPABASE_URL"],
+        supabase_client.browser_key(),
+        secret_key=supabase_client.supabase_settings().server_key,
     )
 
 
@@ -608,7 +635,7 @@ def product_specs(product: Product, identities: Identities) -> list[ClientSpec]:
             )
         )
     realtime = product.supabase_url.replace("http", "ws", 1).rstrip("/")
-    url = f"{realtime}/realtime/v1/websocket?apikey={product.anon_key}&vsn=1.0.0"
+    url = f"{realtime}/realtime/v1/websocket?apikey={product.browser_key}&vsn=1.0.0"
     for k, token in enumerate(identities.user_tokens, start=len(specs)):
         join = {
             "topic": FEED_TOPIC,
@@ -619,8 +646,8 @@ def product_specs(product: Product, identities: Identities) -> list[ClientSpec]:
                 "config": {
                     "broadcast": {"ack": False, "self": False},
                     "presence": {"key": "", "enabled": False},
-                    "postgres_changes": [BINDING],
-                    "private": False,
+                    "postgres_changes": [],
+                    "private": True,
                 },
                 "access_token": token,
             },
@@ -630,8 +657,10 @@ def product_specs(product: Product, identities: Identities) -> list[ClientSpec]:
                 url=url,
                 tag=k,
                 join=json.dumps(join),
-                ready_marker=b"Subscribed to PostgreSQL",
-                event_marker=b'"postgres_changes"',
+                # The join reply: {"event":"phx_reply","payload":{"response":…,"status":"ok"}}
+                ready_marker=b'"status":"ok"',
+                event_marker=b'"event":"events"',
+                many_per_frame=True,
             )
         )
     return specs
@@ -670,6 +699,7 @@ def run_product(args: argparse.Namespace, logs: Path) -> tuple[list[TransportRun
                     wait_mirrored(seqs, seconds=60)
                     time.sleep(1)
 
+                before = realtime_metrics(product)
                 published = measure(
                     [legacy, supabase],
                     product_specs(product, identities),
@@ -678,9 +708,46 @@ def run_product(args: argparse.Namespace, logs: Path) -> tuple[list[TransportRun
                     warm_up=warm_up,
                     watched=product.processes,
                 )
+                published.realtime = realtime_counted(
+                    before, realtime_metrics(product), plan=args.plan
+                )
             return [legacy, supabase], published
         finally:
             identities_delete(identities)
+
+
+def realtime_metrics(product: Product) -> tuple[float, dict[str, float]]:
+    """supabase_local's ``GET /metrics`` now (empty when the product is not ours)."""
+    from tests.fixtures.supabase_local import prometheus_metrics
+
+    if product.secret_key is None:
+        return time.monotonic(), {}
+    try:
+        return time.monotonic(), prometheus_metrics(product.supabase_url, product.secret_key)
+    except Exception:  # a real project has no /metrics: nothing to report
+        return time.monotonic(), {}
+
+
+def realtime_counted(before, after, *, plan: str) -> dict:
+    """Messages Realtime counted for its quota over the run, against the plan's limit."""
+    (began, first), (ended, last) = before, after
+    if not last:
+        return {}
+    prefix = "supabase_local_realtime_"
+    refusals = {
+        name[len(prefix) + len('refusals_total{reason="') : -2]: int(value - first.get(name, 0))
+        for name, value in last.items()
+        if name.startswith(f"{prefix}refusals_total") and value - first.get(name, 0)
+    }
+    messages = last.get(f"{prefix}messages_total", 0) - first.get(f"{prefix}messages_total", 0)
+    limit = last.get(f'{prefix}limit{{name="max_events_per_second"}}')
+    return {
+        "plan": plan,
+        "messages": int(messages),
+        "messages_per_second": rounded(messages / max(ended - began, 1e-9)),
+        "messages_per_second_limit": limit,
+        "refusals": refusals,
+    }
 
 
 def wait_mirrored(seqs: list[int], *, seconds: float) -> None:
@@ -762,6 +829,15 @@ def print_report(report: dict) -> None:
         f"load average (1, 5, 15 min) at start {machine['load_start']},"
         f" at end {machine['load_end']}"
     )
+    counted = report.get("supabase_realtime") or {}
+    if counted:
+        limit = counted["messages_per_second_limit"]
+        console.print(
+            f"supabase_local ({counted['plan']} plan) counted {counted['messages']:,} messages"
+            f" = {counted['messages_per_second']} /s over the window"
+            f" (limit {f'{limit:,.0f}' if limit else 'none'});"
+            f" refused: {counted['refusals'] or 'nothing'}"
+        )
     target = params["target_p95_ms"]
     for name in ("legacy", "supabase"):
         row = report["transports"].get(name)
@@ -842,6 +918,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--base-url", help="measure a running product (daphne) instead")
     parser.add_argument("--database-url", help="with --base-url: that product's database")
+    parser.add_argument(
+        "--plan",
+        choices=PLANS,
+        default="unlimited",
+        help="the Supabase plan whose Realtime quotas supabase_local enforces (default: none)",
+    )
     parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_floor is None:
@@ -917,6 +999,7 @@ def main(argv: list[str] | None = None) -> int:
         "transports": transports,
         "publisher": publisher,
         "cpu": cpu,
+        "supabase_realtime": product_published.realtime,
         "cdf_note": "cdf_ms[k] is the (k/2)th percentile of the delivered latencies, ms",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

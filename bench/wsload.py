@@ -8,7 +8,9 @@ stamped event"). :class:`Fleet` spreads the clients over worker processes, so th
 they are subscribed, and at the end collects one record per stamped frame:
 ``(tag, index, stamp, received)``, where ``stamp`` is the ``"t"`` number in the frame
 (the publisher's ``time.time()``), ``index`` its ``"i"`` number (-1 when absent) and
-``received`` the ``time.time()`` at which the bytes reached the client.
+``received`` the ``time.time()`` at which the bytes reached the client. A client whose
+frames may hold several events (``many_per_frame``) gives one record per ``{"i", "t"}``
+pair in the frame.
 
 The client is :class:`RawClient`: an RFC 6455 handshake and just enough frame parsing
 (text frames, ping → pong, close). It is a load generator, not a conformance client:
@@ -30,6 +32,12 @@ from urllib.parse import urlsplit
 CONNECT_CONCURRENCY = 50
 _STAMP = re.compile(rb'"t":\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)')
 _INDEX = re.compile(rb'"i":\s*([0-9]+)')
+# An event's payload {"i": N, "t": T} as JSON (either key order), for frames that carry
+# several events (a Supabase broadcast holds every row one insert statement wrote).
+_PAIR = re.compile(
+    rb'"i":\s*([0-9]+),\s*"t":\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)'
+    rb'|"t":\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?),\s*"i":\s*([0-9]+)'
+)
 
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 
@@ -44,6 +52,7 @@ class ClientSpec:
     join: str | None = None  # text frame sent right after the handshake
     ready_marker: bytes | None = None  # a frame holding this means subscribed; None: 101
     event_marker: bytes = b'"t":'  # only frames holding this are searched for a stamp
+    many_per_frame: bool = False  # a frame may carry several stamped events: one record each
 
 
 @dataclass
@@ -185,7 +194,15 @@ class RawClient(asyncio.Protocol):
 
     def _payload(self, payload: bytes, now: float) -> None:
         spec = self.spec
-        if spec.event_marker in payload:
+        if spec.event_marker in payload and spec.many_per_frame:
+            pairs = _PAIR.findall(payload)
+            for index, stamp, stamp_first, index_second in pairs:
+                self.state.records.append(
+                    (spec.tag, int(index or index_second), float(stamp or stamp_first), now)
+                )
+            if pairs:
+                return
+        elif spec.event_marker in payload:
             stamp = _STAMP.search(payload)
             if stamp is not None:
                 index = _INDEX.search(payload)

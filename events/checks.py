@@ -16,6 +16,8 @@ would then hold one key of each system and not say which it used.
 | events.E003 | new and legacy key settings set together |
 | events.E004 | a key of the wrong kind for its setting (e.g. a secret key where browsers get it) |
 | events.E005 | the signing key cannot sign user tokens (not a private EC P-256 / RSA ≥ 2048 key) |
+| events.E006 | ``SUPABASE_PLAN`` or ``SUPABASE_MESSAGES_BUDGET_PERCENT`` cannot be read |
+| events.W003 | a real project (non-loopback ``SUPABASE_URL``) with no ``SUPABASE_PLAN`` |
 
 No message carries a key's value.
 """
@@ -168,4 +170,52 @@ def supabase_settings_check(app_configs, **kwargs):
             id="events.W002",
         )
     )
+    return problems
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+@register()
+def supabase_plan_check(app_configs, **kwargs):
+    """The plan's quotas feed the rollout's refusals and the sink's budget: a value that
+    cannot be read stops start-up rather than run on a guessed quota."""
+    from urllib.parse import urlsplit
+
+    from events.supabase_plan import PlanError, plan_parse
+
+    problems = []
+    raw = getattr(settings, "SUPABASE_PLAN", "") or ""
+    try:
+        plan_parse(raw)
+    except PlanError as error:
+        problems.append(
+            Error(
+                f"SUPABASE_PLAN: {error}",
+                hint="e.g. SUPABASE_PLAN=pro, or custom:connections=1000,messages=1000,"
+                'joins=500,payload_kb=3000 (docs/supabase.md, "The plan").',
+                id="events.E006",
+            )
+        )
+    budget = getattr(settings, "SUPABASE_MESSAGES_BUDGET_PERCENT", 80)
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 100:
+        problems.append(
+            Error(
+                f"SUPABASE_MESSAGES_BUDGET_PERCENT must be a number above 0 and at most 100, "
+                f"not {budget!r}",
+                id="events.E006",
+            )
+        )
+    url = _value("SUPABASE_URL")
+    host = (urlsplit(url).hostname or "") if url else ""
+    if url and not raw.strip() and host not in {h.strip("[]") for h in LOOPBACK_HOSTS}:
+        problems.append(
+            Warning(
+                "SUPABASE_PLAN is not set: the rollout cannot tell when a stage would exceed "
+                "the project's Realtime quotas, and the sink does not coalesce.",
+                hint="Set SUPABASE_PLAN to the project's plan (free, pro, pro-no-cap, team or "
+                "custom:…); docs/supabase.md.",
+                id="events.W003",
+            )
+        )
     return problems

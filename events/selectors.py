@@ -216,3 +216,67 @@ def producer_for_token(token: str) -> Producer | None:
         tokens.token_matches(token, "0" * 64)
         return None
     return producer if tokens.token_matches(token, producer.token_hash) else None
+
+
+# --- Load on the Supabase path (quotas: rollout/quotas.py, events/supabase_coalescing.py) ---
+
+LOAD_WINDOW_SECONDS = 60
+# The event rate is the higher of the last minute's and the last few seconds': a rising
+# load must widen the sink's window within seconds, not after a minute of averaging.
+LOAD_SHORT_WINDOW_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class SupabaseWriteRate:
+    """What the local log says the Supabase sink is doing, averaged over ``window_seconds``."""
+
+    window_seconds: int
+    # Events received and routed to Supabase (not skipped): the higher of the window's
+    # average and the last LOAD_SHORT_WINDOW_SECONDS' average.
+    events_per_second: float
+    statements_per_second: float  # upserts that wrote them (one ``sent_at`` per upsert)
+
+    @property
+    def events_per_statement(self) -> float | None:
+        if not self.statements_per_second:
+            return None
+        return self.events_per_second / self.statements_per_second
+
+
+def supabase_write_rate(
+    *, window_seconds: int = LOAD_WINDOW_SECONDS, now: datetime | None = None
+) -> SupabaseWriteRate:
+    """Events/s routed to Supabase and upserts/s that carried them, from the local log
+    (the event rate: the higher of the window's and the last few seconds').
+
+    Both read through the received_at index: a statement that wrote an event received
+    before the window's start by more than one window is not counted (a drain catching up
+    after an outage is not the steady rate the projections want).
+    """
+    from events.models import Sink
+
+    now = now or timezone.now()
+    since = now - timedelta(seconds=window_seconds)
+    skipped = Delivery.objects.filter(
+        event=OuterRef("pk"), sink=Sink.SUPABASE, status=DeliveryStatus.SKIPPED
+    )
+    routed = Event.objects.exclude(Exists(skipped)).filter(received_at__lte=now)
+    events = routed.filter(received_at__gt=since).count()
+    short = min(LOAD_SHORT_WINDOW_SECONDS, window_seconds)
+    recent = routed.filter(received_at__gt=now - timedelta(seconds=short)).count()
+    statements = (
+        Delivery.objects.filter(
+            sink=Sink.SUPABASE,
+            event__received_at__gt=since - timedelta(seconds=window_seconds),
+            sent_at__gt=since,
+            sent_at__lte=now,
+        )
+        .values("sent_at")
+        .distinct()
+        .count()
+    )
+    return SupabaseWriteRate(
+        window_seconds=window_seconds,
+        events_per_second=max(events / window_seconds, recent / short),
+        statements_per_second=statements / window_seconds,
+    )

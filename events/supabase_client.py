@@ -180,11 +180,14 @@ def user_access_token_issue(
 
 
 __all__ = [
+    "CONTROL_EVENT",
     "CONTROL_TOPIC",
-    "realtime_broadcast",
+    "EVENTS_EVENT",
+    "EVENTS_TOPIC",
     "MONITORING_EVENTS_TABLE",
     "SupabaseAPIError",
     "async_client",
+    "realtime_broadcast",
     "browser_key",
     "service_client",
     "supabase_configured",
@@ -195,14 +198,22 @@ __all__ = [
 ]
 
 
-CONTROL_TOPIC = "monitor-control"
+# Private Realtime topics (supabase/migrations/20261129000000_private_broadcast.sql): the
+# database broadcasts monitoring_events inserts on EVENTS_TOPIC; the server sends rollout
+# control messages on CONTROL_TOPIC. Signed-in users may receive both; only the service
+# role may send on either, so a page never acts on a message a browser key could forge.
+EVENTS_TOPIC = "monitor:events"
+EVENTS_EVENT = "events"
+CONTROL_TOPIC = "monitor:control"
+CONTROL_EVENT = "control"
 
 
 async def realtime_broadcast(*, topic: str, event: str, payload: dict[str, Any]) -> None:
-    """Broadcast on a Realtime topic through the REST endpoint (no subscription needed),
-    with the official client's ``http_send``, as service_role (the server key)."""
+    """Broadcast on a private Realtime topic through the REST endpoint (no subscription
+    needed), with the official client's ``http_send``, as service_role (the secret key):
+    the only role the topics' RLS lets send."""
     client = await async_client(service=True)
-    channel = client.channel(topic)
+    channel = client.channel(topic, {"config": {"private": True}})
     try:
         await channel.http_send(event, payload, timeout=settings.SUPABASE_TIMEOUT_SECONDS)
     finally:

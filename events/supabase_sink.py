@@ -33,6 +33,12 @@ from django.utils import timezone
 from events import supabase_client
 from events.models import BreakerStateChange, Delivery, DeliveryStatus, Event, Sink
 from events.selectors import event_to_wire
+from events.supabase_coalescing import (
+    sink_window_ms,
+    window_rows,
+    write_slot_release,
+    write_slot_wait,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +226,12 @@ def supabase_sink_flush(*, limit: int | None = None, include_failed: bool = Fals
     breaker = supabase_breaker()
     if supabase_breaker_rejects_calls():
         return FlushResult(breaker_state=pybreaker.STATE_OPEN, outcome="breaker_open")
+    # Under load, upserts are spaced by the coalescing window (events/supabase_coalescing):
+    # what commits while this waits joins this upsert. Waited outside the transaction, so
+    # no row is locked meanwhile.
+    window_ms = sink_window_ms()
+    slot = write_slot_wait(window_ms=window_ms)
+    limit = max(limit, window_rows(window_ms=window_ms))
 
     with transaction.atomic():
         deliveries = list(
@@ -229,6 +241,7 @@ def supabase_sink_flush(*, limit: int | None = None, include_failed: bool = Fals
             .order_by("event_id")[:limit]
         )
         if not deliveries:
+            write_slot_release(slot)  # no upsert, no message: the window is not spent
             return FlushResult(breaker_state=breaker.current_state)
         rows = [event_to_supabase_row(delivery.event) for delivery in deliveries]
         started = time.perf_counter()

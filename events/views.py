@@ -79,10 +79,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         supabase = {
             "url": settings.SUPABASE_URL,
             # The publishable key (the legacy anon key while a project still uses it):
-            # public by design, RLS guards the data. The bundle reads it as ``anonKey``.
-            "anonKey": supabase_client.browser_key(),
+            # public by design, RLS guards the data and the private topics.
+            "publishableKey": supabase_client.browser_key(),
             "token": token["access_token"],
             "expiresAt": token["expires_at"],
+            "eventsTopic": supabase_client.EVENTS_TOPIC,
             "controlTopic": supabase_client.CONTROL_TOPIC,
         }
     rollout = rollout_notice_for(request.user)

@@ -353,7 +353,9 @@ def supabase_local_keys(log_text: str) -> dict[str, str]:
 
 def start_supabase_local(stack: Stack, *, database_url: str, port: int) -> None:
     """supabase_local as a project created today: its publishable and secret keys, the
-    stack's signing key (ES256), the legacy JWT keys switched off."""
+    stack's signing key (ES256), the legacy JWT keys switched off, and public channels
+    refused (Realtime's "Allow public access" off: Monitor joins private topics only, and
+    `manage.py supabase_doctor` checks it)."""
     signing_key = signing_key_ensure(SIGNING_KEY_FILE)
     process = stack.spawn(
         "supabase_local",
@@ -369,6 +371,7 @@ def start_supabase_local(stack: Stack, *, database_url: str, port: int) -> None:
             str(signing_key),
             "--legacy-keys",
             "off",
+            "--private-only",
         ],
     )
     url = f"http://127.0.0.1:{port}"

@@ -26,7 +26,9 @@ the quorum of distinct users on both paths). A check runs only with at least
   latency and its error check;
 - **inconclusive**: otherwise (too few samples to say).
 
-Quota headroom is not computed here: the quota work (issue 13) fills that field.
+``quota_headroom``: the Supabase plan's quotas against the stage's projected load and the
+next stage's (``rollout/quotas.py``), measured when the analysis is recorded (open pages
+are a live count, not a history): connections and messages/s, with the headroom left.
 """
 
 import math
@@ -369,5 +371,31 @@ def stage_analysis_compute(
             "error_rate_max_increase": thresholds.analysis_error_rate_max_increase,
             "error_rate_max": thresholds.error_rate_max,
         },
-        "quota_headroom": None,  # issue 13 (quotas) fills this; no figure is invented here
+        "quota_headroom": quota_headroom_figures(stage=stage),
     }
+
+
+def quota_headroom_figures(*, stage: str) -> dict[str, Any]:
+    """The plan against ``stage`` and the next stage, at the load measured now; what could
+    not be measured is said, never guessed."""
+    from django.utils import timezone
+
+    from rollout.quotas import measured_load, next_stage, stage_project
+    from rollout.selectors import rollout_state_get
+
+    try:
+        state = rollout_state_get()
+        load = measured_load()
+        following = next_stage(stage)
+        current = stage_project(stage=stage, load=load, state=state)
+        return {
+            "measured_at": timezone.now().isoformat(),
+            "plan": current.plan,
+            "load": load.as_dict(),
+            "stage": current.as_dict(),
+            "next": stage_project(stage=following, load=load, state=state).as_dict()
+            if following
+            else None,
+        }
+    except Exception as exc:  # the verdict does not depend on it; say why it is missing
+        return {"unavailable": f"{type(exc).__name__}: {exc}"}

@@ -396,11 +396,13 @@ class StageAnalysis(models.Model):
     # Reconciliation runs started in the window and their discrepancies.
     reconciliation = models.JSONField(default=dict, blank=True)
     thresholds = models.JSONField(default=dict, blank=True, help_text="As they were applied.")
-    # Supabase quota headroom in the window: left empty on purpose. The quota work
-    # (issue 13) fills it; until then no figure is invented here.
+    # The Supabase plan against this stage's and the next stage's projected load, measured
+    # when recorded (rollout/quotas.py); empty on analyses recorded before issue 13.
     quota_headroom = models.JSONField(
-        null=True, blank=True, help_text="Filled by the quota work (issue 13); empty until then."
-    )
+        null=True, blank=True,
+        help_text="Plan quotas against the projected connections and messages/s, with the "
+        "headroom left (empty on analyses recorded before the quota work).",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-recorded_at", "-id"]

@@ -52,6 +52,7 @@ def _health_context() -> dict:
     }
     latency_limit = report.latency_limit_ms
     return {
+        **_quota_context(state),
         "report": report,
         "state": state,
         "thresholds": thresholds,
@@ -68,6 +69,20 @@ def _health_context() -> dict:
             threshold_label="rollback above", unit=" %", scale=100,
         ),
     }  # fmt: skip
+
+
+def _quota_context(state) -> dict:
+    """The plan against this stage and the next (rollout/quotas.py), and the sink's
+    coalescing window with its latency cost (events/supabase_coalescing.py)."""
+    from events.supabase_coalescing import coalescing_state
+    from rollout.quotas import quota_outlook
+
+    try:
+        outlook = quota_outlook(state=state)
+        coalescing = coalescing_state() if outlook.plan.messages is not None else None
+    except Exception as exc:  # the panel must render whatever a measurement does
+        return {"quota_error": f"{type(exc).__name__}: {exc}"}
+    return {"quota": outlook, "coalescing": coalescing}
 
 
 @never_cache
@@ -220,7 +235,14 @@ def panel_action(request: HttpRequest) -> HttpResponse:
         if not services.promotion_blocked_by(state=state):
             refusal = services.promotion_analysis_refusal(state=state)
         needs_force = str(refusal) if refusal else None
+    over_quota = None
+    raising = action == "stage" and not error and STAGE_PERCENT[stage] > STAGE_PERCENT[state.stage]
+    if raising and not needs_force:
+        refused = services.promotion_quota_refusal(stage=stage, state=state)
+        over_quota = str(refused) if refused else None
+    force_quota = request.POST.get("force_quota") == "yes"
     if error or needs_force or request.POST.get("confirm") != "yes":
+        quota_context = _quota_context(state) if action == "stage" else {}
         context = {
             **admin.site.each_context(request),
             "title": "Confirm rollout change",
@@ -228,12 +250,16 @@ def panel_action(request: HttpRequest) -> HttpResponse:
             "promotion": promotion, "description": _describe(action, stage, state)
             if action != "stage" or stage in STAGE_PERCENT else "",
             "cohorts": selectors.cohort_sizes(), "needs_force": needs_force,
+            "over_quota": over_quota, "force_quota": force_quota, **quota_context,
         }  # fmt: skip
         return render(request, "admin/rollout/confirm.html", context, status=400 if error else 200)
     try:
         if action == "stage":
-            services.rollout_stage_set(stage=stage, actor=request.user, reason=reason)
-            messages.success(request, f"Stage set to {stage}.")
+            services.rollout_stage_set(
+                stage=stage, actor=request.user, reason=reason, force_quota=force_quota
+            )
+            forced = " (over the Supabase quota: audited as forced)" if over_quota else ""
+            messages.success(request, f"Stage set to {stage}{forced}.")
         elif action == "kill":
             _, changed = services.rollout_kill(actor=request.user, reason=reason)
             messages.success(request, "Kill switch thrown." if changed else "It was already on.")

@@ -1,8 +1,9 @@
 """The prober: one process that watches both transports the way a browser does.
 
 It subscribes to the legacy feed (a real WebSocket to daphne, signed in with a session
-made on the server for a service user) and to Supabase Realtime (postgres_changes INSERT
-on ``public.monitoring_events`` with the official async client and a user token), then
+made on the server for a service user) and to Supabase Realtime (the private broadcast
+topic ``monitor:events`` that the database sends every ``monitoring_events`` insert on,
+joined with the official async client and a user token, as a dashboard joins it), then
 publishes a ``monitor.probe`` event every ``interval`` seconds through ``event_publish``.
 
 Every measurement is taken with ``time.time()`` of this one process, so sending and
@@ -10,8 +11,10 @@ receiving are on the same clock: latency is receipt time minus the time just bef
 publish call. Per transport it records (as ``HealthSample`` rows, origin ``prober``):
 ``delivery`` 1 or 0 (lost: not seen within ``loss_timeout``), ``latency`` in ms,
 ``connect`` and ``connect_failure`` for every connection attempt, and ``error`` when an
-established connection drops or the server reports an error. It reconnects with
-exponential backoff and jitter.
+established connection drops or the server reports an error. A Realtime quota refusal
+(a join refused for the project's connections or joins per second, or a channel shut down
+for its messages per second) is a ``connect_failure`` whenever it comes: the rollback rules
+count it as the page's telemetry does. It reconnects with exponential backoff and jitter.
 """
 
 from __future__ import annotations
@@ -43,6 +46,19 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 # Tokens are minted for an hour and the subscription is renewed before they expire.
 TOKEN_SECONDS = 3600
 TOKEN_RENEW_SECONDS = 3000
+# How Realtime words its quota refusals (supabase_local/realtime/quotas.py mirrors them).
+QUOTA_REFUSALS = (
+    "ConnectionRateLimitReached",
+    "ClientJoinRateLimitReached",
+    "Too many connected users",
+    "Too many joins per second",
+    "Too many messages per second",
+)
+
+
+def quota_refusal(text: str) -> bool:
+    """Whether an error from Realtime is one of its quota refusals."""
+    return any(marker in text for marker in QUOTA_REFUSALS)
 
 
 class Backoff:
@@ -296,31 +312,32 @@ class Prober:
                 # hide them.
                 client.realtime.auto_reconnect = False
                 subscribed, ended = asyncio.Event(), asyncio.Event()
+                errors: list[str] = []
 
-                def on_state(state, error=None, subscribed=subscribed, ended=ended):
+                def on_state(state, error=None, subscribed=subscribed, ended=ended, errors=errors):
                     if state == RealtimeSubscribeStates.SUBSCRIBED:
                         subscribed.set()
                     else:
+                        if error is not None:
+                            errors.append(str(error))
                         ended.set()
 
-                channel = client.channel(f"prober-{uuid.uuid4().hex[:12]}")
-                channel.on_postgres_changes(
-                    "INSERT",
-                    schema="public",
-                    table=supabase_client.MONITORING_EVENTS_TABLE,
-                    filter=f"event_type=eq.{PROBE_EVENT_TYPE}",
-                    callback=self._supabase_change,
+                # The private topic a dashboard joins; probe rows are a few hundred bytes,
+                # so they always travel in the message (never only announced by seq).
+                channel = client.channel(
+                    supabase_client.EVENTS_TOPIC, {"config": {"private": True}}
                 )
+                channel.on_broadcast(supabase_client.EVENTS_EVENT, self._supabase_broadcast)
                 await asyncio.wait_for(channel.subscribe(on_state), CONNECT_TIMEOUT_SECONDS)
                 if not subscribed.is_set():
-                    raise ConnectionError("the Realtime join did not succeed")
+                    raise ConnectionError(f"the Realtime join did not succeed: {errors}")
                 connected = self.connected[Transport.SUPABASE] = True
                 self.record(Transport.SUPABASE, SampleKind.CONNECT)
                 backoff.reset()
                 renew_at = time.monotonic() + TOKEN_RENEW_SECONDS
                 while not self.stopping.is_set():
                     if ended.is_set() or not client.realtime.is_connected:
-                        raise ConnectionError("the Realtime connection dropped")
+                        raise ConnectionError(f"the Realtime connection dropped: {errors}")
                     if time.monotonic() >= renew_at:
                         token = await sync_to_async(supabase_client.user_access_token_mint)(
                             user_id=self.user_id, expires_in=TOKEN_SECONDS
@@ -335,7 +352,10 @@ class Prober:
                 self.connected[Transport.SUPABASE] = False
                 if self.stopping.is_set():
                     return
-                if connected:
+                if quota_refusal(str(exc)):
+                    logger.warning("prober: Realtime refused for a quota: %s", exc)
+                    self.record(Transport.SUPABASE, SampleKind.CONNECT_FAILURE)
+                elif connected:
                     logger.warning("prober: Realtime dropped: %s", exc)
                     self.record(Transport.SUPABASE, SampleKind.ERROR)
                 else:
@@ -347,12 +367,15 @@ class Prober:
                         await asyncio.wait_for(client.realtime.close(), 5)
             await self._sleep(0 if connected else backoff.next_delay())
 
-    def _supabase_change(self, payload: dict) -> None:
+    def _supabase_broadcast(self, message: dict) -> None:
+        """A broadcast of ``monitor:events``: the rows one insert statement wrote."""
         received_at = time.time()
-        record = (payload.get("data") or {}).get("record") or {}
-        body = record.get("payload")
-        if isinstance(body, str):  # a jsonb column may arrive as text from some servers
-            with contextlib.suppress(ValueError):
-                body = json.loads(body)
-        if isinstance(body, dict):
-            self.delivered(Transport.SUPABASE, body, received_at)
+        for row in (message.get("payload") or {}).get("events") or []:
+            if not isinstance(row, dict) or row.get("event_type") != PROBE_EVENT_TYPE:
+                continue
+            body = row.get("payload")
+            if isinstance(body, str):  # a jsonb column may arrive as text from some servers
+                with contextlib.suppress(ValueError):
+                    body = json.loads(body)
+            if isinstance(body, dict):
+                self.delivered(Transport.SUPABASE, body, received_at)

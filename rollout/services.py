@@ -41,6 +41,7 @@ from rollout.models import (
     TransportPreference,
     Verdict,
 )
+from rollout.open_pages import open_page_seen
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,9 @@ def control_broadcast(*, control: dict[str, Any]) -> dict[str, str | None]:
     if supabase_client.supabase_configured():
         try:
             async_to_sync(supabase_client.realtime_broadcast)(
-                topic=supabase_client.CONTROL_TOPIC, event="control", payload=control
+                topic=supabase_client.CONTROL_TOPIC,
+                event=supabase_client.CONTROL_EVENT,
+                payload=control,
             )
             outcome[Transport.SUPABASE] = None
         except Exception as exc:
@@ -297,9 +300,36 @@ def promotion_analysis_refusal(*, state: RolloutState) -> PromotionNeedsAnalysis
     return None
 
 
+class QuotaExceeded(RolloutError):
+    """Raising the stage would exceed a Supabase quota of the plan (``rollout/quotas.py``)."""
+
+    def __init__(self, *, projection) -> None:
+        super().__init__(
+            "stage change refused: " + "; ".join(projection.exceeded) + ". Raise the plan "
+            "(SUPABASE_PLAN), or force it with a reason (audited); lowering is always allowed."
+        )
+        self.projection = projection
+
+
+def promotion_quota_refusal(*, stage: str, state: RolloutState) -> QuotaExceeded | None:
+    """Why raising to ``stage`` would exceed the plan's quotas (None: it fits). A failure
+    to measure is logged and refuses nothing: the quota guard must not block a rollout
+    on a Redis outage, and the kill switch is there for what it misses."""
+    from rollout.quotas import stage_quota_refusal
+
+    try:
+        with transaction.atomic():  # a savepoint: a failed read must not poison the caller's
+            projection = stage_quota_refusal(stage=stage, state=state)
+    except Exception:
+        logger.exception("quota projection unavailable; stage change not judged on quotas")
+        return None
+    return QuotaExceeded(projection=projection) if projection is not None else None
+
+
 def rollout_stage_set(
-    *, stage: str, actor, reason: str, force: bool = False, approved_by=None
-) -> RolloutState:
+    *, stage: str, actor, reason: str, force: bool = False, approved_by=None,
+    force_quota: bool = False,
+) -> RolloutState:  # fmt: skip
     """Move to ``stage`` (shadow, 10, 50, 100): the flag's percent follows in the same
     transaction. ``actor`` None means the system (automatic promotion).
 
@@ -308,7 +338,9 @@ def rollout_stage_set(
     the stage in force passes (``PromotionNeedsAnalysis``). ``force`` skips the analysis
     (never the breach) and is audited as ``forced``: the command line's ``--force``, or a
     second staff account's approval (``approved_by``, see
-    ``forced_promotion_decide``). Lowering is never refused.
+    ``forced_promotion_decide``). Raising is also refused when the stage's projected load
+    exceeds a quota of the Supabase plan (``QuotaExceeded``, ``rollout/quotas.py``) unless
+    ``force_quota``, audited as ``forced`` with the projection. Lowering is never refused.
 
     After commit the analysis of the stage that ended is recorded (``final``).
     """
@@ -320,7 +352,7 @@ def rollout_stage_set(
         previous = state.stage
         previous_started_at = state.stage_started_at
         raising = STAGE_PERCENT[stage] > STAGE_PERCENT[previous]
-        forced_over = None
+        forced_over = over_quota = None
         if raising:
             blocked = promotion_blocked_by(state=state)
             if blocked:
@@ -331,6 +363,9 @@ def rollout_stage_set(
             forced_over = promotion_analysis_refusal(state=state)
             if forced_over is not None and not force:
                 raise forced_over
+            over_quota = promotion_quota_refusal(stage=stage, state=state)
+            if over_quota is not None and not force_quota:
+                raise over_quota
         flag, _ = Flag.objects.select_for_update().get_or_create(
             name=SUPABASE_REALTIME_FLAG, defaults={"superusers": False}
         )
@@ -345,15 +380,21 @@ def rollout_stage_set(
         # A stage change restarts the promotion dwell: the new cohort must prove itself.
         state.dwell_started_at = now if state.auto_promotion_enabled else None
         state.save(update_fields=["stage", "stage_started_at", "dwell_started_at", "updated_at"])
-        if forced_over is not None:
-            analysis = forced_over.analysis
+        if forced_over is not None or over_quota is not None:
             figures = _figures_now()
-            figures["forced_over"] = {
-                "analysis_id": analysis.pk if analysis else None,
-                "verdict": analysis.verdict if analysis else None,
-                "refusal": str(forced_over),
-                "approved_by": approved_by.get_username() if approved_by else None,
-            }
+            if forced_over is not None:
+                analysis = forced_over.analysis
+                figures["forced_over"] = {
+                    "analysis_id": analysis.pk if analysis else None,
+                    "verdict": analysis.verdict if analysis else None,
+                    "refusal": str(forced_over),
+                    "approved_by": approved_by.get_username() if approved_by else None,
+                }
+            if over_quota is not None:
+                figures["forced_over_quota"] = {
+                    "refusal": str(over_quota),
+                    "projection": over_quota.projection.as_dict(),
+                }
             audit_record(
                 actor=actor, action=AuditAction.FORCED, from_value=previous, to_value=stage,
                 reason=reason, figures=figures, at=now,
@@ -750,6 +791,7 @@ class Evaluation:
     promotion_blocked: bool = False  # a breach blocked promotion (in shadow: only that)
     promoted_to: str | None = None
     analysis_refusal: str | None = None  # the dwell held but the analysis does not pass
+    quota_refusal: str | None = None  # the next stage would exceed the Supabase plan
     figures: dict[str, Any] = field(default_factory=dict)
 
 
@@ -765,6 +807,7 @@ def _evaluation_lock(key: int = EVALUATION_LOCK_KEY) -> bool:
 
 
 SHADOW_BREACH_ALERT = "shadow_breach"
+QUOTA_ALERT = "quota"
 
 
 def rollout_health_evaluate(*, now: datetime | None = None) -> Evaluation:
@@ -852,6 +895,16 @@ def rollout_promotion_check(*, now: datetime | None = None) -> Evaluation:
             evaluation.analysis_refusal = str(refusal)
             return evaluation
         target = _NEXT_STAGE[state.stage]
+        over_quota = promotion_quota_refusal(stage=target, state=state)
+        if over_quota is not None:  # healthy, but the next stage does not fit the plan
+            evaluation.promotion_blocked = True
+            evaluation.quota_refusal = str(over_quota)
+            alert_raise(
+                kind=QUOTA_ALERT, severity=AlertSeverity.WARNING,
+                message=f"Automatic promotion to stage {target} held: {over_quota}",
+                figures={"projection": over_quota.projection.as_dict()},
+            )  # fmt: skip
+            return evaluation
         rollout_stage_set(
             stage=target, actor=None,
             reason=f"automatic promotion: health gates held for {int(held)} s",
@@ -892,7 +945,11 @@ def telemetry_record(*, user, report) -> int:
         SampleInput(transport, SampleKind.DELIVERY, 1.0, weight=len(report.latencies_ms)),
         *(SampleInput(transport, SampleKind.LATENCY, value) for value in report.latencies_ms),
     ]
-    return health_samples_record(origin=SampleOrigin.BROWSER, samples=samples, reporter=user)
+    stored = health_samples_record(origin=SampleOrigin.BROWSER, samples=samples, reporter=user)
+    # Every report, even an empty one, says the page is open (the quota projections). Not
+    # deferred to a commit: it describes the page, not the rows, and is true either way.
+    open_page_seen(user_id=user.pk, transport=transport, page_id=report.page)
+    return stored
 
 
 # --- Prober ----------------------------------------------------------------------------------

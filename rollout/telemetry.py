@@ -6,9 +6,14 @@ page's clock: receipt time minus the event's server ``received_at``). It also se
 ``clock_offset_ms``, the server clock minus the page clock as the page measured it with
 ``GET /api/time`` (offset = server_now - (sent + received) / 2). The server adds the
 offset to each latency, so every latency is on the server's clock.
+
+``page`` (optional) is an id the page drew when it loaded (letters, digits, ``-``, ``_``;
+at most 64): a report, even an empty one, marks that page open on its transport, which is
+how the quota projections count open dashboards (``rollout/open_pages.py``).
 """
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +23,12 @@ MAX_COUNT = 1000
 MAX_LATENCIES = 200
 MAX_RAW_LATENCY_MS = 600_000.0  # ten minutes: anything later is not "live"
 MAX_OFFSET_MS = 86_400_000.0  # a day: beyond that the page clock is simply wrong
-FIELDS = {"transport", "connects", "connect_failures", "errors", "latencies_ms", "clock_offset_ms"}
+FIELDS = {
+    "transport", "connects", "connect_failures", "errors", "latencies_ms", "clock_offset_ms",
+    "page",
+}  # fmt: skip
+PAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_PAGE_ID = "page"  # a page that sends no id: one open page for its user
 
 
 class TelemetryInputError(ValueError):
@@ -36,6 +46,7 @@ class TelemetryReport:
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # corrected, server clock
     clock_offset_ms: float = 0.0
+    page: str = DEFAULT_PAGE_ID
 
 
 def _number(value: Any) -> bool:
@@ -83,8 +94,14 @@ def telemetry_parse(data: Any) -> TelemetryReport:
         # A corrected latency below zero is clock-measurement noise (the offset is only as
         # good as half a round trip): it counts as "instant", not as an error.
         latencies.append(max(0.0, float(value) + float(offset)))
+    page = data.get("page", DEFAULT_PAGE_ID)
+    if not isinstance(page, str) or not PAGE_ID.match(page):
+        raise TelemetryInputError(
+            field="page", message="must be 1 to 64 letters, digits, '-' or '_'"
+        )
     return TelemetryReport(
         transport=transport,
+        page=page,
         connects=_count(data, "connects"),
         connect_failures=_count(data, "connect_failures"),
         errors=_count(data, "errors"),

@@ -185,6 +185,18 @@ SUPABASE_SINK_SAFETY_NET_SECONDS = env.float("SUPABASE_SINK_SAFETY_NET_SECONDS",
 SUPABASE_BREAKER_FAIL_MAX = env.int("SUPABASE_BREAKER_FAIL_MAX", default=3)
 SUPABASE_BREAKER_RESET_SECONDS = env.float("SUPABASE_BREAKER_RESET_SECONDS", default=30.0)
 SUPABASE_BREAKER_NAMESPACE = env.str("SUPABASE_BREAKER_NAMESPACE", default="monitor-supabase")
+# The project's Realtime quotas (events/supabase_plan.py; supabase.com/docs/guides/realtime/
+# limits): free, pro, pro-no-cap, team, custom:connections=N,messages=N,joins=N,payload_kb=N,
+# or unset / unlimited (the dev stack's supabase_local has no quotas). Stage changes that
+# would exceed them are refused unless forced; the sink keeps the messages/s it causes
+# under SUPABASE_MESSAGES_BUDGET_PERCENT of the plan's, by coalescing events into windows
+# of at most SUPABASE_COALESCE_MAX_WINDOW_MS.
+SUPABASE_PLAN = env.str("SUPABASE_PLAN", default="")
+SUPABASE_MESSAGES_BUDGET_PERCENT = env.float("SUPABASE_MESSAGES_BUDGET_PERCENT", default=80.0)
+SUPABASE_COALESCE_MAX_WINDOW_MS = env.int("SUPABASE_COALESCE_MAX_WINDOW_MS", default=2000)
+# Realtime clients of monitor:events that send no telemetry (another service, a load test):
+# the projections and the sink's window count them beside the measured open dashboards.
+SUPABASE_EXTRA_SUBSCRIBERS = env.int("SUPABASE_EXTRA_SUBSCRIBERS", default=0)
 # Bearer token that may read /metrics (staff sessions always may).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 

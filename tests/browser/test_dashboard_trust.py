@@ -293,7 +293,8 @@ def test_probe_events_stay_out_of_a_users_legacy_feed_without_looking_lost(open_
 def test_probe_events_stay_out_of_a_users_supabase_feed(open_dashboard, django_user_model):
     page, _ = open_dashboard(supabase_user(django_user_model, "sb-probes"))
     wait_for_indicator(page, SUPABASE)
-    page.wait_for_timeout(500)  # the backfill every subscription makes is done
+    # The backfill every subscription makes (after replay) is done.
+    page.wait_for_function("window.monitorFeed.stats().backfills >= 1", timeout=30_000)
     backfills: list[str] = []
     page.on(
         "request",

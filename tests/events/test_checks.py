@@ -182,7 +182,8 @@ def test_a_pem_on_one_line_with_backslash_n_as_env_files_hold_it_is_read():
     one_line = SIGNING_PEM.strip().replace("\n", "\\n")
     assert "\n" not in one_line
 
-    checked = manage_check(**NEW | {"SUPABASE_JWT_SIGNING_KEY": one_line})
+    # A real project's complete configuration names its plan too (else warning events.W003).
+    checked = manage_check(**NEW | {"SUPABASE_JWT_SIGNING_KEY": one_line, "SUPABASE_PLAN": "pro"})
 
     assert checked.returncode == 0, checked.stderr
     assert "System check identified no issues" in checked.stdout

@@ -44,7 +44,7 @@ def test_the_sink_writes_with_the_service_role_key(legacy_supabase):
     assert rows == [{"seq": seq, "source": "legacy"}]
 
 
-def test_the_page_gets_the_anon_key_and_an_hs256_token_that_reads_the_table(
+def test_the_page_gets_the_legacy_anon_key_and_an_hs256_token_that_reads_the_table(
     legacy_supabase, signed_in_client, user
 ):
     seq = event_publish(event_type="tool.call", source="legacy", payload={}).seq
@@ -52,7 +52,7 @@ def test_the_page_gets_the_anon_key_and_an_hs256_token_that_reads_the_table(
 
     supabase = page_config(signed_in_client.get("/"))["supabase"]
 
-    assert supabase["anonKey"] == legacy_supabase.anon_key
+    assert supabase["publishableKey"] == legacy_supabase.anon_key
     assert jwt.get_unverified_header(supabase["token"]) == {"alg": "HS256", "typ": "JWT"}
     claims = jwt.decode(
         supabase["token"], legacy_supabase.jwt_secret, algorithms=["HS256"],
@@ -64,6 +64,6 @@ def test_the_page_gets_the_anon_key_and_an_hs256_token_that_reads_the_table(
         httpx_client=httpx.Client(timeout=10),
         postgrest_client_retry=False,
     )
-    client = create_client(legacy_supabase.url, supabase["anonKey"], options=options)
+    client = create_client(legacy_supabase.url, supabase["publishableKey"], options=options)
     rows = client.table("monitoring_events").select("seq").eq("seq", seq).execute()
     assert rows.data == [{"seq": seq}]

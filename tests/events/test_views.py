@@ -65,7 +65,8 @@ def test_the_page_gets_the_publishable_key_and_a_token_signed_with_the_signing_k
     response = signed_in_client.get("/")
     html = response.content.decode()
     supabase = page_config(response)["supabase"]
-    assert supabase["anonKey"] == "sb_publishable_page-may-hold-this-one"
+    assert supabase["publishableKey"] == "sb_publishable_page-may-hold-this-one"
+    assert "anonKey" not in supabase  # it never was an anon key; the bundle reads both
     assert "sb_secret_must-never-leave-the-server" not in html
     assert "PRIVATE KEY" not in html
     header = jwt.get_unverified_header(supabase["token"])
@@ -150,9 +151,7 @@ def test_the_page_carries_the_per_minute_counts_of_its_chart(signed_in_client):
     assert config["initialAfter"] == 0  # fewer than 200 events: the snapshot is complete
 
 
-def test_without_a_way_to_sign_tokens_the_page_stays_on_the_legacy_path(
-    signed_in_client, settings
-):
+def test_without_a_way_to_sign_tokens_the_page_stays_on_the_legacy_path(signed_in_client, settings):
     settings.SUPABASE_URL = "http://127.0.0.1:54321"
     settings.SUPABASE_PUBLISHABLE_KEY = "sb_publishable_x"
     settings.SUPABASE_SECRET_KEY = "sb_secret_x"  # the sink can write, browsers cannot read

@@ -168,3 +168,30 @@ def test_supabase_local_runs_on_the_new_keys_and_the_app_gets_only_those(
     )
     assert refused.status_code == 401
     assert "Legacy API keys are disabled" in refused.text
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.django_db
+def test_the_dev_stacks_supabase_local_passes_the_doctor(
+    stack, monkeypatch, tmp_path, supabase_database, settings
+):
+    """`make run`'s Supabase is a project as Monitor wants one: private channels only,
+    the migrations, the signing key in the JWKS; `manage.py supabase_doctor` says so."""
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    from tests.fixtures.supabase_settings import SUPABASE_KEY_SETTINGS
+
+    monkeypatch.setattr(devstack, "SIGNING_KEY_FILE", tmp_path / "supabase-signing-key.pem")
+    devstack.start_supabase_local(stack, database_url=supabase_database, port=free_port())
+    for name in SUPABASE_KEY_SETTINGS:
+        setattr(settings, name, stack.shared.get(name, ""))
+    settings.SUPABASE_PLAN = ""
+    out = io.StringIO()
+    call_command("supabase_doctor", "--json", stdout=out)  # raises unless every check passes
+    report = json.loads(out.getvalue())
+    assert report["passed"] and report["round_trip_ms"] is not None
+    public = next(check for check in report["checks"] if check["name"] == "public channels off")
+    assert public["detail"] == "public channels are refused"

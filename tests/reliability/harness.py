@@ -11,9 +11,10 @@ ends up knowing the seq of everything it published. It counts every answer it go
 ``LegacyFollower`` and ``SupabaseFollower`` follow one transport each, the way the
 dashboard does (static/src/dashboard/legacy.js, supabase.js): the legacy one reconnects
 with ``?after=`` its highest seq and keeps every event frame it is sent, duplicates
-included; the Supabase one joins postgres_changes with a user token, backfills over REST
-after every (re)join from its highest gapless seq, and drops what it has already shown
-(counting how often that happened).
+included; the Supabase one joins the private broadcast topic ``monitor:events`` with a
+user token, asks for broadcast replay from a little before the last message it heard on
+every (re)join, then backfills over REST from its highest gapless seq, and drops what it
+has already shown (counting how often that happened).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import logging
 import signal
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +52,10 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request oth
 EVENT_TYPE = "deploy.finished"  # routed to both sinks by the seeded routes
 RECONNECT_DELAY_SECONDS = 0.5
 CONNECT_TIMEOUT_SECONDS = 5
+# As the page (static/src/dashboard/supabase.js): replay from 5 s before the last message
+# heard, and the REST backfill after the replayed messages have come in.
+REPLAY_MARGIN_MS = 5000
+BACKFILL_AFTER_REPLAY_SECONDS = 0.3
 
 
 class FaultStack(ProcessSet):
@@ -254,9 +258,10 @@ class SupabaseFollower(Follower):
         self.user_id = user_id
         self.shown: list[int] = []  # what the page would show: each seq once
         self._shown = set()
-        self.arrivals: Counter[str] = Counter()  # live / backfill
+        self.arrivals: Counter[str] = Counter()  # live / replay / backfill
         self.dropped: Counter[str] = Counter()  # already shown, dropped by the merger
         self.live: set[int] = set()
+        self.heard_at_ms: int | None = None  # the last live message, for replay's since
 
     @property
     def seqs(self) -> list[int]:
@@ -291,19 +296,30 @@ class SupabaseFollower(Follower):
         def on_state(state, error=None) -> None:  # noqa: ANN001
             (subscribed if state == RealtimeSubscribeStates.SUBSCRIBED else ended).set()
 
-        def on_insert(change: dict) -> None:
-            self._accept(int(change["data"]["record"]["seq"]), "live")
+        def on_broadcast(message: dict) -> None:
+            replayed = bool((message.get("meta") or {}).get("replayed"))
+            if not replayed:
+                self.heard_at_ms = int(time.time() * 1000)
+            for row in (message.get("payload") or {}).get("events") or []:
+                self._accept(int(row["seq"]), "replay" if replayed else "live")
+            # Seqs announced (too large to carry) are read by the backfill below.
 
         try:
-            channel = client.channel(f"follower-{uuid.uuid4().hex[:10]}")
-            channel.on_postgres_changes(
-                "INSERT",
-                schema="public",
-                table=supabase_client.MONITORING_EVENTS_TABLE,
-                callback=on_insert,
+            # As the page: no replay on the first join (the backfill covers it); on a
+            # rejoin, replay from a margin before the last message heard.
+            broadcast = {}
+            if self.heard_at_ms is not None:
+                since = max(0, self.heard_at_ms - REPLAY_MARGIN_MS)
+                broadcast["replay"] = {"since": since, "limit": 25}
+            channel = client.channel(
+                supabase_client.EVENTS_TOPIC, {"config": {"private": True, "broadcast": broadcast}}
             )
+            channel.on_broadcast(supabase_client.EVENTS_EVENT, on_broadcast)
             await asyncio.wait_for(channel.subscribe(on_state), CONNECT_TIMEOUT_SECONDS)
             await asyncio.wait_for(subscribed.wait(), CONNECT_TIMEOUT_SECONDS)
+            if self.heard_at_ms is None:  # a rejoin before any message replays from here
+                self.heard_at_ms = int(time.time() * 1000)
+            await asyncio.sleep(BACKFILL_AFTER_REPLAY_SECONDS)
             if not self.online:  # sent offline while joining
                 return
             self.connections += 1
@@ -344,7 +360,8 @@ class SupabaseFollower(Follower):
     def summary(self) -> str:
         return (
             f"{super().summary()}; arrived live {self.arrivals['live']}, "
-            f"by backfill {self.arrivals['backfill']}, already shown and dropped "
+            f"by replay {self.arrivals['replay']}, by backfill {self.arrivals['backfill']}, "
+            "already shown and dropped "
             f"{sum(self.dropped.values())}"
         )
 

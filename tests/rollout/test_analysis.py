@@ -229,7 +229,12 @@ def test_an_analysis_records_window_users_figures_events_and_reconciliation(staf
     assert sum(analysis.events["delivered"]["supabase"].values()) == 1
     assert analysis.events["validated"] == {"events_judged": 10, "events_agreeing": 8}
     assert analysis.reconciliation["runs"] == 1 and analysis.reconciliation["discrepancies"] == 2
-    assert analysis.quota_headroom is None  # issue 13 fills it
+    # the plan (none set: unlimited) against this stage and the next, at the measured load
+    headroom = analysis.quota_headroom
+    assert headroom["plan"]["name"] == "unlimited"
+    assert (headroom["stage"]["stage"], headroom["next"]["stage"]) == ("shadow", "10")
+    assert headroom["stage"]["headroom"] == {"connections": None, "messages_per_second": None}
+    assert headroom["load"]["events_per_second"] > 0  # the one event, just published
 
 
 def test_the_beat_task_records_an_analysis(celery_eager):

@@ -1,8 +1,9 @@
 """A rollback tells every open page to switch, on BOTH transports.
 
 The legacy page is a WebsocketCommunicator on /ws/events/ through the real ASGI stack and
-Redis; the Supabase page is the official async client subscribed to the control topic of
-the real supabase_local server.
+Redis; the Supabase page is the official async client joined, with a user's token, to the
+private control topic of the real supabase_local server (only the server may send there:
+tests/security/test_forged_control.py).
 """
 
 import asyncio
@@ -60,7 +61,7 @@ async def supabase_page(user):
     token = await sync_to_async(supabase_client.user_access_token_mint)(user_id=user.pk)
     client = await supabase_client.async_client(access_token=token)
     page = Page("supabase")
-    channel = client.channel(supabase_client.CONTROL_TOPIC)
+    channel = client.channel(supabase_client.CONTROL_TOPIC, {"config": {"private": True}})
     channel.on_broadcast("control", lambda message: page.on_control(message["payload"]))
     subscribed = asyncio.Event()
 
@@ -117,9 +118,7 @@ async def test_the_legacy_feed_still_hears_the_switch_when_supabase_is_down(user
     settings.SUPABASE_SECRET_KEY = "sb_secret_x"
     communicator, _ = await legacy_page(user)
     try:
-        outcome = await sync_to_async(services.control_broadcast)(
-            control=services.switch_control()
-        )
+        outcome = await sync_to_async(services.control_broadcast)(control=services.switch_control())
         assert outcome["websocket"] is None and outcome["supabase"]
         message = await communicator.receive_json_from(timeout=WAIT)
         assert message["action"] == "switch_transport"

@@ -13,7 +13,7 @@ from django.db import connections
 
 from rollout import services
 from rollout.models import HealthSample
-from rollout.prober import Backoff, Probe, Prober
+from rollout.prober import Backoff, Probe, Prober, quota_refusal
 
 
 def _prober(**kwargs) -> Prober:
@@ -69,12 +69,41 @@ def test_without_supabase_only_the_legacy_path_is_expected():
     assert _kinds(prober) == [("websocket", "delivery", 0.0)]
 
 
-def test_supabase_rows_are_read_from_the_change_payload():
+def test_supabase_probes_are_read_from_the_rows_of_a_broadcast():
     prober = _prober()
     prober.pending["p1"] = Probe("p1", sent_at=0.0, expected={"supabase"})
-    prober._supabase_change({"data": {"record": {"seq": 3, "payload": {"probe_id": "p1"}}}})
-    prober._supabase_change({"data": {"record": {"seq": 4, "payload": "not json"}}})
+    prober.pending["p2"] = Probe("p2", sent_at=0.0, expected={"supabase"})
+    prober._supabase_broadcast(
+        {
+            "event": "events",
+            "payload": {
+                "events": [
+                    {"seq": 3, "event_type": "monitor.probe", "payload": {"probe_id": "p1"}},
+                    {"seq": 4, "event_type": "monitor.probe", "payload": "not json"},
+                    {"seq": 5, "event_type": "tool.call", "payload": {"probe_id": "p2"}},
+                ],
+                "announced": [],
+            },
+        }
+    )
     assert [s.kind for s in prober.samples] == ["delivery", "latency"]
+    assert "p2" in prober.pending  # only rows of probe events are probes
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "ConnectionRateLimitReached: Too many connected users",
+        "ClientJoinRateLimitReached: Too many joins per second",
+        '{"status": "error", "message": "Too many messages per second"}',
+    ],
+)
+def test_realtimes_quota_refusals_are_recognised(error):
+    assert quota_refusal(f"the Realtime connection dropped: ['{error}']")
+
+
+def test_other_realtime_errors_are_not_quota_refusals():
+    assert not quota_refusal("Unauthorized: You do not have permissions to read from this Channel")
 
 
 def test_backoff_grows_to_its_cap_and_resets():
@@ -127,9 +156,7 @@ def test_the_prober_session_signs_in_like_a_browsers(client, settings):
     # naming it answered the prober's legacy feed with HTTP 500 on every connect.
     assert settings.AUTHENTICATION_BACKENDS[0].startswith("axes.")
     user = services.prober_user_get_or_create()
-    client.cookies[settings.SESSION_COOKIE_NAME] = services.prober_session_create(
-        user_id=user.pk
-    )
+    client.cookies[settings.SESSION_COOKIE_NAME] = services.prober_session_create(user_id=user.pk)
 
     response = client.get("/api/transport")
 

@@ -49,7 +49,8 @@ def test_report_json_on_a_fresh_database_after_rollout_stage_10_lists_the_stage_
     (analysis,) = ten["analyses"]
     assert analysis["recorded"] is False and analysis["verdict"] == "inconclusive"
     assert set(analysis["transports"]) == {"supabase", "websocket"}
-    assert analysis["quota_headroom"] is None
+    assert analysis["quota_headroom"]["stage"]["stage"] == "10"
+    assert analysis["quota_headroom"]["next"]["stage"] == "50"
     assert [e["kind"] for e in report["events"]] == ["forced_promotion"]
     assert report["events"][0]["detail"] == "first cohort, fresh database"
 

@@ -18,6 +18,7 @@ from psycopg import sql as pgsql
 from psycopg.types.json import Jsonb
 
 from supabase_local.config import DEFAULT_MIGRATIONS_DIR
+from supabase_local.realtime.schema import REALTIME_SCHEMA_SQL
 from tests.fixtures.supabase_local import _pg_url
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,6 +66,9 @@ def direct_db(supabase_local):
     url = _pg_url(name)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
+            # What every Supabase project has before its migrations: the realtime schema
+            # (the private-broadcast migration writes policies on realtime.messages).
+            conn.execute(REALTIME_SCHEMA_SQL)
             for path in sorted(DEFAULT_MIGRATIONS_DIR.glob("*.sql")):
                 conn.execute(path.read_text(encoding="utf-8"))
         yield url

@@ -2,8 +2,10 @@
 analyse``: the rollout for operators without a browser. Changes are audited as the system
 user ("system") unless ``--as USERNAME`` names the operator.
 
-Raising the stage needs a passing analysis of the stage in force; without one the command
-exits non-zero and says why, unless ``--force --reason R`` (audited as forced)."""
+Raising the stage needs a passing analysis of the stage in force, and a projected load that
+fits the Supabase plan (``SUPABASE_PLAN``, ``rollout/quotas.py``); without either the
+command exits non-zero and says why, unless ``--force --reason R`` (audited as forced, with
+what was overridden). ``status`` shows the projection for this stage and the next."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -34,7 +36,8 @@ class Command(BaseCommand):
         stage.add_argument(
             "--force",
             action="store_true",
-            help="raise the stage without a passing analysis (needs --reason; audited as forced)",
+            help="raise the stage without a passing analysis or over the Supabase plan's "
+            "quotas (needs --reason; audited as forced)",
         )
         sub.add_parser("analyse", help="record an analysis of the stage in force now")
         report = sub.add_parser(
@@ -72,8 +75,9 @@ class Command(BaseCommand):
         try:
             if action == "stage":
                 state = services.rollout_stage_set(
-                    stage=options["stage"], actor=actor, reason=reason, force=force
-                )
+                    stage=options["stage"], actor=actor, reason=reason, force=force,
+                    force_quota=force,
+                )  # fmt: skip
                 self.stdout.write(f"stage is now {state.stage}" + (" (forced)" if force else ""))
             elif action == "kill":
                 _, changed = services.rollout_kill(actor=actor, reason=reason)
@@ -83,7 +87,7 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"resumed at stage {state.stage}" if changed else "kill switch was not on"
                 )
-        except services.PromotionNeedsAnalysis as exc:
+        except (services.PromotionNeedsAnalysis, services.QuotaExceeded) as exc:
             raise CommandError(
                 f"{exc}. To promote anyway: --force --reason R (audited as forced)."
             ) from exc
@@ -161,6 +165,46 @@ class Command(BaseCommand):
             raise CommandError(f"no staff user named {username!r}")
         return user
 
+    def _quotas(self, state) -> None:
+        from rollout.quotas import quota_outlook
+
+        outlook = quota_outlook(state=state)
+        plan, load = outlook.plan, outlook.load
+        pages = load.open_pages
+        self.console.print(
+            f"Supabase plan: {plan.name} (connections {_fmt(plan.connections)}, messages/s "
+            f"{_fmt(plan.messages)}, joins/s {_fmt(plan.joins)}, payload {plan.payload_kb} KB); "
+            "open pages: "
+            + (
+                "unknown (Redis unreachable)"
+                if pages is None
+                else f"websocket {pages.get('websocket', 0)}, supabase {pages.get('supabase', 0)}"
+            )
+            + f"{', prober on supabase' if load.prober_on_supabase else ''}; events "
+            f"{load.events_per_second:.2f}/s in {load.statements_per_second:.2f} upserts/s"
+        )
+        table = Table(title="Supabase quotas (projected from the open pages and event rate)")
+        for column in (
+            "stage", "connections", "messages/s", "one per event", "window ms", "pages moved",
+            "verdict",
+        ):  # fmt: skip
+            table.add_column(column, justify="left" if column in ("stage", "verdict") else "right")
+        for label, projection in (("now", outlook.current), ("next", outlook.following)):
+            if projection is None:
+                continue
+            limit_c = "" if plan.connections is None else f" / {plan.connections}"
+            limit_m = "" if plan.messages is None else f" / {plan.messages}"
+            table.add_row(
+                f"{label}: {projection.stage}", f"{projection.connections}{limit_c}",
+                f"{projection.messages_per_second:g}{limit_m}",
+                f"{projection.messages_uncoalesced:g}", str(projection.window_ms),
+                str(projection.pages_moved),
+                "[bold red]over: [/]" + "; ".join(projection.exceeded)
+                if projection.exceeded
+                else ("fits" if plan.limited else "no quota known (SUPABASE_PLAN unset)"),
+            )  # fmt: skip
+        self.console.print(table)
+
     def _status(self) -> None:
         state = selectors.rollout_state_get()
         report = selectors.health_report(not_before=state.resumed_at)
@@ -187,6 +231,7 @@ class Command(BaseCommand):
             else "none yet for this stage (raising it needs a passing one)",
         )
         self.console.print(summary)
+        self._quotas(state)
 
         health = Table(title="Health")
         for column in (

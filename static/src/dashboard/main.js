@@ -35,6 +35,7 @@ performance.mark("feed:first-render");
 charts.seed(config.rate, config.latestSeq);
 
 let received = 0;
+let backfills = 0; // backfills that answered (each (re)subscription makes one)
 let transport = null;
 let backfilling = null;
 let choice = config.choice;
@@ -99,6 +100,7 @@ async function backfillNow() {
     try {
       const { events, upTo } = await active.backfill(merger.contiguous);
       if (active === transport) merger.settle(events, upTo);
+      backfills += 1;
     } catch (error) {
       telemetry.count("errors");
       setTimeout(() => backfillNow(), 1000);
@@ -158,6 +160,7 @@ function switchTo(name, notice) {
       ...common,
       config: config.supabase,
       tokens,
+      serverNow: () => telemetry.serverNow(),
       onStatus: (state) => onStatus("supabase", state),
       onFailure: (reason) => {
         telemetry.count("connect_failures");
@@ -215,15 +218,15 @@ setInterval(() => {
   if (transport?.name === "supabase") transportRecheck();
 }, 5000);
 
-// Only the kill switch sends `switch_transport` (to websocket).
+// A control message is a hint, never an order: the page re-reads its transport from the
+// server (`GET /api/transport`, answered for this signed-in user) and acts on that answer
+// alone. The Supabase control topic is private and only the server may send on it, but a
+// page that obeyed the message itself would obey whoever managed to send one.
+// `switch_transport` comes from the kill switch, `transport_changed` from a stage change
+// or (with `cause: "user_choice"`) from the user's own choice.
 async function onControl(control) {
-  if (control.action === "switch_transport" && control.transport) {
-    killed = true;
-    showKillSwitch(true);
-    switchTo(control.transport, `Switched to ${TRANSPORT_NAMES[control.transport]} by the rollout.`);
-    if (config.staff) await transportRecheck(); // staff read the reason there
-  } else if (control.action === "transport_changed") {
-    await transportRecheck({ cause: control.cause });
+  if (control?.action === "switch_transport" || control?.action === "transport_changed") {
+    await transportRecheck({ cause: control.cause === "user_choice" ? "user_choice" : undefined });
   }
 }
 
@@ -244,7 +247,14 @@ updateCounters();
 window.monitorFeed = {
   get transport() { return transport?.name; },
   get contiguous() { return merger.contiguous; },
-  stats: () => ({ received, gapsFilled: merger.gapsFilled, duplicates: merger.duplicates }),
+  stats: () => ({
+    received,
+    backfills,
+    gapsFilled: merger.gapsFilled,
+    duplicates: merger.duplicates,
+    // Broadcast messages replayed to the Supabase path on its (re)joins.
+    replayed: transport?.name === "supabase" ? transport.replayed : 0,
+  }),
   seqs: () => view.events.map((event) => event.seq),
   chartTotals: () => charts.totals(),
 };

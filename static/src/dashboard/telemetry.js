@@ -6,6 +6,9 @@ export class Telemetry {
     this.csrfToken = csrfToken;
     this.offsetMs = 0;
     this.offsetKnown = false;
+    // This page's id: every report (an empty one too, every 10 s) tells the server the page
+    // is open on its transport, which the rollout's quota projections count.
+    this.pageId = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 12)}`;
     this.reset();
     this.timer = setInterval(() => this.flush(), 10_000);
   }
@@ -52,9 +55,8 @@ export class Telemetry {
   }
 
   async flush(transport = this.transport) {
-    const body = { transport, ...this.counts, latencies_ms: this.latencies };
-    const empty = !body.connects && !body.connect_failures && !body.errors && !body.latencies_ms.length;
-    if (!transport || empty) return;
+    const body = { transport, ...this.counts, latencies_ms: this.latencies, page: this.pageId };
+    if (!transport) return;
     this.reset();
     try {
       await fetch("/api/telemetry", {
