@@ -150,8 +150,10 @@ class ReconciliationRunAdmin(DiscrepancyCountsMixin, admin.ModelAdmin):
         "id",
         "started_at",
         "trigger",
+        "mode",
         "status",
         "seq_range",
+        "chunks_display",
         "events_compared",
         "consistency",
         "discrepancy_links",
@@ -160,7 +162,7 @@ class ReconciliationRunAdmin(DiscrepancyCountsMixin, admin.ModelAdmin):
         "round_trips_display",
         "rows_fetched_display",
     ]
-    list_filter = ["status", "trigger"]
+    list_filter = ["status", "trigger", "mode"]
     date_hierarchy = "started_at"
     actions = ["repair_runs", "repair_runs_and_delete_extras"]
     readonly_fields = [f.name for f in ReconciliationRun._meta.fields] + [
@@ -207,6 +209,14 @@ class ReconciliationRunAdmin(DiscrepancyCountsMixin, admin.ModelAdmin):
     @admin.display(description="seqs")
     def seq_range(self, run: ReconciliationRun) -> str:
         return f"{run.from_seq} – {run.to_seq}" if run.to_seq is not None else f"{run.from_seq} –"
+
+    @admin.display(description="chunks compared / re-hashed")
+    def chunks_display(self, run: ReconciliationRun) -> str:
+        """What the run covered: an incremental run compares every sealed chunk by its
+        stored digest and re-hashes few; a full pass re-hashes every one."""
+        text = f"{run.chunks_compared:,} / {run.chunks_rehashed:,}"
+        rewritten = sum(run.stored_digests_rewritten.values())
+        return f"{text} ({rewritten:,} stored digests rewritten)" if rewritten else text
 
     @admin.display(description="consistency", ordering="consistency_rate")
     def consistency(self, run: ReconciliationRun) -> str:

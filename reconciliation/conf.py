@@ -40,8 +40,13 @@ DEFAULTS: dict[str, Any] = {
     "RECONCILIATION_EXPECTED_ABSENT_SAMPLE": 100,
     # Error discrepancies stored per run (counts stay exact beyond it).
     "RECONCILIATION_MAX_DISCREPANCIES": 10000,
-    # The rolling re-check covers this many seqs per run, oldest first, then wraps.
-    "RECONCILIATION_RECHECK_ROWS": 1_000_000,
+    # The rolling full pass covers this many seqs per run, oldest first, then wraps
+    # (10,000 sealed chunks: ~10 s of hashing in Supabase per run on a 2-core machine).
+    "RECONCILIATION_RECHECK_ROWS": 10_240_000,
+    # The full pass re-hashes the Supabase copy; the local log's stored digests are kept
+    # honest by its own triggers. True re-hashes the local log too (after a restore, or a
+    # superuser's SQL with triggers off).
+    "RECONCILIATION_FULL_PASS_REHASH_LOCAL": False,
     # Rows per upsert when repairing.
     "RECONCILIATION_REPAIR_BATCH_SIZE": 500,
 }

@@ -44,7 +44,12 @@ class RunStatus(models.TextChoices):
 class RunTrigger(models.TextChoices):
     MANUAL = "manual", "Manual (command or admin)"
     HOURLY = "hourly", "Hourly (new events)"
-    RECHECK = "recheck", "Rolling re-check"
+    RECHECK = "recheck", "Rolling full pass"
+
+
+class RunMode(models.TextChoices):
+    INCREMENTAL = "incremental", "Incremental (stored digests; new and touched chunks re-hashed)"
+    FULL = "full", "Full pass (every chunk re-hashed in Supabase)"
 
 
 class ReconciliationRun(models.Model):
@@ -56,7 +61,20 @@ class ReconciliationRun(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
+    mode = models.CharField(
+        max_length=16,
+        choices=RunMode.choices,
+        default=RunMode.FULL,
+        help_text="Incremental: stored chunk digests compared, only new or touched chunks "
+        "re-hashed. Full: every chunk of the range re-hashed in Supabase (and locally "
+        "with RECONCILIATION_FULL_PASS_REHASH_LOCAL).",
+    )
     chunks_compared = models.PositiveBigIntegerField(default=0)
+    chunks_rehashed = models.PositiveBigIntegerField(
+        default=0,
+        help_text="Chunks whose rows were hashed by this run (sealed 1,024-seq chunks and "
+        "the smaller chunks of live comparison), both sides counted once.",
+    )
     round_trips_supabase = models.PositiveIntegerField(default=0)
     round_trips_local = models.PositiveIntegerField(default=0)
     rows_fetched_supabase = models.PositiveBigIntegerField(default=0)
@@ -65,6 +83,12 @@ class ReconciliationRun(models.Model):
     events_agreeing = models.PositiveBigIntegerField(default=0)
     events_not_judged = models.PositiveBigIntegerField(
         default=0, help_text="Events in the range younger than the grace period."
+    )
+    stored_digests_rewritten = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Stored chunk digests found not to match their rows and rewritten, per "
+        "side (not discrepancies: the rows agree; a store had missed a write).",
     )
     counts = models.JSONField(default=dict, blank=True, help_text="Events per category.")
     discrepancy_count = models.PositiveBigIntegerField(
@@ -122,3 +146,26 @@ class Discrepancy(models.Model):
     @property
     def is_error(self) -> bool:
         return self.category in ERROR_CATEGORIES
+
+
+class SealedChunk(models.Model):
+    """The local log's digest of one sealed chunk: seqs ``[n*1024 + 1, (n+1)*1024 + 1)``.
+
+    A chunk is sealed once all of it lies below the newest judgeable event (its events are
+    final: seqs are allocated in commit order, and a delivery is skipped or not from the
+    moment the event is published). ``row_count``, ``digest`` and ``skipped`` are what
+    ``reconciliation.digest.LOCAL_CHUNK_DIGESTS_SQL`` computes for the chunk; the copy
+    keeps the same figures in ``public.monitoring_events_digests`` (kept by triggers). The
+    hourly run compares the two stores; the full pass re-hashes both and rewrites them.
+    """
+
+    chunk_no = models.BigIntegerField(primary_key=True)
+    row_count = models.PositiveIntegerField(help_text="Events expected in Supabase.")
+    skipped = models.PositiveIntegerField(default=0, help_text="Events routed away.")
+    digest = models.DecimalField(
+        max_digits=20, decimal_places=0, help_text="Sum of the row hashes modulo 2^64."
+    )
+    hashed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"chunk {self.chunk_no}"

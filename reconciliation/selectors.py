@@ -31,22 +31,9 @@ def run_running() -> ReconciliationRun | None:
     return ReconciliationRun.objects.filter(status=RunStatus.RUNNING).order_by("started_at").first()
 
 
-def hourly_next_from_seq() -> int:
-    """Where the hourly run starts: after the last clean hourly (or full manual) run."""
-    last_clean = (
-        ReconciliationRun.objects.filter(
-            trigger=RunTrigger.HOURLY, status=RunStatus.CLEAN, to_seq__isnull=False
-        )
-        .order_by("-to_seq")
-        .values_list("to_seq", flat=True)
-        .first()
-    )
-    return (last_clean or 0) + 1
-
-
 def recheck_next_range(*, rows: int, watermark: int) -> tuple[int, int]:
-    """The next slice of already-checked seqs (``1 .. watermark - 1``), oldest first,
-    wrapping around: (from_seq, to_seq) both inclusive."""
+    """The next slice of the judgeable log (``1 .. watermark - 1``) for the rolling full
+    pass, oldest first, wrapping around: (from_seq, to_seq) both inclusive."""
     last_end = (
         ReconciliationRun.objects.filter(trigger=RunTrigger.RECHECK, status__in=FINISHED_STATUSES)
         .order_by("-started_at")

@@ -41,8 +41,10 @@ from reconciliation.conf import reconciliation_setting
 from reconciliation.digest import Meter, local_rows_by_seq, remote_rows_by_seq
 from reconciliation.models import (
     ERROR_CATEGORIES,
+    Category,
     Discrepancy,
     ReconciliationRun,
+    RunMode,
     RunStatus,
     RunTrigger,
 )
@@ -85,6 +87,9 @@ def _config() -> CompareConfig:
         merge_gap_rows=int(reconciliation_setting("RECONCILIATION_MERGE_GAP_ROWS")),
         remote_concurrency=int(reconciliation_setting("RECONCILIATION_REMOTE_CONCURRENCY")),
         expected_absent_sample=int(reconciliation_setting("RECONCILIATION_EXPECTED_ABSENT_SAMPLE")),
+        full_pass_rehash_local=bool(
+            reconciliation_setting("RECONCILIATION_FULL_PASS_REHASH_LOCAL")
+        ),
     )
 
 
@@ -118,6 +123,8 @@ def _store(run: ReconciliationRun, comparison: Comparison, started: float) -> No
     meter = comparison.meter
     run.to_seq = comparison.to_seq - 1
     run.chunks_compared = comparison.chunks_compared
+    run.chunks_rehashed = comparison.chunks_rehashed
+    run.stored_digests_rewritten = {k: v for k, v in comparison.stale_stored.items() if v}
     run.round_trips_local = meter.round_trips_local
     run.round_trips_supabase = meter.round_trips_supabase
     run.rows_fetched_local = meter.rows_fetched_local
@@ -191,12 +198,18 @@ def reconciliation_run(
     from_seq: int | None = None,
     to_seq: int | None = None,
     trigger: str = RunTrigger.MANUAL,
+    full: bool = False,
     progress: ProgressCallback | None = None,
 ) -> ReconciliationRun:
     """Compare seqs ``from_seq .. to_seq`` (inclusive) now and store the run.
 
     Without ``to_seq`` the range ends at the newest event older than the grace period,
     and Supabase rows above the local log's highest seq are judged as well (extras).
+    By default the run is incremental: sealed chunks are compared by the digests both
+    sides keep (``reconciliation.stored``), and only chunks sealed since the last run or
+    whose stored digests differ are hashed. ``full`` re-hashes every chunk of the range in
+    Supabase, rewriting its store, against the local stored digests (re-hashed too with
+    ``RECONCILIATION_FULL_PASS_REHASH_LOCAL``): the rolling full pass.
     Returns the run: ``clean``, ``discrepancies``, ``skipped`` (lock taken), ``timed_out``
     or ``failed`` (with ``error``).
     """
@@ -210,6 +223,7 @@ def reconciliation_run(
         status=RunStatus.RUNNING,
         from_seq=from_seq or 1,
         to_seq=to_seq,
+        mode=RunMode.FULL if full else RunMode.INCREMENTAL,
         grace_seconds=grace,
         started_at=now,
     )
@@ -248,6 +262,7 @@ def reconciliation_run(
                 deadline=started + time_limit,
                 progress=progress,
                 comparison=comparison,
+                mode=run.mode,
             )
         except TimeLimitExceeded:
             run.status = RunStatus.TIMED_OUT
@@ -294,21 +309,22 @@ def reconciliation_run_enqueue() -> None:
 
 
 def reconciliation_run_hourly(*, progress: ProgressCallback | None = None) -> ReconciliationRun:
-    """Everything new since the last clean hourly run, up to the grace period."""
-    return reconciliation_run(
-        from_seq=selectors.hourly_next_from_seq(), trigger=RunTrigger.HOURLY, progress=progress
-    )
+    """The whole log, incrementally: the stored digests of every sealed chunk compared,
+    the chunks sealed since the last run and any whose digests differ hashed, and the
+    newest events (not a whole chunk yet) compared row by row."""
+    return reconciliation_run(trigger=RunTrigger.HOURLY, progress=progress)
 
 
 def reconciliation_run_recheck(*, progress: ProgressCallback | None = None) -> ReconciliationRun:
-    """The next slice of older, already-checked seqs, oldest first, wrapping around."""
+    """The rolling full pass: the next ``RECONCILIATION_RECHECK_ROWS`` seqs of the log,
+    oldest first, wrapping around, re-hashed in Supabase (which also rewrites its stored
+    digests)."""
     rows = int(reconciliation_setting("RECONCILIATION_RECHECK_ROWS"))
-    watermark = selectors.hourly_next_from_seq()
-    if watermark <= 1:  # nothing checked yet: start at the beginning of the log
-        watermark = rows + 1
-    from_seq, to_seq = selectors.recheck_next_range(rows=rows, watermark=watermark)
+    grace = float(reconciliation_setting("RECONCILIATION_GRACE_SECONDS"))
+    watermark = selectors.local_judgeable_to_seq(cutoff=timezone.now() - timedelta(seconds=grace))
+    from_seq, to_seq = selectors.recheck_next_range(rows=rows, watermark=max(watermark, 2))
     return reconciliation_run(
-        from_seq=from_seq, to_seq=to_seq, trigger=RunTrigger.RECHECK, progress=progress
+        from_seq=from_seq, to_seq=to_seq, trigger=RunTrigger.RECHECK, full=True, progress=progress
     )
 
 
@@ -373,7 +389,8 @@ def reconciliation_repair(
         attempted: set[int] = set()
         for d in discrepancies:
             row = local.get(d.seq)
-            if row is None:  # an extra (no local event): only ever deleted on request
+            if row is None or d.category == Category.EXTRA_IN_SUPABASE:
+                # an extra (no local event, or one routed away): only deleted on request
                 if delete_extras:
                     deletes.append(d.seq)
                     attempted.add(d.seq)

@@ -64,8 +64,11 @@ def test_a_clean_run_reads_events_compared_and_zero_discrepancies(admin_client_,
     assert "Events compared" in html and "Expected absent (not errors)" in html
     row = _row(html, run.pk)
     cells = [cell.split(">", 1)[1] for cell in row.split("<td")[1:]]  # after the id's <th>
-    names = ("compared", "consistency", "discrepancies", "absent")
-    figures = dict(zip(names, cells[4:8], strict=True))
+    names = ("mode", "status", "seqs", "chunks", "compared", "consistency", "discrepancies")
+    figures = dict(zip(names, cells[2:9], strict=True))
+    figures["absent"] = cells[9]
+    assert figures["mode"].startswith("Incremental")
+    assert figures["chunks"].startswith("1 / 1<")  # 40 seqs: one chunk's worth, hashed live
     assert figures["compared"].startswith("37<")
     assert figures["discrepancies"].startswith("0<")
     assert "expected_absent: 3" in figures["absent"]

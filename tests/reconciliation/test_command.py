@@ -30,6 +30,21 @@ def test_a_clean_run_exits_0_and_prints_a_summary(log):
     assert "100.0000%" in out
 
 
+def test_full_re_hashes_every_chunk_and_says_so(log):
+    seqs = log.publish(1100)
+    log.mirror()
+    _reconcile()  # seals chunk 0 locally
+
+    code, out = _reconcile("--full", "--json")
+    incremental_code, incremental = _reconcile("--json")
+
+    run = json.loads(out)["run"]
+    assert (code, run["mode"], run["to_seq"]) == (0, "full", seqs[-1])
+    assert run["chunks_rehashed"] == 2  # the sealed chunk, and the 76 newest seqs live
+    again = json.loads(incremental)["run"]
+    assert (incremental_code, again["mode"], again["chunks_rehashed"]) == (0, "incremental", 1)
+
+
 def test_discrepancies_exit_1_and_json_lists_them(log):
     seqs = log.publish(40)
     log.mirror()

@@ -6,7 +6,7 @@ import pytest
 
 from events.models import Delivery, DeliveryStatus, Event, Sink
 from reconciliation.models import Category, RunStatus
-from reconciliation.services import reconciliation_run
+from reconciliation.services import reconciliation_repair, reconciliation_run
 
 pytestmark = pytest.mark.django_db
 
@@ -143,6 +143,29 @@ def test_a_skipped_delivery_is_expected_absent_and_not_an_error(log):
     assert _categories(run) == dict.fromkeys(debug, Category.EXPECTED_ABSENT)
     assert run.discrepancy_count == 0
     assert run.events_judged == 20 and run.consistency_rate == 1.0
+
+
+def test_a_row_added_in_supabase_at_a_routed_away_seq_is_an_extra_deleted_on_request(log):
+    log.publish(20)
+    debug = log.publish(2, event_type="test.debug")
+    log.mirror()
+    log.sql(
+        "INSERT INTO public.monitoring_events (seq, event_type, source, criticality,"
+        " occurred_at, received_at, payload, checksum)"
+        " VALUES (%s, 'planted', 'x', 'system', now() - interval '1 hour',"
+        " now() - interval '1 hour', '{}', repeat('a', 64))",
+        debug[0],
+    )
+
+    run = reconciliation_run()
+
+    assert _categories(run)[debug[0]] == Category.EXTRA_IN_SUPABASE
+    assert run.discrepancies.get(seq=debug[0]).details["routed_away"] is True
+    assert reconciliation_repair(run_id=run.pk).not_attempted == {
+        debug[0]: "extra in Supabase: delete not requested"
+    }
+    assert reconciliation_repair(run_id=run.pk, delete_extras=True).deleted == 1
+    assert log.sql("SELECT seq FROM public.monitoring_events WHERE seq = %s", debug[0]) == []
 
 
 def test_an_old_pending_delivery_is_missing(log):

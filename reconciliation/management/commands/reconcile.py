@@ -24,11 +24,14 @@ def _run_figures(run) -> dict:
         "id": run.pk,
         "status": run.status,
         "trigger": run.trigger,
+        "mode": run.mode,
         "from_seq": run.from_seq,
         "to_seq": run.to_seq,
         "started_at": run.started_at.isoformat(),
         "duration_ms": round(run.duration_ms or 0, 1),
         "chunks_compared": run.chunks_compared,
+        "chunks_rehashed": run.chunks_rehashed,
+        "stored_digests_rewritten": run.stored_digests_rewritten,
         "round_trips": {"supabase": run.round_trips_supabase, "local": run.round_trips_local},
         "rows_fetched": {"supabase": run.rows_fetched_supabase, "local": run.rows_fetched_local},
         "events_judged": run.events_judged,
@@ -45,14 +48,21 @@ def _run_figures(run) -> dict:
 class Command(BaseCommand):
     help = (
         "Compare the local event log with the Supabase copy now (seqs --from-seq .. "
-        "--to-seq, inclusive; by default everything older than the grace period), print "
-        "a summary, and optionally repair. Exits 1 when discrepancies remain."
+        "--to-seq, inclusive; by default everything older than the grace period), "
+        "incrementally or with --full, print a summary, and optionally repair. Exits 1 "
+        "when discrepancies remain."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--from-seq", type=int, help="first seq to compare (default 1)")
         parser.add_argument(
             "--to-seq", type=int, help="last seq to compare (default: newest judgeable)"
+        )
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="re-hash every chunk of the range in Supabase (the full pass) instead of "
+            "comparing the sealed chunks' stored digests; also rewrites the copy's stored digests",
         )
         parser.add_argument(
             "--repair", action="store_true", help="re-send missing and mismatched rows"
@@ -104,7 +114,7 @@ class Command(BaseCommand):
 
         with progress:
             run = services.reconciliation_run(
-                from_seq=from_seq, to_seq=to_seq, progress=on_progress
+                from_seq=from_seq, to_seq=to_seq, full=options["full"], progress=on_progress
             )
             repair = None
             if options["repair"] and run.discrepancy_count:
@@ -159,8 +169,10 @@ class Command(BaseCommand):
         rate = run.consistency_rate
         rows = [
             ("seqs", f"{run.from_seq} .. {run.to_seq}"),
+            ("mode", run.mode),
             ("duration", f"{(run.duration_ms or 0) / 1000:.2f} s"),
             ("chunks compared", f"{run.chunks_compared:,}"),
+            ("chunks re-hashed", f"{run.chunks_rehashed:,}"),
             (
                 "round trips (supabase / local)",
                 f"{run.round_trips_supabase} / {run.round_trips_local}",
