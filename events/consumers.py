@@ -11,8 +11,9 @@ Protocol (JSON text frames):
   connection, in seq order except for history the client asks for after live events
   have already been sent to it.
 - server ``{"type": "position", "seq": N}``: every event of this feed with seq <= N has
-  been sent on this connection (sent when the feed moves past events it leaves out, so
-  that the page does not take their seqs for lost events); ``resumed`` means the same.
+  been sent on this connection (sent when the feed moves past events it leaves out, or
+  that are not routed to it, so that the page does not take their seqs for lost events);
+  ``resumed`` means the same.
 - server ``{"type": "control", "action", ...}``: a rollout control message, to every
   feed or to one user's feeds (their own transport choice).
 - client ``{"type": "ping"}`` → ``{"type": "pong", "latest_seq": N}``.
@@ -263,10 +264,10 @@ class EventFeedConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "resumed", "seq": self.cursor})
 
     async def _send_item(self, item: dict[str, Any]) -> None:
-        """A live item at ``cursor + 1``: sent, or passed with a position when this feed
-        leaves synthetic events out."""
+        """A live item at ``cursor + 1``: sent, or passed with a position when it is not
+        routed to this feed or this feed leaves synthetic events out."""
         seq = item["seq"]
-        if item.get("synthetic") and not self.synthetic:
+        if item.get("passed") or (item.get("synthetic") and not self.synthetic):
             self.cursor = seq
             await self._send_position()
             return

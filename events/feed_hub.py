@@ -28,6 +28,12 @@ REJOIN_DELAY_SECONDS = 1.0
 # event shows the gap; if none comes (the last event before a quiet spell was lost, or
 # Redis was down), this check catches it up from the log.
 RESYNC_SECONDS = 5.0
+# Seq follows commit order, but two publishers' messages can reach the layer in the
+# other order (each is sent after its own commit). A feed that saw the later one first
+# would read the gap from the log, every feed of the process one query after another
+# through the one database thread: under load that backlog feeds itself. The hub holds a
+# message that arrives ahead of a missing seq this long for the missing one to come.
+REORDER_WAIT_SECONDS = 0.25
 
 
 class FeedListener(Protocol):
@@ -45,6 +51,12 @@ class FeedHub:
         self.listeners: set[FeedListener] = set()
         self._joined: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        # The seq the next live item should carry (None: nothing handed out yet), the
+        # items held until it comes, and the timer that hands them out regardless.
+        self._next_seq: int | None = None
+        self._held: list[dict[str, Any]] = []
+        self._held_timer: asyncio.Task[None] | None = None
+        self._handing_out = asyncio.Lock()
 
     async def join(self, listener: FeedListener) -> None:
         """Add ``listener``; returns once the hub is in the group, so that anything
@@ -112,15 +124,46 @@ class FeedHub:
     async def _hand_out(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == FEED_MESSAGE_TYPE:
-            items = sorted(message["events"], key=lambda item: item["seq"])
-            for listener in list(self.listeners):
-                await _call(listener.feed_live, items)
+            await self._live(message["events"])
         elif kind == CONTROL_MESSAGE_TYPE:
             # A control message addressed to one user goes to that user's feeds only.
             user_id = message.get("user_id")
             for listener in list(self.listeners):
                 if user_id is None or listener.user_id == user_id:
                     await _call(listener.feed_control, message["control"])
+
+    async def _live(self, items: list[dict[str, Any]]) -> None:
+        """Hand live items to the feeds in seq order, holding those that arrive ahead of a
+        missing seq for up to ``REORDER_WAIT_SECONDS``."""
+        async with self._handing_out:
+            self._held.extend(items)
+            self._held.sort(key=lambda item: item["seq"])
+            if self._next_seq is not None and self._held[0]["seq"] > self._next_seq:
+                if self._held_timer is None:
+                    self._held_timer = asyncio.create_task(self._hand_out_held_later())
+                return
+            await self._hand_out_held()
+
+    async def _hand_out_held_later(self) -> None:
+        await asyncio.sleep(REORDER_WAIT_SECONDS)
+        async with self._handing_out:
+            self._held_timer = None
+            # The missing seqs did not come: lost, not late. Feeds fill the gap from the log.
+            await self._hand_out_held()
+
+    async def _hand_out_held(self) -> None:
+        """Called with ``_handing_out`` held."""
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        items, self._held = self._held, []
+        if not items:
+            return
+        # Never backwards: an older seq (a duplicate, or a log reset in tests) must not
+        # make the hub wait for seqs it has handed out already.
+        self._next_seq = max(self._next_seq or 0, items[-1]["seq"] + 1)
+        for listener in list(self.listeners):
+            await _call(listener.feed_live, items)
 
 
 async def _call(method, argument) -> None:  # noqa: ANN001

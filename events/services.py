@@ -154,10 +154,16 @@ def event_publish_batch(
         if new_events:
             deliveries = _deliveries_for(new_events, table=table)
             _insert_rows(new_events, deliveries, last_seq=next_seq)
-            to_websocket = [
-                event for event in new_events if table.route_for(event.criticality).to_websocket
-            ]
-            transaction.on_commit(lambda: sinks.websocket_sink_send(events=to_websocket))
+            to_websocket: list[Event] = []
+            passed_seqs: list[int] = []
+            for event in new_events:
+                if table.route_for(event.criticality).to_websocket:
+                    to_websocket.append(event)
+                else:
+                    passed_seqs.append(event.seq)
+            transaction.on_commit(
+                lambda: sinks.websocket_sink_send(events=to_websocket, passed_seqs=passed_seqs)
+            )
             if any(
                 d.sink == Sink.SUPABASE and d.status == DeliveryStatus.PENDING for d in deliveries
             ):

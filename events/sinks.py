@@ -7,7 +7,7 @@ event: consumers notice the gap in seq and read the missing events from the log.
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -57,13 +57,18 @@ async def _group_send_all(chunks: list[list[dict]]) -> None:
         await layer.group_send(FEED_GROUP, {"type": FEED_MESSAGE_TYPE, "events": chunk})
 
 
-def websocket_sink_send(*, events: list[Event]) -> None:
+def websocket_sink_send(*, events: list[Event], passed_seqs: Sequence[int] = ()) -> None:
     """Broadcast committed events to the legacy feed and record the outcome.
+
+    ``passed_seqs``: seqs of the same commit that are not routed to this feed. They go out
+    as markers without content, so that the feed stream stays gapless: a gap makes every
+    open feed read the log (one query per feed, through one thread per process), which is
+    kept for the rare message the channel layer really loses.
 
     Called from ``transaction.on_commit``; it never raises, because the events are
     already durable and the publisher's answer must not depend on Redis.
     """
-    if not events:
+    if not events and not passed_seqs:
         return
     seqs = [event.seq for event in events]
     outstanding = Delivery.objects.filter(
@@ -79,15 +84,22 @@ def websocket_sink_send(*, events: list[Event]) -> None:
             }
             for event in events
         ]
+        items += [{"seq": seq, "passed": True, "frame": ""} for seq in passed_seqs]
+        items.sort(key=lambda item: item["seq"])
         async_to_sync(_group_send_all)(list(_chunks(items)))
     except Exception as exc:
-        logger.warning("websocket sink failed for seqs %s..%s: %s", seqs[0], seqs[-1], exc)
+        every_seq = [*seqs, *passed_seqs]
+        logger.warning(
+            "websocket sink failed for seqs %s..%s: %s", min(every_seq), max(every_seq), exc
+        )
         outstanding.update(
             status=DeliveryStatus.FAILED,
             attempts=F("attempts") + 1,
             last_error=f"{type(exc).__name__}: {exc}"[:1000],
             updated_at=timezone.now(),
         )
+        return
+    if not seqs:
         return
     # Bookkeeping, not data: if a crash loses this mark the delivery merely stays pending
     # (nothing re-sends websocket deliveries), so its commit need not wait for the WAL

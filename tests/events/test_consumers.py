@@ -120,10 +120,10 @@ async def test_events_lost_by_the_channel_layer_are_filled_from_the_log(user, mo
     real_send = sinks.websocket_sink_send
     calls = {"n": 0}
 
-    def lose_the_first_batch(*, events):
+    def lose_the_first_batch(*, events, passed_seqs=()):
         calls["n"] += 1
         if calls["n"] > 1:
-            real_send(events=events)
+            real_send(events=events, passed_seqs=passed_seqs)
 
     monkeypatch.setattr(sinks, "websocket_sink_send", lose_the_first_batch)
     lost = await publish(3)
@@ -144,6 +144,95 @@ async def test_debug_events_routed_away_from_websocket_are_not_sent(user):
     received = await collect_events(communicator, until_seq=shown[0])
     assert hidden[0] not in received and hidden[1] not in received
     assert received == shown
+
+
+async def test_events_routed_away_pass_live_with_a_position_and_no_read_of_the_log(
+    user, monkeypatch
+):
+    from events import consumers
+    from events.models import Route
+
+    await sync_to_async(Route.objects.filter(criticality="debug").update)(to_websocket=False)
+    await sync_to_async(lambda: Route.objects.get(criticality="debug").save())()
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    log_reads = count_log_reads(monkeypatch, consumers)
+    hidden = await publish(2, event_type="debug.trace")
+    shown = await publish(1)
+    assert await next_message(communicator) == {"type": "position", "seq": hidden[0]}
+    assert await next_message(communicator) == {"type": "position", "seq": hidden[1]}
+    assert (await next_message(communicator))["event"]["seq"] == shown[0]
+    assert log_reads == []
+    await communicator.disconnect()
+
+
+def count_log_reads(monkeypatch, consumers) -> list[tuple]:
+    """Record every page a feed reads from the log from now on."""
+    reads: list[tuple] = []
+    real_page = consumers._feed_page
+
+    async def counted(*args):
+        reads.append(args)
+        return await real_page(*args)
+
+    monkeypatch.setattr(consumers, "_feed_page", counted)
+    return reads
+
+
+async def test_messages_that_reach_the_hub_out_of_commit_order_are_handed_out_in_order(
+    user, monkeypatch
+):
+    """Two publishers' messages can reach the layer in the other order than their commits;
+    the hub waits for the missing one instead of sending every feed to the log."""
+    from events import consumers
+
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    warm = await publish(1)  # the hub now knows which seq comes next
+    assert await collect_events(communicator, until_seq=warm[0]) == warm
+    held: list[dict] = []
+    real_send = sinks.websocket_sink_send
+
+    def hold_the_first(*, events, passed_seqs=()):
+        if not held:
+            held.append({"events": events, "passed_seqs": passed_seqs})
+            return
+        real_send(events=events, passed_seqs=passed_seqs)
+        real_send(**held[0])  # the earlier commit's message arrives second
+
+    monkeypatch.setattr(sinks, "websocket_sink_send", hold_the_first)
+    log_reads = count_log_reads(monkeypatch, consumers)
+    first = await publish(1)
+    second = await publish(2)
+    assert await collect_events(communicator, until_seq=second[-1]) == first + second
+    assert log_reads == []
+    await communicator.disconnect()
+
+
+async def test_a_message_lost_for_good_is_filled_from_the_log_after_the_hubs_wait(
+    user, monkeypatch
+):
+    from events import consumers
+
+    communicator, _ = await open_feed(user)
+    await next_message(communicator)
+    warm = await publish(1)
+    assert await collect_events(communicator, until_seq=warm[0]) == warm
+    real_send = sinks.websocket_sink_send
+    calls = {"n": 0}
+
+    def lose_the_first(*, events, passed_seqs=()):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            real_send(events=events, passed_seqs=passed_seqs)
+
+    monkeypatch.setattr(sinks, "websocket_sink_send", lose_the_first)
+    log_reads = count_log_reads(monkeypatch, consumers)
+    lost = await publish(1)
+    after = await publish(1)
+    assert await collect_events(communicator, until_seq=after[0]) == lost + after
+    assert len(log_reads) == 1
+    await communicator.disconnect()
 
 
 async def test_the_hubs_resync_never_moves_a_feed_beyond_the_log_as_it_is(user, monkeypatch):
@@ -301,7 +390,8 @@ async def test_a_lost_last_event_is_sent_from_the_log_without_a_later_one(user, 
     from events import feed_hub
 
     monkeypatch.setattr(feed_hub, "RESYNC_SECONDS", 0.3)
-    monkeypatch.setattr(sinks, "websocket_sink_send", lambda *, events: None)  # all lost
+    # All lost.
+    monkeypatch.setattr(sinks, "websocket_sink_send", lambda *, events, passed_seqs=(): None)
     communicator, _ = await open_feed(user)
     await next_message(communicator)
     lost = await publish(2)
