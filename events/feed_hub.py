@@ -19,7 +19,8 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from events import selectors
-from events.sinks import CONTROL_MESSAGE_TYPE, FEED_GROUP, FEED_MESSAGE_TYPE
+from events.models import Sink
+from events.sinks import CONTROL_MESSAGE_TYPE, FEED_GROUP, FEED_MESSAGE_TYPE, feed_frame
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ RESYNC_SECONDS = 5.0
 # through the one database thread: under load that backlog feeds itself. The hub holds a
 # message that arrives ahead of a missing seq this long for the missing one to come.
 REORDER_WAIT_SECONDS = 0.25
+# What the hub reads from the log at once when a live message is lost (or the hub is
+# behind the log): one read for every feed of the process instead of one per feed.
+HUB_FILL_LIMIT = 500
 
 
 class FeedListener(Protocol):
@@ -117,6 +121,9 @@ class FeedHub:
                 # Never beyond the log as it is now: a log that was reset (tests flush
                 # it between cases) must not move feeds past seqs it has not reached.
                 committed = min(committed_a_period_ago, latest)
+                # Read once for every feed what the hub itself has not handed out; the
+                # feeds' own check below then finds them up to date.
+                await self._fill_from_log(up_to=committed)
                 for listener in list(self.listeners):
                     await _call(listener.feed_resync, committed)
             committed_a_period_ago = latest
@@ -148,8 +155,33 @@ class FeedHub:
         await asyncio.sleep(REORDER_WAIT_SECONDS)
         async with self._handing_out:
             self._held_timer = None
-            # The missing seqs did not come: lost, not late. Feeds fill the gap from the log.
+            # The missing seqs did not come: lost, not late. Every seq below a held one is
+            # committed (seq follows commit order), so the log has them: read them once.
+            if self._held and self._next_seq is not None:
+                await self._read_into_held(self._next_seq - 1, self._held[0]["seq"] - 1)
             await self._hand_out_held()
+
+    async def _fill_from_log(self, *, up_to: int) -> None:
+        """Hand out, from the log, the committed seqs up to ``up_to`` that the hub has not."""
+        async with self._handing_out:
+            if self._next_seq is None or up_to < self._next_seq:
+                return
+            await self._read_into_held(self._next_seq - 1, up_to)
+            await self._hand_out_held()
+
+    async def _read_into_held(self, after: int, up_to: int) -> None:
+        """Add the log's items for ``after < seq <= up_to`` to the held ones. A failed read
+        adds nothing: the feeds then fill the gap themselves."""
+        # A long outage is caught up a bounded read at a time (the next check goes on).
+        up_to = min(up_to, after + HUB_FILL_LIMIT)
+        if up_to <= after:
+            return
+        try:
+            self._held.extend(await log_items(after, up_to))
+        except Exception as exc:
+            logger.warning("feed hub: reading seqs %s..%s failed: %s", after + 1, up_to, exc)
+            return
+        self._held.sort(key=lambda item: item["seq"])
 
     async def _hand_out_held(self) -> None:
         """Called with ``_handing_out`` held."""
@@ -179,6 +211,32 @@ async def _rejoin(layer, channel: str) -> None:  # noqa: ANN001
         await layer.group_add(FEED_GROUP, channel)
     except Exception as exc:
         logger.warning("feed hub: could not rejoin the feed group yet: %s", exc)
+
+
+@database_sync_to_async
+def log_items(after: int, up_to: int) -> list[dict[str, Any]]:
+    """Live items, as the sink sends them, for the committed seqs ``after < seq <= up_to``
+    (at most ``HUB_FILL_LIMIT`` events): a seq the log does not route to this feed is a
+    ``passed`` marker, since below a committed seq every seq is committed."""
+    events = selectors.events_after(
+        after=after, limit=HUB_FILL_LIMIT, up_to=up_to, sink=Sink.WEBSOCKET
+    )
+    complete = len(events) < HUB_FILL_LIMIT
+    items: list[dict[str, Any]] = []
+    expected = after + 1
+    for event in events:
+        items += [{"seq": seq, "passed": True, "frame": ""} for seq in range(expected, event.seq)]
+        items.append(
+            {
+                "seq": event.seq,
+                "frame": feed_frame(selectors.event_to_wire(event)),
+                "synthetic": selectors.event_is_synthetic(event.event_type),
+            }
+        )
+        expected = event.seq + 1
+    if complete:
+        items += [{"seq": seq, "passed": True, "frame": ""} for seq in range(expected, up_to + 1)]
+    return items
 
 
 @database_sync_to_async

@@ -231,8 +231,45 @@ async def test_a_message_lost_for_good_is_filled_from_the_log_after_the_hubs_wai
     lost = await publish(1)
     after = await publish(1)
     assert await collect_events(communicator, until_seq=after[0]) == lost + after
-    assert len(log_reads) == 1
+    # The hub read the lost seq once for every feed; the feed itself read nothing.
+    assert log_reads == []
     await communicator.disconnect()
+
+
+async def test_a_lost_message_costs_one_read_of_the_log_whatever_the_number_of_feeds(
+    user, monkeypatch
+):
+    from events import feed_hub
+
+    feeds = [(await open_feed(user))[0] for _ in range(5)]
+    for communicator in feeds:
+        await next_message(communicator)
+    warm = await publish(1)
+    for communicator in feeds:
+        assert await collect_events(communicator, until_seq=warm[0]) == warm
+    hub_reads: list[tuple] = []
+    real_log_items = feed_hub.log_items
+
+    async def counted(*args):
+        hub_reads.append(args)
+        return await real_log_items(*args)
+
+    monkeypatch.setattr(feed_hub, "log_items", counted)
+    real_send = sinks.websocket_sink_send
+    calls = {"n": 0}
+
+    def lose_the_first(*, events, passed_seqs=()):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            real_send(events=events, passed_seqs=passed_seqs)
+
+    monkeypatch.setattr(sinks, "websocket_sink_send", lose_the_first)
+    lost = await publish(2)
+    after = await publish(1)
+    for communicator in feeds:
+        assert await collect_events(communicator, until_seq=after[0]) == lost + after
+        await communicator.disconnect()
+    assert hub_reads == [(warm[0], lost[-1])]
 
 
 async def test_the_hubs_resync_never_moves_a_feed_beyond_the_log_as_it_is(user, monkeypatch):

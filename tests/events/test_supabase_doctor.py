@@ -25,6 +25,16 @@ def private_project():
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _short_waits(monkeypatch):
+    """A local server answers a join or a broadcast in milliseconds; the checks that are
+    meant to fail here would otherwise each wait out the 10 s an operator's project gets."""
+    from events import doctor as doctor_module
+
+    monkeypatch.setattr(doctor_module, "JOIN_TIMEOUT_SECONDS", 4.0)
+    monkeypatch.setattr(doctor_module, "BROADCAST_TIMEOUT_SECONDS", 4.0)
+
+
 @pytest.fixture
 def point_at(settings):
     def apply(server, *, legacy: bool = False, **overrides):
