@@ -218,6 +218,11 @@ def remote_chunk_digests(
     )
     rows = _read(request, meter).data or []
     meter.supabase()
+    return chunk_digests_from_rpc(rows)
+
+
+def chunk_digests_from_rpc(rows: list[dict]) -> list[ChunkDigest]:
+    """The digests a Supabase digest RPC answered (JSON numbers and text)."""
     return [
         ChunkDigest(
             int(r["chunk_start"]), int(r["chunk_end"]), int(r["row_count"]), str(r["digest"])

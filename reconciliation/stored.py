@@ -30,7 +30,13 @@ from django.db import connection
 from django.utils import timezone
 
 from events.supabase_client import service_client
-from reconciliation.digest import LOCAL_CHUNK_DIGESTS_SQL, ChunkDigest, Meter, _read
+from reconciliation.digest import (
+    LOCAL_CHUNK_DIGESTS_SQL,
+    ChunkDigest,
+    Meter,
+    _read,
+    chunk_digests_from_rpc,
+)
 from reconciliation.models import SealedChunk
 
 CHUNK_SEQS = 1024
@@ -182,12 +188,7 @@ def remote_stored(*, first: int, end: int, group: int, meter: Meter) -> list[Chu
     )
     rows = _read(request, meter).data or []
     meter.supabase()
-    return [
-        ChunkDigest(
-            int(r["chunk_start"]), int(r["chunk_end"]), int(r["row_count"]), str(r["digest"])
-        )
-        for r in rows
-    ]
+    return chunk_digests_from_rpc(rows)
 
 
 def remote_refresh(*, first: int, end: int, meter: Meter) -> list[RefreshedChunk]:

@@ -51,6 +51,19 @@ async def publish(count: int, **fields) -> list[int]:
     return [r.seq for r in results]
 
 
+def lose_first_sends(monkeypatch, count: int = 1) -> None:
+    """The channel layer loses the sink's next ``count`` messages (it is at-most-once)."""
+    real_send = sinks.websocket_sink_send
+    calls = {"n": 0}
+
+    def losing(*, events, passed_seqs=()):
+        calls["n"] += 1
+        if calls["n"] > count:
+            real_send(events=events, passed_seqs=passed_seqs)
+
+    monkeypatch.setattr(sinks, "websocket_sink_send", losing)
+
+
 async def test_anonymous_users_are_refused_at_the_handshake():
     communicator, connected = await open_feed(None)
     assert not connected
@@ -117,15 +130,7 @@ async def test_history_asked_for_after_live_events_is_sent_without_duplicates(us
 async def test_events_lost_by_the_channel_layer_are_filled_from_the_log(user, monkeypatch):
     communicator, _ = await open_feed(user)
     await next_message(communicator)
-    real_send = sinks.websocket_sink_send
-    calls = {"n": 0}
-
-    def lose_the_first_batch(*, events, passed_seqs=()):
-        calls["n"] += 1
-        if calls["n"] > 1:
-            real_send(events=events, passed_seqs=passed_seqs)
-
-    monkeypatch.setattr(sinks, "websocket_sink_send", lose_the_first_batch)
+    lose_first_sends(monkeypatch)
     lost = await publish(3)
     delivered = await publish(1)
     assert await collect_events(communicator, until_seq=delivered[0]) == lost + delivered
@@ -218,15 +223,7 @@ async def test_a_message_lost_for_good_is_filled_from_the_log_after_the_hubs_wai
     await next_message(communicator)
     warm = await publish(1)
     assert await collect_events(communicator, until_seq=warm[0]) == warm
-    real_send = sinks.websocket_sink_send
-    calls = {"n": 0}
-
-    def lose_the_first(*, events, passed_seqs=()):
-        calls["n"] += 1
-        if calls["n"] > 1:
-            real_send(events=events, passed_seqs=passed_seqs)
-
-    monkeypatch.setattr(sinks, "websocket_sink_send", lose_the_first)
+    lose_first_sends(monkeypatch)
     log_reads = count_log_reads(monkeypatch, consumers)
     lost = await publish(1)
     after = await publish(1)
@@ -255,15 +252,7 @@ async def test_a_lost_message_costs_one_read_of_the_log_whatever_the_number_of_f
         return await real_log_items(*args)
 
     monkeypatch.setattr(feed_hub, "log_items", counted)
-    real_send = sinks.websocket_sink_send
-    calls = {"n": 0}
-
-    def lose_the_first(*, events, passed_seqs=()):
-        calls["n"] += 1
-        if calls["n"] > 1:
-            real_send(events=events, passed_seqs=passed_seqs)
-
-    monkeypatch.setattr(sinks, "websocket_sink_send", lose_the_first)
+    lose_first_sends(monkeypatch)
     lost = await publish(2)
     after = await publish(1)
     for communicator in feeds:
