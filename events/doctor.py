@@ -288,6 +288,11 @@ def _probe_publish() -> tuple[int, str]:
             return result.seq, ""
         if delivery.status == DeliveryStatus.SKIPPED:
             return result.seq, "monitor.probe is routed away from Supabase (admin: routes)"
+        if flushed.outcome == "idle":
+            # Nothing to claim: a running stack's own writer (in-process or Celery) has
+            # the probe's row in hand. Give it a moment, then look again.
+            time.sleep(0.25)
+            continue
         if flushed.outcome != "sent":
             return result.seq, f"the sink's write failed ({flushed.outcome}): " + (
                 delivery.last_error or "see the breaker's state on /metrics"
