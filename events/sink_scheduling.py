@@ -24,7 +24,7 @@ def _flag_key() -> str:
 _clients: dict[str, redis.Redis] = {}
 
 
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     # One client (and connection pool) per process and URL: a new one per publish cost
     # a TCP connect each time. redis-py clients are thread-safe.
     client = _clients.get(settings.REDIS_URL)
@@ -48,7 +48,7 @@ def flush_schedule() -> None:
     if in_process:
         supabase_writer_wake()
     try:
-        if _redis().set(_flag_key(), 1, nx=True, ex=FLAG_TTL_SECONDS):
+        if redis_client().set(_flag_key(), 1, nx=True, ex=FLAG_TTL_SECONDS):
             delay = settings.SUPABASE_SINK_LINGER_MS / 1000
             if in_process:
                 delay = max(delay, settings.SUPABASE_SINK_SAFETY_NET_SECONDS)
@@ -59,6 +59,6 @@ def flush_schedule() -> None:
 
 def flush_schedule_release() -> None:
     try:
-        _redis().delete(_flag_key())
+        redis_client().delete(_flag_key())
     except redis.RedisError as exc:
         logger.warning("could not release the Supabase flush flag: %s", exc)

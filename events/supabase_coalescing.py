@@ -119,11 +119,11 @@ def write_slot_wait(*, window_ms: int) -> str | None:
     wait."""
     if window_ms <= 0:
         return None
-    from events.sink_scheduling import _redis
+    from events.sink_scheduling import redis_client
 
     token = uuid.uuid4().hex
     try:
-        client = _redis()
+        client = redis_client()
         while not client.set(_slot_key(), token, nx=True, px=window_ms):
             remaining_ms = client.pttl(_slot_key())
             time.sleep((remaining_ms if remaining_ms and remaining_ms > 0 else 5) / 1000)
@@ -138,9 +138,9 @@ def write_slot_release(token: str | None) -> None:
     so the next writer need not wait for the window. Only our own slot is deleted."""
     if token is None:
         return
-    from events.sink_scheduling import _redis
+    from events.sink_scheduling import redis_client
 
     try:
-        _redis().eval(_RELEASE, 1, _slot_key(), token)
+        redis_client().eval(_RELEASE, 1, _slot_key(), token)
     except redis.RedisError as exc:
         logger.warning("could not release the coalescing slot: %s", exc)

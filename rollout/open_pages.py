@@ -27,23 +27,13 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 
+from events.sink_scheduling import redis_client
 from rollout.models import Transport
 
 logger = logging.getLogger(__name__)
 
 OPEN_PAGE_TTL_SECONDS = 30  # three missed heartbeats
 MAX_PAGES_PER_USER = 10
-_clients: dict[str, redis.Redis] = {}
-
-
-def _redis() -> redis.Redis:
-    client = _clients.get(settings.REDIS_URL)
-    if client is None:
-        client = redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
-        )
-        _clients[settings.REDIS_URL] = client
-    return client
 
 
 def _key(transport: str) -> str:
@@ -55,7 +45,7 @@ def open_page_seen(*, user_id: int, transport: str, page_id: str, now: float | N
     now = time.time() if now is None else now
     member = f"{user_id}:{page_id}"
     try:
-        pipe = _redis().pipeline()
+        pipe = redis_client().pipeline()
         for other in Transport.values:
             if other != transport:
                 pipe.zrem(_key(other), member)
@@ -95,8 +85,8 @@ def open_pages(*, now: float | None = None) -> OpenPages | None:
     try:
         for transport in Transport.values:
             key = _key(transport)
-            _redis().zremrangebyscore(key, "-inf", now - OPEN_PAGE_TTL_SECONDS)
-            members = _redis().zrangebyscore(key, now - OPEN_PAGE_TTL_SECONDS, "+inf")
+            redis_client().zremrangebyscore(key, "-inf", now - OPEN_PAGE_TTL_SECONDS)
+            members = redis_client().zrangebyscore(key, now - OPEN_PAGE_TTL_SECONDS, "+inf")
             per_user: Counter = Counter()
             for member in members:
                 user_id = member.decode().split(":", 1)[0]
@@ -113,4 +103,4 @@ def open_pages(*, now: float | None = None) -> OpenPages | None:
 
 def open_pages_forget() -> None:
     """Forget every open page (tests start from none)."""
-    _redis().delete(*(_key(transport) for transport in Transport.values))
+    redis_client().delete(*(_key(transport) for transport in Transport.values))

@@ -7,7 +7,7 @@ from django.core.cache import cache
 
 from events.models import Delivery
 from events.services import event_publish
-from events.sink_scheduling import _redis
+from events.sink_scheduling import redis_client
 from events.supabase_coalescing import (
     WINDOW_CACHE_KEY,
     _slot_key,
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 def sink(django_supabase):
     supabase_breaker().close()
     cache.delete(WINDOW_CACHE_KEY)
-    _redis().delete(_slot_key())
+    redis_client().delete(_slot_key())
     open_pages_forget()
     django_supabase.sql("DELETE FROM realtime.messages WHERE topic = 'monitor:events'")
     yield django_supabase
@@ -87,7 +87,7 @@ def test_past_the_budget_one_window_goes_out_as_one_upsert_and_nothing_is_lost(
     assert state["window_ms"] == 1500  # ceil(1000 × 21 / 8) = 2625, capped
     # when: the sink writes, and 20 more events commit inside its window
     assert supabase_sink_flush().sent == 30
-    assert _redis().pttl(_slot_key()) > 0  # the slot is held for the window
+    assert redis_client().pttl(_slot_key()) > 0  # the slot is held for the window
     later = [
         event_publish(event_type="tool.call", source="svc", payload={"n": i}).seq for i in range(20)
     ]
@@ -105,7 +105,7 @@ def test_a_writer_that_finds_the_slot_taken_waits_for_it(sink):
     first = write_slot_wait(window_ms=1000)  # free: taken at once
     second = write_slot_wait(window_ms=1000)  # taken: returns once it holds the next one
     assert first != second
-    assert _redis().get(_slot_key()).decode() == second
+    assert redis_client().get(_slot_key()).decode() == second
 
 
 def test_a_slot_that_carried_no_upsert_is_given_back(sink, settings, django_user_model):
@@ -115,13 +115,13 @@ def test_a_slot_that_carried_no_upsert_is_given_back(sink, settings, django_user
         event_publish(event_type="tool.call", source="svc")
     assert coalescing_state(fresh=True)["window_ms"] > 0
     assert supabase_sink_flush().sent == 30  # the slot is spent on this upsert
-    assert _redis().pttl(_slot_key()) > 0
-    _redis().delete(_slot_key())
+    assert redis_client().pttl(_slot_key()) > 0
+    redis_client().delete(_slot_key())
     assert supabase_sink_flush().outcome == "idle"  # nothing pending: no message went out
-    assert _redis().exists(_slot_key()) == 0  # so the next writer need not wait
+    assert redis_client().exists(_slot_key()) == 0  # so the next writer need not wait
     token = write_slot_wait(window_ms=1000)
     write_slot_release("someone-else")  # only the holder's token frees it
-    assert _redis().get(_slot_key()).decode() == token
+    assert redis_client().get(_slot_key()).decode() == token
 
 
 def _a_minute_of_events(rate: int) -> None:
