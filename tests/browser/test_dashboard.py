@@ -61,6 +61,21 @@ def wait_for_seqs(page, seqs: list[int], timeout_s: float = 30) -> None:
     )
 
 
+def supabase_failure_reported(page, timeout_s: float = 20) -> bool:
+    """Whether the page's telemetry reports a failed Supabase connection within
+    ``timeout_s`` (the page sends its reports on its own timer)."""
+
+    def reported() -> bool:
+        return HealthSample.objects.filter(
+            origin="browser", transport="supabase", kind="connect_failure"
+        ).exists()
+
+    deadline = time.monotonic() + timeout_s
+    while not reported() and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    return reported()
+
+
 def shown_seqs(page) -> list[int]:
     """The rows of the table, top to bottom (newest first)."""
     return [
@@ -204,12 +219,4 @@ def test_realtime_faults_make_the_page_fall_back_and_report_it(
     wait_for_seqs(page, seqs)
     screenshot(page, "fallback-to-legacy")
 
-    def reported() -> bool:
-        return HealthSample.objects.filter(
-            origin="browser", transport="supabase", kind="connect_failure"
-        ).exists()
-
-    deadline = time.monotonic() + 20
-    while not reported() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert reported(), "the page did not report its failed connection"
+    assert supabase_failure_reported(page), "the page did not report its failed connection"

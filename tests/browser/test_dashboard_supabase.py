@@ -20,6 +20,7 @@ from tests.browser.test_dashboard import (
     SUPABASE,
     assert_each_once_in_order,
     publish,
+    supabase_failure_reported,
     supabase_user,
     wait_for_indicator,
     wait_for_seqs,
@@ -297,8 +298,6 @@ def refusing_joins(reason: str):
 def test_a_join_refused_for_a_quota_is_reported_as_a_connection_failure(
     open_dashboard, django_user_model
 ):
-    from rollout.models import HealthSample
-
     page, _ = open_dashboard(supabase_user(django_user_model, "sb-quota"))
     page.route_web_socket(
         REALTIME_SOCKET, refusing_joins("ConnectionRateLimitReached: Too many connected users")
@@ -309,12 +308,6 @@ def test_a_join_refused_for_a_quota_is_reported_as_a_connection_failure(
     wait_for_indicator(page, LEGACY, timeout_s=6)
     assert "Too many connected users" in page.locator("#notice").inner_text()
 
-    def reported() -> bool:
-        return HealthSample.objects.filter(
-            origin="browser", transport="supabase", kind="connect_failure"
-        ).exists()
-
-    deadline = time.monotonic() + 20
-    while not reported() and time.monotonic() < deadline:
-        page.wait_for_timeout(250)
-    assert reported(), "the page did not report the refusal as a failed connection"
+    assert supabase_failure_reported(page), (
+        "the page did not report the refusal as a failed connection"
+    )
