@@ -24,6 +24,7 @@ from events.models import Delivery, DeliveryStatus, Event, Producer, SeqCounter,
 from events.selectors import RouteDecision, routing_table
 from events.supabase_sink import supabase_sink_flush  # noqa: F401  (public surface)
 from events.validation import EventInput, EventInputError, parse_event_input
+from monitor_project.after_response import after_response
 
 
 class IdempotencyConflict(Exception):
@@ -161,13 +162,17 @@ def event_publish_batch(
                     to_websocket.append(event)
                 else:
                     passed_seqs.append(event.seq)
+            # The fan-out goes after the producer's answer when there is one to send
+            # first (monitor_project/after_response.py): the events are durable here.
             transaction.on_commit(
-                lambda: sinks.websocket_sink_send(events=to_websocket, passed_seqs=passed_seqs)
+                lambda: after_response(
+                    lambda: sinks.websocket_sink_send(events=to_websocket, passed_seqs=passed_seqs)
+                )
             )
             if any(
                 d.sink == Sink.SUPABASE and d.status == DeliveryStatus.PENDING for d in deliveries
             ):
-                transaction.on_commit(sink_scheduling.flush_schedule)
+                transaction.on_commit(lambda: after_response(sink_scheduling.flush_schedule))
     return results
 
 
