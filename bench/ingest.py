@@ -13,6 +13,7 @@ mirror took to hold every event.
 """
 
 import argparse
+import json
 import os
 import secrets
 import signal
@@ -60,26 +61,30 @@ def wait_http(url: str, seconds: float = 60) -> None:
 
 
 def http_ingest(bases: list[str], token: str, *, events: int, batch: int, clients: int) -> float:
+    # Encoded before the clock starts: the clients share the two cores with the server, so
+    # what they spend per request is taken from what is measured.
     bodies = [
-        {
-            "events": [
-                {
-                    "event_type": "http.latency",
-                    "source": f"bench-{c}",
-                    "payload": {"endpoint": "/v1/orders", "p95_ms": 12.5, "i": i},
-                }
-                for i in range(batch)
-            ]
-        }
+        json.dumps(
+            {
+                "events": [
+                    {
+                        "event_type": "http.latency",
+                        "source": f"bench-{c}",
+                        "payload": {"endpoint": "/v1/orders", "p95_ms": 12.5, "i": i},
+                    }
+                    for i in range(batch)
+                ]
+            }
+        ).encode()
         for c in range(events // batch)
     ]
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
-    def send(number: int, chunk: list[dict]) -> None:
+    def send(number: int, chunk: list[bytes]) -> None:
         base = bases[number % len(bases)]
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             for body in chunk:
-                response = client.post("/api/events", json=body)
+                response = client.post("/api/events", content=body)
                 response.raise_for_status()
 
     chunks = [bodies[i::clients] for i in range(clients)]
@@ -105,6 +110,71 @@ def inprocess_ingest(*, events: int, batch: int) -> float:
     return rate
 
 
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far, 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cmdlines() -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+    return {pid: line.decode(errors="replace") for pid, line in found.items()}
+
+
+def _children_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the exited children a process has waited for."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_part(parts: dict[str, list[int]], databases: dict[str, str]) -> dict[str, float]:
+    """CPU seconds so far of each part of the run: the given processes, and the PostgreSQL
+    backends serving the run's databases (those alive now: the writers' and
+    supabase_local's; a request's backend exits with its connection)."""
+    seconds = {name: sum(_process_cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
+    lines = _cmdlines()
+    for label, database in databases.items():
+        seconds[f"postgres: {label}"] = sum(
+            _process_cpu_seconds(pid)
+            for pid, line in lines.items()
+            if line.startswith("postgres:") and f" {database} " in line
+        )
+    # Backends that exited (Django's connection per request) are counted in their parent,
+    # the postmaster, with every other session's on this server.
+    postmaster = min(
+        (pid for pid, line in lines.items() if line.split(" ", 1)[0].endswith("/postgres")),
+        default=None,
+    )
+    seconds["postgres: exited (server-wide)"] = (
+        _children_cpu_seconds(postmaster) if postmaster else 0.0
+    )
+    seconds["redis-server (shared)"] = sum(
+        _process_cpu_seconds(pid) for pid, line in lines.items() if line.startswith("redis-server")
+    )
+    return seconds
+
+
+def supabase_local_pids(url: str) -> list[int]:
+    port = url.rsplit(":", 1)[1]
+    return [
+        pid
+        for pid, line in _cmdlines().items()
+        if "-m supabase_local" in line and f"--port {port} " in line
+    ]
+
+
 def pending_supabase() -> int:
     from events.models import Delivery
 
@@ -124,7 +194,11 @@ def main() -> int:
         "--daphne", type=int, default=os.cpu_count() or 1, help="daphne processes (clients "
         "alternate between them, as behind a load balancer); default one per CPU",
     )  # fmt: skip
-    parser.add_argument("--py-spy", type=Path, help="flame graph of the first daphne (sink on)")
+    parser.add_argument(
+        "--py-spy", type=Path, help="flame graph of the first daphne (sink on), and of "
+        "supabase_local beside it (PATH's name + '-supabase_local'); a PATH ending in .txt "
+        "gets collapsed stacks instead (py-spy --format raw)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from tests.fixtures.supabase_local import running_supabase_local
@@ -149,6 +223,7 @@ def main() -> int:
     }
     processes: list[subprocess.Popen] = []
     results: dict[str, float] = {}
+    cpu: dict[str, dict[str, float]] = {}
     print(f"load average at start: {load()}")
     try:
         subprocess.run(
@@ -199,21 +274,38 @@ def main() -> int:
                     setattr(settings, key, env[key])
                 for base in bases:
                     wait_http(f"{base}/readyz")
-                spy = None
+                spies = []
                 if mode == "on" and args.py_spy:
-                    spy = subprocess.Popen(
-                        [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
-                         str(mode_processes[0].pid), "-o", str(args.py_spy), "--rate", "200",
-                         "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
+                    raw = ["--format", "raw"] if args.py_spy.suffix == ".txt" else []
+                    supabase_path = args.py_spy.with_stem(f"{args.py_spy.stem}-supabase_local")
+                    for pid, path in (
+                        (mode_processes[0].pid, args.py_spy),
+                        *((pid, supabase_path) for pid in supabase_local_pids(supabase.url)),
+                    ):
+                        spies.append(subprocess.Popen(
+                            [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                             str(pid), "-o", str(path), "--rate", "200", "--nonblocking", *raw],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        ))  # fmt: skip
                     time.sleep(1)
+                parts = {
+                    "daphne": [p.pid for p in mode_processes[: args.daphne]],
+                    "celery worker": [p.pid for p in mode_processes[args.daphne :]],
+                    "supabase_local": supabase_local_pids(supabase.url),
+                    "bench clients": [os.getpid()],
+                }
+                databases = {
+                    "monitor db": name,
+                    "supabase_local db": supabase.database_url.rsplit("/", 1)[1],
+                }
+                cpu_before = cpu_by_part(parts, databases)
                 results[f"api_{mode}"] = http_ingest(
                     bases, token, events=args.events, batch=args.batch, clients=args.clients
                 )
                 last_post = time.perf_counter()
-                if spy is not None:
+                for spy in spies:
                     spy.send_signal(signal.SIGINT)
+                for spy in spies:
                     spy.wait(timeout=60)
                 if mode == "on":
                     expected = (args.events // args.batch) * args.batch
@@ -221,6 +313,9 @@ def main() -> int:
                     while supabase_rows(supabase) < expected and time.monotonic() < deadline:
                         time.sleep(0.05)
                     results["mirror_lag"] = time.perf_counter() - last_post
+                cpu_after = cpu_by_part(parts, databases)
+                cpu[mode] = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
+                if mode == "on":
                     results["mirrored_rows"] = supabase_rows(supabase)
                     results["http_rows"] = expected
                 results[f"publish_{mode}"] = inprocess_ingest(events=args.events, batch=args.batch)
@@ -253,6 +348,15 @@ def main() -> int:
         f"({int(results['mirrored_rows'])} rows) {results['mirror_lag']:.1f} s after the last "
         f"POST was answered; {int(results['left_pending'])} deliveries left pending at the end"
     )
+    http_events = (args.events // args.batch) * args.batch
+    print(
+        "CPU per 1,000 HTTP events, from the first POST until Supabase held them all (on) "
+        "or the last POST (off), in ms:"
+    )
+    print(f"{'part':<28}{'sink off':>12}{'sink on':>12}")
+    for part in cpu["on"]:
+        off, on = (cpu[mode][part] * 1e6 / http_events for mode in ("off", "on"))
+        print(f"{part:<28}{off:>12.0f}{on:>12.0f}")
     print(f"load average at end: {load()}")
     return 0
 
