@@ -1,13 +1,18 @@
 """Ingest throughput with the dual write on and off.
 
 Starts everything it measures on this machine: a fresh PostgreSQL database (on the
-machine's server, or BENCH_PG_URL), supabase_local on its own database, daphne and, for
-"sink on", a Celery worker that mirrors into supabase_local. It prints events/s
-  - through POST /api/events (batches over HTTP, several client threads), and
+machine's server, or BENCH_PG_URL), supabase_local on its own database, one daphne per CPU
+(``--daphne``; each with its in-process Supabase writer when the sink is on) and, for "sink
+on", a Celery worker as the safety net. It prints events/s
+  - through POST /api/events (batches over HTTP, several client threads on kept
+    connections, bodies encoded before the clock starts), and
   - through event_publish_batch in this process,
-with the Supabase sink off (SUPABASE_URL unset: deliveries wait as pending) and on (a
-worker writing to supabase_local while we publish), the on/off ratio, and how long the
-mirror took to hold every event.
+with the Supabase sink off (SUPABASE_URL unset: deliveries wait as pending) and on, the
+on/off ratio, how long after the last POST Supabase held every HTTP event and in how many
+upserts, and the CPU each part of the run spent per 1,000 HTTP events (daphne, the worker,
+supabase_local, the clients, the run's PostgreSQL backends by database, the backends that
+exited, Redis) with the connections opened per POST. ``--py-spy PATH`` records the first
+daphne and supabase_local during the "on" run (PATH ending in .txt: collapsed stacks).
 
     .venv/bin/python bench/ingest.py [--events 20000] [--batch 100] [--clients 4]
 """
@@ -184,6 +189,15 @@ def supabase_local_pids(url: str) -> list[int]:
     ]
 
 
+def database_sessions(name: str) -> int:
+    """Sessions (connections) the server has opened on database ``name`` so far."""
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT sessions FROM pg_stat_database WHERE datname = %s", [name]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def supabase_writes() -> int:
     """Upserts that wrote the sent Supabase deliveries: each marks its rows with one
     sent_at."""
@@ -318,6 +332,7 @@ def main() -> int:
                     "supabase_local db": supabase.database_url.rsplit("/", 1)[1],
                 }
                 cpu_before = cpu_by_part(parts, databases)
+                sessions_before = database_sessions(name)
                 results[f"api_{mode}"] = http_ingest(
                     bases, token, events=args.events, batch=args.batch, clients=args.clients
                 )
@@ -334,6 +349,7 @@ def main() -> int:
                     results["mirror_lag"] = time.perf_counter() - last_post
                 cpu_after = cpu_by_part(parts, databases)
                 cpu[mode] = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
+                results[f"sessions_{mode}"] = database_sessions(name) - sessions_before
                 if mode == "on":
                     results["mirrored_rows"] = supabase_rows(supabase)
                     results["upserts"] = supabase_writes()
@@ -379,6 +395,12 @@ def main() -> int:
     for part in cpu["on"]:
         off, on = (cpu[mode][part] * 1e6 / http_events for mode in ("off", "on"))
         print(f"{part:<28}{off:>12.0f}{on:>12.0f}")
+    requests = http_events // args.batch
+    print(
+        "PostgreSQL connections opened on the monitor database per POST: "
+        f"{results['sessions_off'] / requests:.2f} (sink off), "
+        f"{results['sessions_on'] / requests:.2f} (sink on)"
+    )
     print(f"load average at end: {load()}")
     return 0
 
