@@ -245,7 +245,10 @@ def main() -> int:
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
-        "DJANGO_SETTINGS_MODULE": "monitor_project.settings.base",
+        # Another settings module (on PYTHONPATH) to try a setting without editing the repo.
+        "DJANGO_SETTINGS_MODULE": os.environ.get(
+            "BENCH_SETTINGS_MODULE", "monitor_project.settings.base"
+        ),
         "DJANGO_DEBUG": "false",
         "LOG_LEVEL": "WARNING",
         "INGEST_RATE_PER_MINUTE": "1000000",
