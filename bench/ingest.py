@@ -1,18 +1,25 @@
 """Ingest throughput with the dual write on and off.
 
 Starts everything it measures on this machine: a fresh PostgreSQL database (on the
-machine's server, or BENCH_PG_URL), supabase_local on its own database, daphne and, for
-"sink on", a Celery worker that mirrors into supabase_local. It prints events/s
-  - through POST /api/events (batches over HTTP, several client threads), and
+machine's server, or BENCH_PG_URL), supabase_local on its own database, one daphne per CPU
+(``--daphne``; each with its in-process Supabase writer when the sink is on) and, for "sink
+on", a Celery worker as the safety net. It prints events/s
+  - through POST /api/events (batches over HTTP, several client threads on kept
+    connections, bodies encoded before the clock starts), and
   - through event_publish_batch in this process,
-with the Supabase sink off (SUPABASE_URL unset: deliveries wait as pending) and on (a
-worker writing to supabase_local while we publish), the on/off ratio, and how long the
-mirror took to hold every event.
+with the Supabase sink off (SUPABASE_URL unset: deliveries wait as pending) and on, the
+on/off ratio, how long after the last POST Supabase held every HTTP event and in how many
+upserts, and the CPU each part of the run spent per 1,000 HTTP events (daphne, the worker,
+supabase_local, the clients, the run's PostgreSQL backends by database, the backends that
+exited, Redis) with the connections opened per POST. ``--py-spy PATH`` records the first
+daphne and supabase_local during the "on" run (PATH ending in .txt: collapsed stacks).
 
     .venv/bin/python bench/ingest.py [--events 20000] [--batch 100] [--clients 4]
 """
 
 import argparse
+import http.client
+import json
 import os
 import secrets
 import signal
@@ -21,8 +28,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
 import psycopg
 import redis
 
@@ -60,27 +67,39 @@ def wait_http(url: str, seconds: float = 60) -> None:
 
 
 def http_ingest(bases: list[str], token: str, *, events: int, batch: int, clients: int) -> float:
+    # Encoded before the clock starts: the clients share the two cores with the server, so
+    # what they spend per request is taken from what is measured.
     bodies = [
-        {
-            "events": [
-                {
-                    "event_type": "http.latency",
-                    "source": f"bench-{c}",
-                    "payload": {"endpoint": "/v1/orders", "p95_ms": 12.5, "i": i},
-                }
-                for i in range(batch)
-            ]
-        }
+        json.dumps(
+            {
+                "events": [
+                    {
+                        "event_type": "http.latency",
+                        "source": f"bench-{c}",
+                        "payload": {"endpoint": "/v1/orders", "p95_ms": 12.5, "i": i},
+                    }
+                    for i in range(batch)
+                ]
+            }
+        ).encode()
         for c in range(events // batch)
     ]
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
-    def send(number: int, chunk: list[dict]) -> None:
-        base = bases[number % len(bases)]
-        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+    def send(number: int, chunk: list[bytes]) -> None:
+        # http.client on one kept connection: lighter than httpx, and what the clients
+        # spend is taken from the server (the "bench clients" line of the CPU table).
+        address = urlsplit(bases[number % len(bases)])
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        try:
             for body in chunk:
-                response = client.post("/api/events", json=body)
-                response.raise_for_status()
+                connection.request("POST", "/api/events", body=body, headers=headers)
+                response = connection.getresponse()
+                answer = response.read()
+                if response.status != 201:
+                    raise RuntimeError(f"POST /api/events: {response.status} {answer[:200]!r}")
+        finally:
+            connection.close()
 
     chunks = [bodies[i::clients] for i in range(clients)]
     started = time.perf_counter()
@@ -105,6 +124,90 @@ def inprocess_ingest(*, events: int, batch: int) -> float:
     return rate
 
 
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far, 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cmdlines() -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+    return {pid: line.decode(errors="replace") for pid, line in found.items()}
+
+
+def _children_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the exited children a process has waited for."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_part(parts: dict[str, list[int]], databases: dict[str, str]) -> dict[str, float]:
+    """CPU seconds so far of each part of the run: the given processes, and the PostgreSQL
+    backends serving the run's databases (those alive now: the writers' and
+    supabase_local's; a request's backend exits with its connection)."""
+    seconds = {name: sum(_process_cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
+    lines = _cmdlines()
+    for label, database in databases.items():
+        seconds[f"postgres: {label}"] = sum(
+            _process_cpu_seconds(pid)
+            for pid, line in lines.items()
+            if line.startswith("postgres:") and f" {database} " in line
+        )
+    # Backends that exited (Django's connection per request) are counted in their parent,
+    # the postmaster, with every other session's on this server.
+    postmaster = min(
+        (pid for pid, line in lines.items() if line.split(" ", 1)[0].endswith("/postgres")),
+        default=None,
+    )
+    seconds["postgres: exited (server-wide)"] = (
+        _children_cpu_seconds(postmaster) if postmaster else 0.0
+    )
+    seconds["redis-server (shared)"] = sum(
+        _process_cpu_seconds(pid) for pid, line in lines.items() if line.startswith("redis-server")
+    )
+    return seconds
+
+
+def supabase_local_pids(url: str) -> list[int]:
+    port = url.rsplit(":", 1)[1]
+    return [
+        pid
+        for pid, line in _cmdlines().items()
+        if "-m supabase_local" in line and f"--port {port} " in line
+    ]
+
+
+def database_sessions(name: str) -> int:
+    """Sessions (connections) the server has opened on database ``name`` so far."""
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT sessions FROM pg_stat_database WHERE datname = %s", [name]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def supabase_writes() -> int:
+    """Upserts that wrote the sent Supabase deliveries: each marks its rows with one
+    sent_at."""
+    from events.models import Delivery
+
+    return (
+        Delivery.objects.filter(sink="supabase", status="sent").values("sent_at").distinct().count()
+    )
+
+
 def pending_supabase() -> int:
     from events.models import Delivery
 
@@ -124,7 +227,11 @@ def main() -> int:
         "--daphne", type=int, default=os.cpu_count() or 1, help="daphne processes (clients "
         "alternate between them, as behind a load balancer); default one per CPU",
     )  # fmt: skip
-    parser.add_argument("--py-spy", type=Path, help="flame graph of the first daphne (sink on)")
+    parser.add_argument(
+        "--py-spy", type=Path, help="flame graph of the first daphne (sink on), and of "
+        "supabase_local beside it (PATH's name + '-supabase_local'); a PATH ending in .txt "
+        "gets collapsed stacks instead (py-spy --format raw)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from tests.fixtures.supabase_local import running_supabase_local
@@ -138,7 +245,10 @@ def main() -> int:
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
-        "DJANGO_SETTINGS_MODULE": "monitor_project.settings.base",
+        # Another settings module (on PYTHONPATH) to try a setting without editing the repo.
+        "DJANGO_SETTINGS_MODULE": os.environ.get(
+            "BENCH_SETTINGS_MODULE", "monitor_project.settings.base"
+        ),
         "DJANGO_DEBUG": "false",
         "LOG_LEVEL": "WARNING",
         "INGEST_RATE_PER_MINUTE": "1000000",
@@ -149,6 +259,7 @@ def main() -> int:
     }
     processes: list[subprocess.Popen] = []
     results: dict[str, float] = {}
+    cpu: dict[str, dict[str, float]] = {}
     print(f"load average at start: {load()}")
     try:
         subprocess.run(
@@ -199,21 +310,39 @@ def main() -> int:
                     setattr(settings, key, env[key])
                 for base in bases:
                     wait_http(f"{base}/readyz")
-                spy = None
+                spies = []
                 if mode == "on" and args.py_spy:
-                    spy = subprocess.Popen(
-                        [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
-                         str(mode_processes[0].pid), "-o", str(args.py_spy), "--rate", "200",
-                         "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
+                    raw = ["--format", "raw"] if args.py_spy.suffix == ".txt" else []
+                    supabase_path = args.py_spy.with_stem(f"{args.py_spy.stem}-supabase_local")
+                    for pid, path in (
+                        (mode_processes[0].pid, args.py_spy),
+                        *((pid, supabase_path) for pid in supabase_local_pids(supabase.url)),
+                    ):
+                        spies.append(subprocess.Popen(
+                            [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                             str(pid), "-o", str(path), "--rate", "200", "--nonblocking", *raw],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        ))  # fmt: skip
                     time.sleep(1)
+                parts = {
+                    "daphne": [p.pid for p in mode_processes[: args.daphne]],
+                    "celery worker": [p.pid for p in mode_processes[args.daphne :]],
+                    "supabase_local": supabase_local_pids(supabase.url),
+                    "bench clients": [os.getpid()],
+                }
+                databases = {
+                    "monitor db": name,
+                    "supabase_local db": supabase.database_url.rsplit("/", 1)[1],
+                }
+                cpu_before = cpu_by_part(parts, databases)
+                sessions_before = database_sessions(name)
                 results[f"api_{mode}"] = http_ingest(
                     bases, token, events=args.events, batch=args.batch, clients=args.clients
                 )
                 last_post = time.perf_counter()
-                if spy is not None:
+                for spy in spies:
                     spy.send_signal(signal.SIGINT)
+                for spy in spies:
                     spy.wait(timeout=60)
                 if mode == "on":
                     expected = (args.events // args.batch) * args.batch
@@ -221,7 +350,12 @@ def main() -> int:
                     while supabase_rows(supabase) < expected and time.monotonic() < deadline:
                         time.sleep(0.05)
                     results["mirror_lag"] = time.perf_counter() - last_post
+                cpu_after = cpu_by_part(parts, databases)
+                cpu[mode] = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
+                results[f"sessions_{mode}"] = database_sessions(name) - sessions_before
+                if mode == "on":
                     results["mirrored_rows"] = supabase_rows(supabase)
+                    results["upserts"] = supabase_writes()
                     results["http_rows"] = expected
                 results[f"publish_{mode}"] = inprocess_ingest(events=args.events, batch=args.batch)
                 if mode == "on":
@@ -251,7 +385,24 @@ def main() -> int:
     print(
         f"mirror: Supabase held all {int(results['http_rows'])} HTTP events "
         f"({int(results['mirrored_rows'])} rows) {results['mirror_lag']:.1f} s after the last "
-        f"POST was answered; {int(results['left_pending'])} deliveries left pending at the end"
+        f"POST was answered, in {int(results['upserts'])} upserts "
+        f"({results['mirrored_rows'] / max(results['upserts'], 1):.0f} rows each on average); "
+        f"{int(results['left_pending'])} deliveries left pending at the end"
+    )
+    http_events = (args.events // args.batch) * args.batch
+    print(
+        "CPU per 1,000 HTTP events, from the first POST until Supabase held them all (on) "
+        "or the last POST (off), in ms:"
+    )
+    print(f"{'part':<28}{'sink off':>12}{'sink on':>12}")
+    for part in cpu["on"]:
+        off, on = (cpu[mode][part] * 1e6 / http_events for mode in ("off", "on"))
+        print(f"{part:<28}{off:>12.0f}{on:>12.0f}")
+    requests = http_events // args.batch
+    print(
+        "PostgreSQL connections opened on the monitor database per POST: "
+        f"{results['sessions_off'] / requests:.2f} (sink off), "
+        f"{results['sessions_on'] / requests:.2f} (sink on)"
     )
     print(f"load average at end: {load()}")
     return 0

@@ -19,14 +19,30 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+# The last timestamp written and its text: a batch's events share their received_at (and
+# mostly their occurred_at), so most calls are for the instant just written.
+_last_timestamp: tuple[datetime, str] | None = None
+
 
 def format_timestamp(value: datetime) -> str:
+    global _last_timestamp
+    last = _last_timestamp
+    # Equal instants have the same UTC text (an aware and a naive value are never equal).
+    if last is not None and last[0] == value:
+        return last[1]
     # Spelled out rather than strftime("%Y…"), which does not pad years below 1000.
     v = value.astimezone(UTC)
-    return (
+    text = (
         f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
         f".{v.microsecond:06d}Z"
     )
+    _last_timestamp = (value, text)
+    return text
+
+
+# json.dumps with these options builds an encoder per call, a third of its time on an
+# event's few fields; one encoder, built once, is stateless and safe across threads.
+_PLAIN_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical_event_bytes(
@@ -51,9 +67,7 @@ def canonical_event_bytes(
     if _plain(payload):
         # The common case, at C speed: json.dumps writes exactly the canonical form when
         # every number prints the same both ways (no exponent, no negative zero, no Decimal).
-        return json.dumps(
-            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        return _PLAIN_ENCODER.encode(document).encode("utf-8")
     parts: list[str] = []
     _write_canonical(document, parts)
     return "".join(parts).encode("utf-8")

@@ -47,8 +47,11 @@ class SupabaseWriter:
             self._wake.wait()
             self._wake.clear()
             try:
-                # Until nothing is left: what commits meanwhile wakes us again anyway.
-                while supabase_sink_flush().outcome == "sent":
+                # Until a flush takes less than a full batch: it then saw everything
+                # committed before it began, and what commits meanwhile wakes us again
+                # (the wake is cleared before the flush), so one more look, which would
+                # find nothing, is not needed.
+                while (result := supabase_sink_flush()).outcome == "sent" and result.full:
                     pass
             except Exception:
                 logger.exception("in-process Supabase write failed (the Celery flush will)")

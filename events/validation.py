@@ -21,6 +21,8 @@ ALLOWED_FIELDS = frozenset({"event_type", "source", "payload", "occurred_at", "i
 MAX_PAYLOAD_DEPTH = 32
 MAX_SOURCE_LENGTH = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
+# Built once: json.dumps with options builds an encoder per call (stateless, thread-safe).
+_COMPACT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class EventInputError(Exception):
@@ -136,9 +138,7 @@ def parse_event_input(data: Any, *, field_prefix: str = "") -> EventInput:
     if not isinstance(payload, dict):
         raise EventInputError(field=name("payload"), message="must be a JSON object")
     payload = normalise_payload(payload, field=name("payload"))
-    encoded_size = len(
-        json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    )
+    encoded_size = len(_COMPACT_ENCODER.encode(payload).encode("utf-8"))
     if encoded_size > settings.EVENTS_MAX_PAYLOAD_BYTES:
         raise EventInputError(
             field=name("payload"),

@@ -193,3 +193,13 @@ def test_the_fast_encoder_writes_the_canonical_writer_s_bytes(payload):
         parts,
     )
     assert canonical_event_bytes(**document) == "".join(parts).encode("utf-8")
+
+
+def test_a_timestamp_written_twice_reads_the_same_and_another_one_its_own():
+    instant = datetime(2026, 11, 30, 1, 2, 3, 4, tzinfo=UTC)
+    same_elsewhere = instant.astimezone(timezone(timedelta(hours=5, minutes=30)))
+
+    assert format_timestamp(instant) == "2026-11-30T01:02:03.000004Z"
+    assert format_timestamp(same_elsewhere) == "2026-11-30T01:02:03.000004Z"
+    assert format_timestamp(instant + timedelta(microseconds=1)) == "2026-11-30T01:02:03.000005Z"
+    assert format_timestamp(datetime(5, 1, 2, tzinfo=UTC)) == "0005-01-02T00:00:00.000000Z"

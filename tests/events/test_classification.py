@@ -84,3 +84,30 @@ def test_seeded_default_rules(event_type, payload, expected):
 def test_a_rule_edited_in_the_admin_applies_to_the_next_event():
     ClassificationRule.objects.create(match_kind="exact", value="health.check", criticality="debug")
     assert classify(event_type="health.check", payload={}, rules=routing_table().rules) == "debug"
+
+
+def test_new_rules_apply_at_once_even_when_the_last_ones_were_kept():
+    first = tuple(order_rules([Rule("keyword", "Cache", "performance")]))
+    second = tuple(order_rules([Rule("keyword", "cache", "debug")]))
+    assert classify(event_type="cache.miss", payload={}, rules=first) == "performance"
+    assert classify(event_type="cache.miss", payload={}, rules=second) == "debug"
+    assert classify(event_type="cache.miss", payload={}, rules=first) == "performance"
+
+    changing = [Rule("keyword", "cache", "performance")]
+    assert classify(event_type="cache.miss", payload={}, rules=changing) == "performance"
+    changing[0] = Rule("keyword", "cache", "debug")
+    assert classify(event_type="cache.miss", payload={}, rules=changing) == "debug"
+
+
+def test_what_an_event_type_decided_is_kept_but_payload_rules_still_see_each_payload():
+    rules = tuple(
+        order_rules(
+            [Rule("payload_key", "error", "critical"), Rule("keyword", "cache", "performance")]
+        )
+    )
+    for _ in range(2):  # the second time from what the first one kept
+        assert classify(event_type="job.done", payload={"error": "x"}, rules=rules) == "critical"
+        assert classify(event_type="job.done", payload={}, rules=rules) == "system"
+        assert classify(event_type="cache.miss", payload={"error": "x"}, rules=rules) == (
+            "performance"
+        )

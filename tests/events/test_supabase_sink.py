@@ -121,6 +121,55 @@ def test_batches_follow_seq_order_and_the_configured_size(sink, settings):
     assert sorted(supabase_rows(sink)) == seqs[:4]
 
 
+def test_a_flush_says_whether_it_took_a_full_batch(sink, settings):
+    settings.SUPABASE_SINK_BATCH_SIZE = 4
+    publish(10)
+
+    results = [supabase_sink_flush() for _ in range(3)]
+
+    assert [(r.sent, r.full) for r in results] == [(4, True), (4, True), (2, False)]
+    assert supabase_sink_flush().outcome == "idle"
+
+
+def test_rows_are_written_as_the_wire_format_spells_them(sink):
+    # Timestamps of every width (a year below 1000, no microseconds, a non-UTC offset) and
+    # payload values whose text differs between Python and jsonb: the rows built by the
+    # claim's SQL must land in Supabase as the same events, under the same checksums.
+    publish(1, occurred_at="0005-03-04T05:06:07Z", payload={"n": 1e-05, "text": 'ü\u2028"'})
+    publish(1, occurred_at="9999-12-31T23:59:59.999999+00:00", payload={"big": 10**30})
+    publish(
+        1,
+        occurred_at="2026-11-30T03:04:05.000001+05:30",
+        payload={"nested": {"b": [1, 2.5, None, True], "a": {}}, "zero": -0.0},
+    )
+
+    assert supabase_sink_flush().sent == 3
+
+    assert_supabase_equals_local(sink)
+    remote = supabase_rows(sink)
+    assert [row["occurred_at"].year for _, row in sorted(remote.items())] == [5, 9999, 2026]
+
+
+def test_a_failed_write_backs_off_exponentially_per_delivery(sink):
+    seqs = publish(2)
+    sink.set_faults(rest_error_rate=1.0, rest_error_status=503)
+
+    def backoffs() -> list[tuple[int, float]]:
+        deliveries = Delivery.objects.filter(event_id__in=seqs, sink="supabase")
+        assert all(d.status == "failed" and "Injected fault" in d.last_error for d in deliveries)
+        return sorted(
+            (d.attempts, (d.next_attempt_at - d.updated_at).total_seconds()) for d in deliveries
+        )
+
+    assert supabase_sink_flush().failed == 2
+    assert backoffs() == [(1, 2.0), (1, 2.0)]
+    assert supabase_sink_flush(include_failed=True).outcome == "idle"  # neither is due yet
+
+    Delivery.objects.filter(event_id=seqs[0], sink="supabase").update(next_attempt_at=None)
+    assert supabase_sink_flush(include_failed=True).failed == 1
+    assert backoffs() == [(1, 2.0), (2, 4.0)]
+
+
 def test_debug_and_unsampled_events_are_recorded_as_skipped_and_not_written(sink):
     route = Route.objects.get(criticality="performance")
     route.supabase_sample_percent = 0

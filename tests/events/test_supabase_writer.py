@@ -52,6 +52,32 @@ def test_a_committed_event_is_written_by_the_publishing_process_itself(django_su
     assert queue.llen("celery") == 1
 
 
+def test_one_wake_writes_a_backlog_larger_than_a_batch(django_supabase, settings):
+    # The writer stops after a flush that took less than a full batch; a full one means
+    # more may be waiting, so it goes on without another wake.
+    settings.SUPABASE_SINK_IN_PROCESS = True
+    settings.SUPABASE_SINK_BATCH_SIZE = 4
+    supabase_breaker().close()
+
+    seqs = [
+        r.seq
+        for r in event_publish_batch(
+            events=[
+                {"event_type": "tool.call", "source": "w", "payload": {"i": i}} for i in range(10)
+            ]
+        )
+    ]
+
+    assert _wait_for(
+        lambda: (
+            not Delivery.objects.filter(event_id__in=seqs, sink="supabase")
+            .exclude(status="sent")
+            .exists()
+        )
+    )
+    assert_supabase_copy_matches_log(django_supabase, seqs=seqs)
+
+
 def test_without_the_writer_nothing_is_sent_until_a_worker_flushes(django_supabase, settings):
     settings.SUPABASE_SINK_IN_PROCESS = False
     redis.Redis.from_url(settings.REDIS_URL).delete(
