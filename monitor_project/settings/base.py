@@ -128,6 +128,8 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="monitor"),
+        # Connections shared by the per-request cache instances (monitor_project/redis_pool.py).
+        "OPTIONS": {"pool_class": "monitor_project.redis_pool.ProcessConnectionPool"},
     },
 }
 
