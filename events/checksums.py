@@ -28,7 +28,9 @@ def format_timestamp(value: datetime) -> str:
     global _last_timestamp
     last = _last_timestamp
     # Equal instants have the same UTC text (an aware and a naive value are never equal).
-    if last is not None and last[0] == value:
+    # Two values of one zone compare equal by wall time, fold ignored (01:30 on the night
+    # clocks go back is two instants): the offset must match too.
+    if last is not None and last[0] == value and last[0].utcoffset() == value.utcoffset():
         return last[1]
     # Spelled out rather than strftime("%Y…"), which does not pad years below 1000.
     v = value.astimezone(UTC)

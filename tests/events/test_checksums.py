@@ -3,6 +3,7 @@
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -203,3 +204,12 @@ def test_a_timestamp_written_twice_reads_the_same_and_another_one_its_own():
     assert format_timestamp(same_elsewhere) == "2026-11-30T01:02:03.000004Z"
     assert format_timestamp(instant + timedelta(microseconds=1)) == "2026-11-30T01:02:03.000005Z"
     assert format_timestamp(datetime(5, 1, 2, tzinfo=UTC)) == "0005-01-02T00:00:00.000000Z"
+
+
+def test_the_two_instants_of_a_wall_time_when_clocks_go_back_get_their_own_text():
+    new_york = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=new_york)  # EDT, UTC-4
+    second = first.replace(fold=1)  # an hour later, EST, UTC-5
+
+    assert format_timestamp(first) == "2026-11-01T05:30:00.000000Z"
+    assert format_timestamp(second) == "2026-11-01T06:30:00.000000Z"
