@@ -65,8 +65,9 @@ def websocket_sink_send(*, events: list[Event], passed_seqs: Sequence[int] = ())
     open feed read the log (one query per feed, through one thread per process), which is
     kept for the rare message the channel layer really loses.
 
-    Called from ``transaction.on_commit``; it never raises, because the events are
-    already durable and the publisher's answer must not depend on Redis.
+    Called after commit (``transaction.on_commit``), and after the publisher's answer when
+    there is one (``monitor_project.after_response``); it never raises, because the events
+    are already durable.
     """
     if not events and not passed_seqs:
         return

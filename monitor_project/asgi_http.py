@@ -11,7 +11,8 @@ This handler does what a threaded WSGI server does: the request-started signal, 
 whole (synchronous) middleware chain and the view, and afterwards ``response.close()``
 (the request-finished signal), run on a fixed pool of worker threads, one trip each way.
 Work the view left for after its answer (``monitor_project.after_response``: a publish's
-fan-out) runs in the second trip, after the response has been sent.
+fan-out) runs after the response has been sent, on threads of its own
+(``AFTER_RESPONSE_THREADS``), and also when the server abandons the request mid-view.
 A thread keeps its database connection between requests for ``CONN_MAX_AGE`` seconds
 (``DATABASE_CONN_MAX_AGE``), checked before use (``CONN_HEALTH_CHECKS``), so the pool
 size bounds this process's HTTP connections to PostgreSQL. Responses, streaming ones
@@ -22,17 +23,24 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.db import close_old_connections
 from django.http import FileResponse
 from django.urls import set_script_prefix
 
 from monitor_project import after_response
+
+# Threads for the work after answers (a publish's fan-out), apart from the request pool:
+# queued behind new requests there, a fan-out would wait for the whole backlog. Two, so
+# that one slow piece (a channel-layer send waiting on Redis) does not hold up the next.
+AFTER_RESPONSE_THREADS = 2
 
 
 class PooledASGIHandler(ASGIHandler):
@@ -42,25 +50,53 @@ class PooledASGIHandler(ASGIHandler):
         self._pool = ThreadPoolExecutor(
             max_workers=settings.HTTP_WORKER_THREADS, thread_name_prefix="http"
         )
+        self._after_pool = ThreadPoolExecutor(
+            max_workers=AFTER_RESPONSE_THREADS, thread_name_prefix="http-after"
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django serves HTTP here, not {scope['type']}")
+        # As under Django's own handler: thread-sensitive work of this request (a streaming
+        # response's synchronous iterator, e.g. a static file) runs on a thread of its own,
+        # not on the process-wide one that Channels' database calls share.
+        async with ThreadSensitiveContext():
+            await self._handle(scope, receive, send)
+
+    async def _handle(self, scope, receive, send) -> None:
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
+        responding = asyncio.ensure_future(
+            self._in_pool(self._pool, self._respond, scope, body_file)
+        )
         try:
-            response, after_answer = await self._in_pool(self._respond, scope, body_file)
-            try:
-                await self.send_response(response, send)
-            finally:
-                # Shielded: a server that cancels the application once the client has
-                # gone must not drop the fan-out queued behind the answer.
-                await asyncio.shield(self._in_pool(self._finish, response, after_answer))
+            response, after_answer = await asyncio.shield(responding)
+        except asyncio.CancelledError:
+            # The server gave up on the request (its client went away, a timeout, shutdown)
+            # while the view runs on: whatever the view committed still gets its fan-out
+            # and the request its clean-up once the view returns.
+            responding.add_done_callback(partial(self._finish_abandoned, body_file))
+            raise
+        try:
+            await self.send_response(response, send)
         finally:
-            body_file.close()
+            try:
+                # Shielded, for the same reason: the answer is out, the fan-out must follow.
+                await asyncio.shield(
+                    self._in_pool(self._after_pool, self._finish, response, after_answer)
+                )
+            finally:
+                body_file.close()
+
+    def _finish_abandoned(self, body_file, responding: asyncio.Future) -> None:
+        body_file.close()
+        if responding.cancelled() or responding.exception() is not None:
+            return
+        response, after_answer = responding.result()
+        self._after_pool.submit(self._finish, response, after_answer)
 
     def _respond(self, scope, body_file):
         """In a worker thread: the response, and the work left for after it is sent."""
@@ -73,7 +109,10 @@ class PooledASGIHandler(ASGIHandler):
         return response, after_response.collecting_stop()
 
     def _finish(self, response, after_answer) -> None:
-        """In a worker thread, once the response is sent (or the client has gone)."""
+        """On an after-answer thread, once the response is sent (or the client has gone)."""
+        # This thread's connection was last checked by another request's clean-up, if
+        # ever: drop it if it is broken or too old, as the start of a request does.
+        close_old_connections()
         after_response.collected_run(after_answer)
         # The request-finished signal (close_old_connections) comes last: the work above
         # used this thread's connection.
@@ -91,5 +130,5 @@ class PooledASGIHandler(ASGIHandler):
             response.block_size = self.chunk_size  # the ASGI server chunks further
         return response
 
-    async def _in_pool(self, function, *args):
-        return await sync_to_async(function, thread_sensitive=False, executor=self._pool)(*args)
+    async def _in_pool(self, pool: ThreadPoolExecutor, function, *args):
+        return await sync_to_async(function, thread_sensitive=False, executor=pool)(*args)

@@ -5,6 +5,7 @@ work a request leaves for after its answer (a publish's fan-out) runs once it is
 import asyncio
 import json
 import threading
+import time
 
 import pytest
 from channels.layers import get_channel_layer
@@ -30,6 +31,7 @@ def handler(settings):
     # The pool thread's own connection is not the test's: close it before the test ends.
     handler._pool.submit(connections.close_all).result()
     handler._pool.shutdown()
+    handler._after_pool.shutdown()
 
 
 @pytest.fixture
@@ -178,3 +180,40 @@ async def test_a_publish_is_answered_first_then_sent_to_the_feed_and_marked(
             raise AssertionError("the websocket delivery was never marked sent")
     finally:
         await layer.group_discard(FEED_GROUP, channel)
+
+
+async def test_a_request_the_server_abandons_mid_view_still_gets_its_after_work(handler):
+    """Daphne cancels an application whose client went away (after its close timeout);
+    the view runs on in its thread, and what it committed must still be fanned out."""
+    view_running = threading.Event()
+    after_work_done = threading.Event()
+
+    def slow_view_leaving_work(**kwargs):
+        after_response(after_work_done.set)
+        view_running.set()
+        time.sleep(0.5)  # the server gives up on the request meanwhile
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        pass
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/readyz",
+        "query_string": b"",
+        "headers": [HOST],
+    }
+    request_started.connect(slow_view_leaving_work)
+    try:
+        request = asyncio.ensure_future(handler(scope, receive, send))
+        assert await asyncio.to_thread(view_running.wait, 5)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+        assert await asyncio.to_thread(after_work_done.wait, 5)
+    finally:
+        request_started.disconnect(slow_view_leaving_work)

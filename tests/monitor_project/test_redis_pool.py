@@ -22,14 +22,17 @@ def test_cache_instances_of_different_contexts_share_one_pool():
     assert _fresh_cache_pool() is _fresh_cache_pool()
 
 
-def test_many_requests_worth_of_cache_instances_reuse_one_connection():
-    pool = _fresh_cache_pool()
-    before = len(pool._available_connections) + len(pool._in_use_connections)
+def test_many_requests_worth_of_cache_instances_open_no_new_connection():
+    first = _fresh_cache_pool()
+    opened_before = first._created_connections
 
-    for _ in range(20):
-        _fresh_cache_pool()
+    later = {id(pool): pool for pool in (_fresh_cache_pool() for _ in range(20))}
+    opened = sum(
+        pool._created_connections - (opened_before if pool is first else 0)
+        for pool in later.values()
+    )
 
-    assert len(pool._available_connections) + len(pool._in_use_connections) == before
+    assert opened == 0, f"20 more cache instances opened {opened} connections"
 
 
 async def test_concurrent_users_of_the_pool_get_working_connections():
