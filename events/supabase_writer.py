@@ -29,8 +29,8 @@ class SupabaseWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def wake(self) -> None:
-        """Write what is pending, soon, in this process (never blocks the caller)."""
+    def start(self) -> None:
+        """Start the thread now (it builds the Supabase client before it waits)."""
         if self._thread is None or not self._thread.is_alive():
             with self._start_lock:
                 if self._thread is None or not self._thread.is_alive():
@@ -38,11 +38,23 @@ class SupabaseWriter:
                         target=self._run, name="supabase-writer", daemon=True
                     )
                     self._thread.start()
+
+    def wake(self) -> None:
+        """Write what is pending, soon, in this process (never blocks the caller)."""
+        self.start()
         self._wake.set()
 
     def _run(self) -> None:
+        from events.supabase_client import service_client, supabase_configured
         from events.supabase_sink import supabase_sink_flush
 
+        # Building the official client takes tens of milliseconds: done here, before the
+        # first event, it is not added to that event's way to Supabase.
+        try:
+            if supabase_configured():
+                service_client()
+        except Exception:
+            logger.warning("could not build the Supabase client ahead of the first write")
         while True:
             self._wake.wait()
             self._wake.clear()
@@ -67,3 +79,10 @@ def supabase_writer_enabled() -> bool:
 
 def supabase_writer_wake() -> None:
     _writer.wake()
+
+
+def supabase_writer_start() -> None:
+    """In a server process, at start: the writer thread and its client, ready before the
+    first event (``monitor_project/asgi.py``)."""
+    if supabase_writer_enabled():
+        _writer.start()

@@ -88,3 +88,18 @@ def test_without_the_writer_nothing_is_sent_until_a_worker_flushes(django_supaba
     time.sleep(0.5)
 
     assert Delivery.objects.get(event_id=published.seq, sink="supabase").status == "pending"
+
+
+def test_a_started_writer_has_its_client_ready_before_the_first_event(django_supabase, settings):
+    # What a server process does at start (monitor_project/asgi.py), with a writer of
+    # its own: the process-wide one of this test run is already running.
+    from events import supabase_client
+    from events.supabase_writer import SupabaseWriter
+
+    supabase_client._service_clients.clear()
+
+    SupabaseWriter().start()
+
+    config = supabase_client.supabase_settings()
+    key = (config.url, config.server_key, config.timeout_seconds)
+    assert _wait_for(lambda: key in supabase_client._service_clients)
