@@ -6,6 +6,7 @@ import signal
 from django.core.management.base import BaseCommand, CommandError
 
 from events import supabase_client
+from events.supabase_writer import supabase_writer_start
 from rollout import services
 from rollout.conf import rollout_setting
 from rollout.prober import Prober
@@ -53,6 +54,9 @@ class Command(BaseCommand):
         supabase = supabase_client.supabase_configured()
         if not supabase:
             self.stderr.write("Supabase is not configured: probing the legacy feed only")
+        # The probes are published here, so this process's writer sends them to Supabase:
+        # ready before the first one, or that one measures the client being built.
+        supabase_writer_start()
         prober = Prober(
             base_url=base_url,
             user_id=user.pk,
