@@ -15,6 +15,13 @@ established connection drops or the server reports an error. A Realtime quota re
 (a join refused for the project's connections or joins per second, or a channel shut down
 for its messages per second) is a ``connect_failure`` whenever it comes: the rollback rules
 count it as the page's telemetry does. It reconnects with exponential backoff and jitter.
+
+The first probe a transport is expected to deliver after the prober starts is a warm-up:
+delivered or not, it records nothing on that transport. It measures this process's own
+first time through everything (its database connection, its Supabase writer's first
+request, the first message on a fresh subscription), not the product: on a fresh dev
+stack that one Supabase sample came out at 2-4x the next ones and held the window's p95
+at the rollback limit for minutes (docs/latency.md, "The dev stack over 15 minutes").
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ class Probe:
     expected: set[str] = field(default_factory=set)
     delivered: set[str] = field(default_factory=set)
     lost: set[str] = field(default_factory=set)
+    # Transports for which this is the warm-up probe: nothing is recorded for them.
+    warmup: set[str] = field(default_factory=set)
 
 
 class Prober:
@@ -114,6 +123,7 @@ class Prober:
         self.session_key: str | None = None
         self.counts: dict[str, int] = {}
         self.connected: dict[str, bool] = dict.fromkeys(self.transports, False)
+        self.warmed: set[str] = set()  # transports whose warm-up probe has been sent
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -125,6 +135,17 @@ class Prober:
         key = f"{transport}.{kind}" + (".lost" if kind == SampleKind.DELIVERY and not value else "")
         self.counts[key] = self.counts.get(key, 0) + 1
 
+    def probe_new(self, *, expected: set[str], sent_at: float) -> Probe:
+        """The next probe, a warm-up for the transports that have not had one yet."""
+        probe = Probe(
+            probe_id=uuid.uuid4().hex,
+            sent_at=sent_at,
+            expected=expected,
+            warmup=expected - self.warmed,
+        )
+        self.warmed |= expected
+        return probe
+
     def delivered(self, transport: str, payload: dict, received_at: float) -> None:
         probe = self.pending.get(str(payload.get("probe_id")))
         if probe is None or transport not in probe.expected:
@@ -132,6 +153,9 @@ class Prober:
         if transport in probe.delivered or transport in probe.lost:
             return  # a duplicate, or already counted as lost
         probe.delivered.add(transport)
+        if transport in probe.warmup:
+            self._forget_if_done(probe)
+            return
         self.record(transport, SampleKind.DELIVERY, 1.0, at=received_at)
         self.record(
             transport, SampleKind.LATENCY, (received_at - probe.sent_at) * 1000, received_at
@@ -150,7 +174,8 @@ class Prober:
             for transport in probe.expected:
                 if transport not in probe.delivered and transport not in probe.lost:
                     probe.lost.add(transport)
-                    self.record(transport, SampleKind.DELIVERY, 0.0, at=now)
+                    if transport not in probe.warmup:
+                        self.record(transport, SampleKind.DELIVERY, 0.0, at=now)
             self._forget_if_done(probe)
 
     async def flush(self) -> None:
@@ -200,7 +225,7 @@ class Prober:
             if not expected:
                 await self._sleep(min(self.interval, 0.5))
                 continue
-            probe = Probe(probe_id=uuid.uuid4().hex, sent_at=time.time(), expected=expected)
+            probe = self.probe_new(expected=expected, sent_at=time.time())
             self.pending[probe.probe_id] = probe
             try:
                 await sync_to_async(event_publish)(

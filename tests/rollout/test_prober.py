@@ -171,3 +171,35 @@ def test_the_prober_session_signs_in_like_a_browsers(client, settings):
 def test_the_command_refuses_bad_options(args):
     with pytest.raises(CommandError):
         call_command("run_prober", *args, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_the_first_probe_a_transport_is_expected_to_deliver_is_a_warm_up_that_records_nothing():
+    prober = Prober(base_url="http://127.0.0.1:8000", user_id=1)
+    first = prober.probe_new(expected={"websocket", "supabase"}, sent_at=100.0)
+    second = prober.probe_new(expected={"websocket", "supabase"}, sent_at=105.0)
+    prober.pending = {first.probe_id: first, second.probe_id: second}
+
+    prober.delivered("websocket", {"probe_id": first.probe_id}, received_at=100.02)
+    prober.delivered("supabase", {"probe_id": first.probe_id}, received_at=100.09)
+    prober.delivered("websocket", {"probe_id": second.probe_id}, received_at=105.01)
+    prober.delivered("supabase", {"probe_id": second.probe_id}, received_at=105.02)
+
+    latencies = sorted((s.transport, round(s.value)) for s in prober.samples if s.kind == "latency")
+    assert latencies == [("supabase", 20), ("websocket", 10)]
+    assert prober.pending == {}
+
+
+def test_a_transport_that_comes_up_later_gets_its_own_warm_up_and_a_lost_one_is_not_a_loss():
+    prober = Prober(base_url="http://127.0.0.1:8000", user_id=1)
+    prober.probe_new(expected={"websocket"}, sent_at=100.0)
+    later = prober.probe_new(expected={"websocket", "supabase"}, sent_at=105.0)
+    prober.pending = {later.probe_id: later}
+
+    assert later.warmup == {"supabase"}
+    prober.delivered("websocket", {"probe_id": later.probe_id}, received_at=105.01)
+    prober.reap(now=200.0)
+
+    assert [(s.transport, s.kind, s.value) for s in prober.samples] == [
+        ("websocket", "delivery", 1.0),
+        ("websocket", "latency", pytest.approx(10.0, abs=0.01)),
+    ]
