@@ -24,29 +24,29 @@ def _wait_for(check, *, seconds: float = 10.0) -> bool:
     return False
 
 
+def _publish(count: int) -> list[int]:
+    events = [{"event_type": "tool.call", "source": "w", "payload": {"i": i}} for i in range(count)]
+    return [result.seq for result in event_publish_batch(events=events)]
+
+
+def _all_sent(seqs: list[int]) -> bool:
+    return (
+        not Delivery.objects.filter(event_id__in=seqs, sink="supabase")
+        .exclude(status="sent")
+        .exists()
+    )
+
+
 def test_a_committed_event_is_written_by_the_publishing_process_itself(django_supabase, settings):
     settings.SUPABASE_SINK_IN_PROCESS = True
     supabase_breaker().close()
     queue = redis.Redis.from_url(settings.REDIS_URL)
     queue.delete("celery", f"{settings.SUPABASE_BREAKER_NAMESPACE}:flush-queued")
 
-    seqs = [
-        r.seq
-        for r in event_publish_batch(
-            events=[
-                {"event_type": "tool.call", "source": "w", "payload": {"i": i}} for i in range(5)
-            ]
-        )
-    ]
+    seqs = _publish(5)
 
     # No worker runs in this test: only the writer thread can have sent them.
-    assert _wait_for(
-        lambda: (
-            not Delivery.objects.filter(event_id__in=seqs, sink="supabase")
-            .exclude(status="sent")
-            .exists()
-        )
-    )
+    assert _wait_for(lambda: _all_sent(seqs))
     assert_supabase_copy_matches_log(django_supabase, seqs=seqs)
     # The safety net is queued all the same (it will find nothing left to do).
     assert queue.llen("celery") == 1
@@ -59,22 +59,9 @@ def test_one_wake_writes_a_backlog_larger_than_a_batch(django_supabase, settings
     settings.SUPABASE_SINK_BATCH_SIZE = 4
     supabase_breaker().close()
 
-    seqs = [
-        r.seq
-        for r in event_publish_batch(
-            events=[
-                {"event_type": "tool.call", "source": "w", "payload": {"i": i}} for i in range(10)
-            ]
-        )
-    ]
+    seqs = _publish(10)
 
-    assert _wait_for(
-        lambda: (
-            not Delivery.objects.filter(event_id__in=seqs, sink="supabase")
-            .exclude(status="sent")
-            .exists()
-        )
-    )
+    assert _wait_for(lambda: _all_sent(seqs))
     assert_supabase_copy_matches_log(django_supabase, seqs=seqs)
 
 

@@ -43,9 +43,10 @@ def kept_connections():
     connection.settings_dict["CONN_MAX_AGE"] = before
 
 
-async def test_an_ingest_request_is_answered_and_stored(handler, producer_token):
-    body = {"event_type": "asgi.check", "source": "asgi-test", "payload": {"n": 1}}
-    response = await HttpCommunicator(
+def _ingest(handler, token: str, payload: dict) -> HttpCommunicator:
+    """A producer's ``POST /api/events`` of one event, to be sent through ``handler``."""
+    body = {"event_type": "asgi.check", "source": "asgi-test", "payload": payload}
+    return HttpCommunicator(
         handler,
         "POST",
         "/api/events",
@@ -53,9 +54,13 @@ async def test_an_ingest_request_is_answered_and_stored(handler, producer_token)
         headers=[
             HOST,
             (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {producer_token}".encode()),
+            (b"authorization", f"Bearer {token}".encode()),
         ],
-    ).get_response()
+    )
+
+
+async def test_an_ingest_request_is_answered_and_stored(handler, producer_token):
+    response = await _ingest(handler, producer_token, {"n": 1}).get_response()
 
     assert response["status"] == 201
     seq = json.loads(response["body"])["seq"]
@@ -151,18 +156,7 @@ async def test_a_publish_is_answered_first_then_sent_to_the_feed_and_marked(
     channel = await layer.new_channel()
     await layer.group_add(FEED_GROUP, channel)
     try:
-        body = {"event_type": "asgi.check", "source": "asgi-test", "payload": {"n": 2}}
-        communicator = HttpCommunicator(
-            handler,
-            "POST",
-            "/api/events",
-            body=json.dumps(body).encode(),
-            headers=[
-                HOST,
-                (b"content-type", b"application/json"),
-                (b"authorization", f"Bearer {producer_token}".encode()),
-            ],
-        )
+        communicator = _ingest(handler, producer_token, {"n": 2})
         response = await communicator.get_response()
         assert response["status"] == 201
         seq = json.loads(response["body"])["seq"]
