@@ -21,6 +21,17 @@ from monitor_project.asgi_http import PooledASGIHandler
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HOST = (b"host", b"127.0.0.1")
+READYZ_SCOPE = {
+    "type": "http",
+    "method": "GET",
+    "path": "/readyz",
+    "query_string": b"",
+    "headers": [HOST],
+}
+
+
+async def _empty_body():
+    return {"type": "http.request", "body": b""}
 
 
 @pytest.fixture
@@ -111,19 +122,9 @@ async def test_work_left_for_after_the_answer_runs_once_the_response_is_sent(han
         if message["type"] == "http.response.body" and not message.get("more_body"):
             order.append("response sent")
 
-    async def receive():
-        return {"type": "http.request", "body": b""}
-
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/readyz",
-        "query_string": b"",
-        "headers": [HOST],
-    }
     request_started.connect(leave_work_for_later)
     try:
-        await handler(scope, receive, recording_send)
+        await handler(READYZ_SCOPE, _empty_body, recording_send)
     finally:
         request_started.disconnect(leave_work_for_later)
 
@@ -187,22 +188,12 @@ async def test_a_request_the_server_abandons_mid_view_still_gets_its_after_work(
         view_running.set()
         time.sleep(0.5)  # the server gives up on the request meanwhile
 
-    async def receive():
-        return {"type": "http.request", "body": b""}
-
     async def send(message):
         pass
 
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/readyz",
-        "query_string": b"",
-        "headers": [HOST],
-    }
     request_started.connect(slow_view_leaving_work)
     try:
-        request = asyncio.ensure_future(handler(scope, receive, send))
+        request = asyncio.ensure_future(handler(READYZ_SCOPE, _empty_body, send))
         assert await asyncio.to_thread(view_running.wait, 5)
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
