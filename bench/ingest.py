@@ -124,13 +124,19 @@ def inprocess_ingest(*, events: int, batch: int) -> float:
     return rate
 
 
-def _process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) so far, 0 once it is gone."""
+def _stat_seconds(pid: int, first: int) -> float:
+    """Two adjacent clock-tick fields of /proc/PID/stat (after the command), in seconds;
+    0 once the process is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far."""
+    return _stat_seconds(pid, 11)
 
 
 def _cmdlines() -> dict[int, str]:
@@ -146,11 +152,7 @@ def _cmdlines() -> dict[int, str]:
 
 def _children_cpu_seconds(pid: int) -> float:
     """User + system CPU of the exited children a process has waited for."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0.0
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return _stat_seconds(pid, 13)
 
 
 def cpu_by_part(parts: dict[str, list[int]], databases: dict[str, str]) -> dict[str, float]:

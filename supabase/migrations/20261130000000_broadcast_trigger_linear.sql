@@ -21,7 +21,7 @@ declare
     used integer := 0;
     row_json jsonb;
     row_bytes integer;
-    seq_bytes integer;
+    too_large boolean;
 begin
     select s.max_payload_kb * 1000 - envelope_bytes into budget
     from public.monitoring_broadcast_settings as s;
@@ -42,33 +42,26 @@ begin
         order by n.seq
     loop
         row_bytes := octet_length(row_json::text) + 2;
-        if row_bytes > budget then
-            -- Too large for any message: announce it instead.
-            seq_bytes := octet_length((row_json -> 'seq')::text) + 2;
-            if used + seq_bytes > budget then
-                perform realtime.send(
-                    jsonb_build_object('events', to_jsonb(events), 'announced', announced),
-                    'events', 'monitor:events', true
-                );
-                events := '{}';
-                announced := '[]'::jsonb;
-                used := 0;
-            end if;
-            announced := announced || (row_json -> 'seq');
-            used := used + seq_bytes;
-        else
-            if used + row_bytes > budget then
-                perform realtime.send(
-                    jsonb_build_object('events', to_jsonb(events), 'announced', announced),
-                    'events', 'monitor:events', true
-                );
-                events := '{}';
-                announced := '[]'::jsonb;
-                used := 0;
-            end if;
-            events := array_append(events, row_json);
-            used := used + row_bytes;
+        -- A row too large for any message is announced by seq instead, read through REST.
+        too_large := row_bytes > budget;
+        if too_large then
+            row_bytes := octet_length((row_json -> 'seq')::text) + 2;
         end if;
+        if used + row_bytes > budget then
+            perform realtime.send(
+                jsonb_build_object('events', to_jsonb(events), 'announced', announced),
+                'events', 'monitor:events', true
+            );
+            events := '{}';
+            announced := '[]'::jsonb;
+            used := 0;
+        end if;
+        if too_large then
+            announced := announced || (row_json -> 'seq');
+        else
+            events := array_append(events, row_json);
+        end if;
+        used := used + row_bytes;
     end loop;
 
     if used > 0 then

@@ -171,17 +171,22 @@ async def test_events_routed_away_pass_live_with_a_position_and_no_read_of_the_l
     await communicator.disconnect()
 
 
-def count_log_reads(monkeypatch, consumers) -> list[tuple]:
-    """Record every page a feed reads from the log from now on."""
-    reads: list[tuple] = []
-    real_page = consumers._feed_page
+def count_calls(monkeypatch, module, name: str) -> list[tuple]:
+    """Record the arguments of every call of the coroutine ``module.name`` from now on."""
+    calls: list[tuple] = []
+    real = getattr(module, name)
 
     async def counted(*args):
-        reads.append(args)
-        return await real_page(*args)
+        calls.append(args)
+        return await real(*args)
 
-    monkeypatch.setattr(consumers, "_feed_page", counted)
-    return reads
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def count_log_reads(monkeypatch, consumers) -> list[tuple]:
+    """Record every page a feed reads from the log from now on."""
+    return count_calls(monkeypatch, consumers, "_feed_page")
 
 
 async def test_messages_that_reach_the_hub_out_of_commit_order_are_handed_out_in_order(
@@ -244,14 +249,7 @@ async def test_a_lost_message_costs_one_read_of_the_log_whatever_the_number_of_f
     warm = await publish(1)
     for communicator in feeds:
         assert await collect_events(communicator, until_seq=warm[0]) == warm
-    hub_reads: list[tuple] = []
-    real_log_items = feed_hub.log_items
-
-    async def counted(*args):
-        hub_reads.append(args)
-        return await real_log_items(*args)
-
-    monkeypatch.setattr(feed_hub, "log_items", counted)
+    hub_reads = count_calls(monkeypatch, feed_hub, "log_items")
     lose_first_sends(monkeypatch)
     lost = await publish(2)
     after = await publish(1)
