@@ -59,14 +59,15 @@ sys.path.insert(0, str(REPO))
 
 from bench.ingest import drop_database, recreate_database  # noqa: E402  (the root comes first)
 from bench.wsload import ClientSpec, Fleet  # noqa: E402
+from monitor_project.asgi_servers import ASGI_SERVERS  # noqa: E402
 from tests.fixtures.django_processes import (  # noqa: E402
     celery_worker_argv,
-    daphne_argv,
     free_port,
     http_answers_ok,
     spawn_process,
     stop_process,
     wait_until,
+    web_server_argv,
 )
 
 REDIS_URL = os.environ.get("BENCH_LATENCY_REDIS_URL", "redis://127.0.0.1:6379/4")
@@ -517,8 +518,9 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
             base_urls = []
             for number in range(args.daphne):
                 port = free_port()
-                log_path = logs / f"daphne-{number + 1}.log"
-                processes.append(spawn_process(daphne_argv(port), env=env, log_path=log_path))
+                log_path = logs / f"{args.server}-{number + 1}.log"
+                server_argv = web_server_argv(args.server, port)
+                processes.append(spawn_process(server_argv, env=env, log_path=log_path))
                 base_urls.append(f"http://127.0.0.1:{port}")
             worker_argv = celery_worker_argv(loglevel="warning")
             worker = spawn_process(worker_argv, env=env, log_path=logs / "worker.log")
@@ -528,7 +530,7 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
                     lambda url=base_url: http_answers_ok(f"{url}/readyz"),
                     timeout=60,
                     interval=0.2,
-                    what="daphne",
+                    what=args.server,
                 )
             _django_setup(env)
             supabase_port = supabase.url.rsplit(":", 1)[1]
@@ -539,7 +541,7 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
                 supabase.publishable_key,
                 secret_key=supabase.secret_key,
                 processes={
-                    "daphne": [process.pid for process in processes[: args.daphne]],
+                    args.server: [process.pid for process in processes[: args.daphne]],
                     "celery worker": [worker.pid],
                     "supabase_local": [supabase_pid] if supabase_pid else [],
                 },
@@ -956,8 +958,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--daphne",
         type=int,
         default=os.cpu_count() or 1,
-        help="daphne processes to start (default: one per CPU, as deployed behind a load "
+        help="server processes to start (default: one per CPU, as deployed behind a load "
         "balancer); legacy clients and POSTs are spread over them",
+    )
+    parser.add_argument(
+        "--server",
+        choices=ASGI_SERVERS,
+        default="daphne",
+        help="the ASGI server the bench runs the product on (default: daphne, as deployed)",
     )
     parser.add_argument("--base-url", help="measure a running product (daphne) instead")
     parser.add_argument("--database-url", help="with --base-url: that product's database")
@@ -1039,6 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
             "target_p95_ms": args.target_p95_ms,
             "product": args.base_url or "started by the bench",
             "daphne_processes": None if args.base_url else args.daphne,
+            "asgi_server": None if args.base_url else args.server,
             "event_type": EVENT_TYPE,
         },
         "machine": {"cpus": os.cpu_count(), "load_start": load_start, "load_end": load_end},

