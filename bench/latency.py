@@ -505,6 +505,10 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
                 # The keys of a project created today: publishable, secret, ES256.
                 **supabase_product_settings(supabase),
                 "SUPABASE_PLAN": args.plan,
+                # Where the Supabase writer runs: in each web process, or in a process of
+                # its own (docs/latency.md, "The Supabase writer in a process of its own").
+                "SUPABASE_SINK_IN_PROCESS": str(args.writer == "in-process").lower(),
+                "SUPABASE_WRITER_PROCESS": str(args.writer == "process").lower(),
                 # The bench's Supabase clients send no telemetry: declare them, so the
                 # sink's coalescing window counts them (docs/supabase.md, "Coalescing").
                 "SUPABASE_EXTRA_SUBSCRIBERS": str(args.supabase),
@@ -525,6 +529,15 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
             worker_argv = celery_worker_argv(loglevel="warning")
             worker = spawn_process(worker_argv, env=env, log_path=logs / "worker.log")
             processes.append(worker)
+            writer_pids = []
+            if args.writer == "process":
+                writer = spawn_process(
+                    [sys.executable, "manage.py", "supabase_writer"],
+                    env=env,
+                    log_path=logs / "supabase-writer.log",
+                )
+                processes.append(writer)
+                writer_pids.append(writer.pid)
             for base_url in base_urls:
                 wait_until(
                     lambda url=base_url: http_answers_ok(f"{url}/readyz"),
@@ -543,6 +556,7 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
                 processes={
                     args.server: [process.pid for process in processes[: args.daphne]],
                     "celery worker": [worker.pid],
+                    **({"supabase writer": writer_pids} if writer_pids else {}),
                     "supabase_local": [supabase_pid] if supabase_pid else [],
                 },
             )
@@ -962,6 +976,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "balancer); legacy clients and POSTs are spread over them",
     )
     parser.add_argument(
+        "--writer",
+        choices=("in-process", "process"),
+        default="in-process",
+        help="the Supabase writer: in each web process (the default) or `manage.py "
+        "supabase_writer` in a process of its own",
+    )
+    parser.add_argument(
         "--server",
         choices=ASGI_SERVERS,
         default="daphne",
@@ -1048,6 +1069,7 @@ def main(argv: list[str] | None = None) -> int:
             "product": args.base_url or "started by the bench",
             "daphne_processes": None if args.base_url else args.daphne,
             "asgi_server": None if args.base_url else args.server,
+            "supabase_writer": None if args.base_url else args.writer,
             "event_type": EVENT_TYPE,
         },
         "machine": {"cpus": os.cpu_count(), "load_start": load_start, "load_end": load_end},

@@ -9,7 +9,10 @@ by ``bench/publish_probe.py`` around the functions on the path; nested spans are
 indented and are included in the span above them).
 
     .venv/bin/python bench/publish.py [--requests 2000] [--server daphne|uvicorn]
-                                      [--no-supabase] [--py-spy PATH]
+        [--writer in-process|process] [--no-supabase] [--py-spy PATH]
+
+``--writer process`` runs the Supabase writer as ``manage.py supabase_writer`` beside the
+server instead of in it.
 
 ``--py-spy PATH`` also records the server with py-spy (a flame graph SVG at PATH).
 Redis database 5 (BENCH_PUBLISH_REDIS_URL) is flushed at the start.
@@ -60,6 +63,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
     parser.add_argument("--no-supabase", action="store_true", help="Supabase sink unset")
+    parser.add_argument(
+        "--writer",
+        choices=("in-process", "process"),
+        default="in-process",
+        help="the Supabase writer in the server (default) or `manage.py supabase_writer`",
+    )
     parser.add_argument("--py-spy", type=Path, help="record the server; flame graph here")
     args = parser.parse_args()
 
@@ -110,6 +119,11 @@ def main() -> int:
                     SUPABASE_SERVICE_ROLE_KEY=supabase.service_role_key,
                     SUPABASE_JWT_SECRET=supabase.jwt_secret,
                 )
+            if args.writer == "process":
+                env.update(SUPABASE_SINK_IN_PROCESS="false", SUPABASE_WRITER_PROCESS="true")
+                writer_argv = [sys.executable, "manage.py", "supabase_writer"]
+                writer = spawn_process(writer_argv, env=env, log_path=logs / "writer.log")
+                stack.callback(stop_process, writer)
             port = free_port()
             probe = str(REPO / "bench" / "publish_probe.py")
             argv = [sys.executable, probe, args.server, str(port)]

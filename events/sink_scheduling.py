@@ -38,8 +38,9 @@ def redis_client() -> redis.Redis:
 
 def flush_schedule() -> None:
     """Write the pending deliveries now in this process (events/supabase_writer.py), and
-    queue a Celery flush unless one is queued already: at once when there is no in-process
-    writer, else after a short countdown, as the safety net for what the writer misses.
+    queue a Celery flush unless one is queued already: at once when no writer runs (in
+    this process, or a ``supabase_writer`` process), else after a short countdown, as the
+    safety net for what the writer misses.
     Never raises: the drain catches up."""
     from events.supabase_writer import supabase_writer_enabled, supabase_writer_wake
     from events.tasks import supabase_sink_flush_task
@@ -47,10 +48,11 @@ def flush_schedule() -> None:
     in_process = supabase_writer_enabled()
     if in_process:
         supabase_writer_wake()
+    writer_runs = in_process or settings.SUPABASE_WRITER_PROCESS
     try:
         if redis_client().set(_flag_key(), 1, nx=True, ex=FLAG_TTL_SECONDS):
             delay = settings.SUPABASE_SINK_LINGER_MS / 1000
-            if in_process:
+            if writer_runs:
                 delay = max(delay, settings.SUPABASE_SINK_SAFETY_NET_SECONDS)
             supabase_sink_flush_task.apply_async(countdown=delay or None)
     except Exception as exc:

@@ -10,6 +10,14 @@ error): the delivery ledger stays the truth, so nothing is lost and nothing dupl
 
 One writer thread per process, started on first use; ``SUPABASE_SINK_IN_PROCESS`` turns it
 off (the test settings do, except in the real processes the slow suites start).
+
+The same writer can instead run as a process of its own, ``manage.py supabase_writer``
+(``supabase_writer_listen``): it listens for the notification the delivery ledger's
+trigger sends at each commit that creates Supabase deliveries
+(events/migrations/0007_supabase_pending_notify.py), so it starts as soon as the event
+commits, from whichever process, and its work no longer shares the web process's
+interpreter (its GIL) with the requests and the legacy fan-out (docs/latency.md, "The
+Supabase writer in a process of its own").
 """
 
 from __future__ import annotations
@@ -17,10 +25,17 @@ from __future__ import annotations
 import logging
 import threading
 
+import psycopg
 from django.conf import settings
 from django.db import connection
 
 logger = logging.getLogger(__name__)
+
+# The channel the ledger's trigger notifies (events/migrations/0007_supabase_pending_notify).
+PENDING_CHANNEL = "monitor_supabase_pending"
+# How often a waiting listener looks at its stop flag, and waits before reconnecting.
+LISTEN_CHECK_SECONDS = 1.0
+LISTEN_RECONNECT_SECONDS = 1.0
 
 
 class SupabaseWriter:
@@ -45,29 +60,78 @@ class SupabaseWriter:
         self._wake.set()
 
     def _run(self) -> None:
-        from events.supabase_client import service_client, supabase_configured
-        from events.supabase_sink import supabase_sink_flush
-
-        # Building the official client takes tens of milliseconds: done here, before the
-        # first event, it is not added to that event's way to Supabase.
-        try:
-            if supabase_configured():
-                service_client()
-        except Exception:
-            logger.warning("could not build the Supabase client ahead of the first write")
+        _client_build()
         while True:
             self._wake.wait()
             self._wake.clear()
-            try:
-                # Until a flush takes less than a full batch: it then saw everything
-                # committed before it began, and what commits meanwhile wakes us again
-                # (the wake is cleared before the flush), so one more look, which would
-                # find nothing, is not needed.
-                while (result := supabase_sink_flush()).outcome == "sent" and result.full:
-                    pass
-            except Exception:
-                logger.exception("in-process Supabase write failed (the Celery flush will)")
-                connection.close()  # a broken connection is not reused
+            # The wake is cleared before the write: what commits meanwhile wakes us again.
+            _pending_write()
+
+
+def _client_build() -> None:
+    """Building the official client takes tens of milliseconds: done before the first
+    event, it is not added to that event's way to Supabase."""
+    from events.supabase_client import service_client, supabase_configured
+
+    try:
+        if supabase_configured():
+            service_client()
+    except Exception:
+        logger.warning("could not build the Supabase client ahead of the first write")
+
+
+def _pending_write() -> None:
+    """Write what is pending, never raising: what fails stays pending for the Celery
+    flush and the drain."""
+    from events.supabase_sink import supabase_sink_flush
+
+    try:
+        # Until a flush takes less than a full batch: it then saw everything committed
+        # before it began, and what commits later notifies (or wakes) the writer again,
+        # so one more look, which would find nothing, is not needed.
+        while (result := supabase_sink_flush()).outcome == "sent" and result.full:
+            pass
+    except Exception:
+        logger.exception("Supabase write failed (the Celery flush will)")
+        connection.close()  # a broken connection is not reused
+
+
+def supabase_writer_listen(*, stop: threading.Event) -> None:
+    """The writer as a process of its own, until ``stop`` is set: write what is pending
+    at each commit the ledger's trigger notifies, and once on every (re)connection for
+    what committed while nobody listened."""
+    _client_build()
+    try:
+        _listen(stop)
+    finally:
+        connection.close()  # this thread's own, for the writes
+
+
+def _listen(stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            listener = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+        except psycopg.Error as exc:
+            logger.warning("supabase writer: cannot connect to listen (%s); retrying", exc)
+            stop.wait(LISTEN_RECONNECT_SECONDS)
+            continue
+        try:
+            with listener:
+                listener.execute(f"LISTEN {PENDING_CHANNEL}")
+                _pending_write()
+                while not stop.is_set():
+                    if _notified(listener, timeout=LISTEN_CHECK_SECONDS):
+                        # Commits notified meanwhile are covered by the write below.
+                        while _notified(listener, timeout=0):
+                            pass
+                        _pending_write()
+        except psycopg.Error as exc:
+            logger.warning("supabase writer: the listening connection failed (%s)", exc)
+            stop.wait(LISTEN_RECONNECT_SECONDS)
+
+
+def _notified(listener: psycopg.Connection, *, timeout: float) -> bool:
+    return any(True for _ in listener.notifies(timeout=timeout, stop_after=1))
 
 
 _writer = SupabaseWriter()

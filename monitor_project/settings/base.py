@@ -189,6 +189,9 @@ SUPABASE_SINK_LINGER_MS = env.int("SUPABASE_SINK_LINGER_MS", default=0)
 # (events/supabase_writer.py); the Celery flush follows after this many seconds as the
 # safety net, and the beat drain after that.
 SUPABASE_SINK_IN_PROCESS = env.bool("SUPABASE_SINK_IN_PROCESS", default=True)
+# A `manage.py supabase_writer` process writes the events as they commit instead (run it
+# with SUPABASE_SINK_IN_PROCESS off): the Celery flush then also waits for the safety net.
+SUPABASE_WRITER_PROCESS = env.bool("SUPABASE_WRITER_PROCESS", default=False)
 SUPABASE_SINK_SAFETY_NET_SECONDS = env.float("SUPABASE_SINK_SAFETY_NET_SECONDS", default=2.0)
 # The circuit breaker guarding Supabase writes (state shared through Redis).
 SUPABASE_BREAKER_FAIL_MAX = env.int("SUPABASE_BREAKER_FAIL_MAX", default=3)

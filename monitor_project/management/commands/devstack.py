@@ -26,9 +26,10 @@ class Command(BaseCommand):
     help = (
         "Run the whole product locally: embedded PostgreSQL and Redis unless DATABASE_URL / "
         "REDIS_URL are set, supabase_local unless SUPABASE_URL is set, then the web server "
-        "(daphne, or uvicorn with --server uvicorn), a Celery worker and beat, a demo "
-        "producer and the prober. Logs go to .devstack/logs/; while it runs, manage.py in "
-        "this checkout uses the stack (.devstack/settings.json). Ctrl-C stops everything."
+        "(daphne, or uvicorn with --server uvicorn), the Supabase writer, a Celery worker "
+        "and beat, a demo producer and the prober. Logs go to .devstack/logs/; while it "
+        "runs, manage.py in this checkout uses the stack (.devstack/settings.json). Ctrl-C "
+        "stops everything."
     )
     # The launcher itself reads no setting it checks; the processes it starts run the
     # checks with the stack's settings (migrate first).
@@ -84,7 +85,7 @@ class Command(BaseCommand):
                 redis_port=redis_port,
                 supabase_port=supabase_port,
                 demo_rate=demo_rate,
-                server=server,
+                web_server=server,
             )
             # soft_wrap: lines are not cut at 80 columns when the output is not a terminal.
             console.print(self.running_message(stack, host=host, port=port), soft_wrap=True)
