@@ -10,7 +10,7 @@ import redis
 from events.models import Delivery
 from events.services import event_publish_batch
 from events.supabase_sink import supabase_breaker
-from tests.fixtures.integrity import assert_supabase_copy_matches_log
+from tests.fixtures.integrity import assert_supabase_copy_matches_log, supabase_deliveries_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,14 +29,6 @@ def _publish(count: int) -> list[int]:
     return [result.seq for result in event_publish_batch(events=events)]
 
 
-def _all_sent(seqs: list[int]) -> bool:
-    return (
-        not Delivery.objects.filter(event_id__in=seqs, sink="supabase")
-        .exclude(status="sent")
-        .exists()
-    )
-
-
 def test_a_committed_event_is_written_by_the_publishing_process_itself(django_supabase, settings):
     settings.SUPABASE_SINK_IN_PROCESS = True
     supabase_breaker().close()
@@ -46,7 +38,7 @@ def test_a_committed_event_is_written_by_the_publishing_process_itself(django_su
     seqs = _publish(5)
 
     # No worker runs in this test: only the writer thread can have sent them.
-    assert _wait_for(lambda: _all_sent(seqs))
+    assert _wait_for(lambda: supabase_deliveries_sent(seqs))
     assert_supabase_copy_matches_log(django_supabase, seqs=seqs)
     # The safety net is queued all the same (it will find nothing left to do).
     assert queue.llen("celery") == 1
@@ -61,7 +53,7 @@ def test_one_wake_writes_a_backlog_larger_than_a_batch(django_supabase, settings
 
     seqs = _publish(10)
 
-    assert _wait_for(lambda: _all_sent(seqs))
+    assert _wait_for(lambda: supabase_deliveries_sent(seqs))
     assert_supabase_copy_matches_log(django_supabase, seqs=seqs)
 
 

@@ -25,7 +25,7 @@ from tests.fixtures.django_processes import (
     running_process,
     wait_until,
 )
-from tests.fixtures.integrity import assert_supabase_copy_matches_log
+from tests.fixtures.integrity import assert_supabase_copy_matches_log, supabase_deliveries_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,14 +33,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _publish(count: int, *, event_type: str = "tool.call") -> list[int]:
     events = [{"event_type": event_type, "source": "w", "payload": {"i": i}} for i in range(count)]
     return [result.seq for result in event_publish_batch(events=events)]
-
-
-def _all_sent(seqs: list[int]) -> bool:
-    return (
-        not Delivery.objects.filter(event_id__in=seqs, sink="supabase")
-        .exclude(status="sent")
-        .exists()
-    )
 
 
 @contextlib.contextmanager
@@ -112,9 +104,13 @@ def test_the_listening_writer_writes_each_commit_without_a_wake_or_a_worker(
 ):
     with _writer_listening():
         first = _publish(5)
-        wait_until(lambda: _all_sent(first), timeout=10, what="the first commit written")
+        wait_until(
+            lambda: supabase_deliveries_sent(first), timeout=10, what="the first commit written"
+        )
         second = _publish(2)
-        wait_until(lambda: _all_sent(second), timeout=10, what="the second commit written")
+        wait_until(
+            lambda: supabase_deliveries_sent(second), timeout=10, what="the second commit written"
+        )
 
     assert_supabase_copy_matches_log(django_supabase, seqs=first + second)
     # The safety net was queued with its countdown, not left to do the writing.
@@ -127,7 +123,7 @@ def test_what_committed_before_the_writer_listened_is_written_when_it_starts(
     seqs = _publish(3)
 
     with _writer_listening():
-        wait_until(lambda: _all_sent(seqs), timeout=10, what="the backlog written")
+        wait_until(lambda: supabase_deliveries_sent(seqs), timeout=10, what="the backlog written")
 
     assert_supabase_copy_matches_log(django_supabase, seqs=seqs)
 
@@ -141,7 +137,9 @@ def test_a_lost_listening_connection_is_reopened_and_nothing_is_missed(
             cursor.execute("SELECT pg_terminate_backend(%s)", [listening])
         # Committed while nobody listens (or just after): written once it listens again.
         seqs = _publish(3)
-        wait_until(lambda: _all_sent(seqs), timeout=15, what="the writer to catch up")
+        wait_until(
+            lambda: supabase_deliveries_sent(seqs), timeout=15, what="the writer to catch up"
+        )
         wait_until(
             lambda: _listening_backends() not in ([], [listening]),
             timeout=10, what="a new listening connection",
@@ -168,7 +166,7 @@ def test_the_command_writes_as_events_commit_and_stops_on_sigterm(
     with running_process(argv, env=env, log_path=log_path) as writer:
         wait_until(lambda: _listening_backends(), timeout=30, what="the command to listen")
         seqs = _publish(4)
-        wait_until(lambda: _all_sent(seqs), timeout=10, what="the events written")
+        wait_until(lambda: supabase_deliveries_sent(seqs), timeout=10, what="the events written")
 
         kill_process_group(writer, signal.SIGTERM)
         started = time.monotonic()
