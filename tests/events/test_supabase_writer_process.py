@@ -45,7 +45,9 @@ def _listening():
 def _listening_backends() -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE query = %s AND pid <> pg_backend_pid()",
+            # This test database only: a dev stack or a bench may listen on the same server.
+            "SELECT pid FROM pg_stat_activity WHERE query = %s AND pid <> pg_backend_pid()"
+            " AND datname = current_database()",
             [f"LISTEN {PENDING_CHANNEL}"],
         )
         return [pid for (pid,) in cursor.fetchall()]
