@@ -2,8 +2,9 @@
 
 Starts everything it measures on this machine: a fresh PostgreSQL database (on the
 machine's server, or BENCH_PG_URL), supabase_local on its own database, one daphne per CPU
-(``--daphne``; each with its in-process Supabase writer when the sink is on) and, for "sink
-on", a Celery worker as the safety net. It prints events/s
+(``--daphne``; each with its in-process Supabase writer when the sink is on, or with
+``--writer process`` one ``manage.py supabase_writer`` beside them) and, for "sink on", a
+Celery worker as the safety net. It prints events/s
   - through POST /api/events (batches over HTTP, several client threads on kept
     connections, bodies encoded before the clock starts), and
   - through event_publish_batch in this process,
@@ -15,6 +16,7 @@ exited, Redis) with the connections opened per POST. ``--py-spy PATH`` records t
 daphne and supabase_local during the "on" run (PATH ending in .txt: collapsed stacks).
 
     .venv/bin/python bench/ingest.py [--events 20000] [--batch 100] [--clients 4]
+        [--writer in-process|process]
 """
 
 import argparse
@@ -230,6 +232,10 @@ def main() -> int:
         "alternate between them, as behind a load balancer); default one per CPU",
     )  # fmt: skip
     parser.add_argument(
+        "--writer", choices=("in-process", "process"), default="in-process",
+        help="the Supabase writer: in each daphne (default) or `manage.py supabase_writer`",
+    )  # fmt: skip
+    parser.add_argument(
         "--py-spy", type=Path, help="flame graph of the first daphne (sink on), and of "
         "supabase_local beside it (PATH's name + '-supabase_local'); a PATH ending in .txt "
         "gets collapsed stacks instead (py-spy --format raw)",
@@ -284,6 +290,8 @@ def main() -> int:
                 "SUPABASE_SERVICE_ROLE_KEY": supabase.service_role_key,
                 "SUPABASE_JWT_SECRET": supabase.jwt_secret,
             }
+            if args.writer == "process":
+                on_env.update(SUPABASE_SINK_IN_PROCESS="false", SUPABASE_WRITER_PROCESS="true")
             # "on" first: events published with the sink off stay pending, and must not
             # become a backlog that the "on" run's writers drain while it is measured.
             for mode, env in (("on", on_env), ("off", base_env)):
@@ -296,12 +304,19 @@ def main() -> int:
                         spawn_process(daphne_argv(port), env=env, log_path=log_path)
                     )
                     bases.append(f"http://127.0.0.1:{port}")
+                workers, writers = [], []
                 if mode == "on":
-                    # The safety net: the in-process writers write almost everything.
+                    # The safety net: the writers write almost everything.
                     worker_argv = celery_worker_argv(concurrency=1, loglevel="warning")
-                    mode_processes.append(
+                    workers.append(
                         spawn_process(worker_argv, env=env, log_path=logs / "worker.log")
                     )
+                    if args.writer == "process":
+                        writer_argv = [sys.executable, "manage.py", "supabase_writer"]
+                        writers.append(
+                            spawn_process(writer_argv, env=env, log_path=logs / "writer.log")
+                        )
+                mode_processes += workers + writers
                 processes.extend(mode_processes)
                 for key in (
                     "SUPABASE_URL",
@@ -310,6 +325,9 @@ def main() -> int:
                     "SUPABASE_JWT_SECRET",
                 ):
                     setattr(settings, key, env[key])
+                # This process's own publishes (event_publish_batch below) follow the mode too.
+                settings.SUPABASE_SINK_IN_PROCESS = env.get("SUPABASE_SINK_IN_PROCESS") != "false"
+                settings.SUPABASE_WRITER_PROCESS = env.get("SUPABASE_WRITER_PROCESS") == "true"
                 for base in bases:
                     wait_http(f"{base}/readyz")
                 spies = []
@@ -328,7 +346,8 @@ def main() -> int:
                     time.sleep(1)
                 parts = {
                     "daphne": [p.pid for p in mode_processes[: args.daphne]],
-                    "celery worker": [p.pid for p in mode_processes[args.daphne :]],
+                    "celery worker": [p.pid for p in workers],
+                    **({"supabase writer": [p.pid for p in writers]} if writers else {}),
                     "supabase_local": supabase_local_pids(supabase.url),
                     "bench clients": [os.getpid()],
                 }
@@ -377,8 +396,8 @@ def main() -> int:
 
     print(
         f"ingest benchmark: {args.events} events per run, batches of {args.batch}, "
-        f"{args.clients} HTTP clients, {args.daphne} daphne process(es), "
-        f"{os.cpu_count()} cores"
+        f"{args.clients} HTTP clients, {args.daphne} daphne process(es), Supabase writer "
+        f"{args.writer}, {os.cpu_count()} cores"
     )
     print(f"{'path':<28}{'sink off':>12}{'sink on':>12}{'on/off':>9}")
     for path, label in (("api", "POST /api/events (HTTP)"), ("publish", "event_publish_batch")):
@@ -398,7 +417,7 @@ def main() -> int:
     )
     print(f"{'part':<28}{'sink off':>12}{'sink on':>12}")
     for part in cpu["on"]:
-        off, on = (cpu[mode][part] * 1e6 / http_events for mode in ("off", "on"))
+        off, on = (cpu[mode].get(part, 0.0) * 1e6 / http_events for mode in ("off", "on"))
         print(f"{part:<28}{off:>12.0f}{on:>12.0f}")
     requests = http_events // args.batch
     print(
