@@ -39,12 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.fixtures.django_processes import (  # noqa: E402  (the repository root comes first)
+    SUPABASE_WRITERS,
     celery_worker_argv,
     daphne_argv,
     free_port,
     http_answers_ok,
     spawn_process,
     stop_process,
+    supabase_writer_argv,
+    supabase_writer_environment,
     wait_until,
 )
 
@@ -232,7 +235,7 @@ def main() -> int:
         "alternate between them, as behind a load balancer); default one per CPU",
     )  # fmt: skip
     parser.add_argument(
-        "--writer", choices=("in-process", "process"), default="in-process",
+        "--writer", choices=SUPABASE_WRITERS, default="in-process",
         help="the Supabase writer: in each daphne (default) or `manage.py supabase_writer`",
     )  # fmt: skip
     parser.add_argument(
@@ -290,8 +293,7 @@ def main() -> int:
                 "SUPABASE_SERVICE_ROLE_KEY": supabase.service_role_key,
                 "SUPABASE_JWT_SECRET": supabase.jwt_secret,
             }
-            if args.writer == "process":
-                on_env.update(SUPABASE_SINK_IN_PROCESS="false", SUPABASE_WRITER_PROCESS="true")
+            on_env.update(supabase_writer_environment(args.writer))
             # "on" first: events published with the sink off stay pending, and must not
             # become a backlog that the "on" run's writers drain while it is measured.
             for mode, env in (("on", on_env), ("off", base_env)):
@@ -312,9 +314,10 @@ def main() -> int:
                         spawn_process(worker_argv, env=env, log_path=logs / "worker.log")
                     )
                     if args.writer == "process":
-                        writer_argv = [sys.executable, "manage.py", "supabase_writer"]
                         writers.append(
-                            spawn_process(writer_argv, env=env, log_path=logs / "writer.log")
+                            spawn_process(
+                                supabase_writer_argv(), env=env, log_path=logs / "writer.log"
+                            )
                         )
                 mode_processes += workers + writers
                 processes.extend(mode_processes)

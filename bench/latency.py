@@ -61,11 +61,14 @@ from bench.ingest import drop_database, recreate_database  # noqa: E402  (the ro
 from bench.wsload import ClientSpec, Fleet  # noqa: E402
 from monitor_project.asgi_servers import ASGI_SERVERS  # noqa: E402
 from tests.fixtures.django_processes import (  # noqa: E402
+    SUPABASE_WRITERS,
     celery_worker_argv,
     free_port,
     http_answers_ok,
     spawn_process,
     stop_process,
+    supabase_writer_argv,
+    supabase_writer_environment,
     wait_until,
     web_server_argv,
 )
@@ -507,8 +510,7 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
                 "SUPABASE_PLAN": args.plan,
                 # Where the Supabase writer runs: in each web process, or in a process of
                 # its own (docs/latency.md, "The Supabase writer in a process of its own").
-                "SUPABASE_SINK_IN_PROCESS": str(args.writer == "in-process").lower(),
-                "SUPABASE_WRITER_PROCESS": str(args.writer == "process").lower(),
+                **supabase_writer_environment(args.writer),
                 # The bench's Supabase clients send no telemetry: declare them, so the
                 # sink's coalescing window counts them (docs/supabase.md, "Coalescing").
                 "SUPABASE_EXTRA_SUBSCRIBERS": str(args.supabase),
@@ -532,9 +534,7 @@ def started_product(args: argparse.Namespace, logs: Path) -> Iterator[Product]:
             writer_pids = []
             if args.writer == "process":
                 writer = spawn_process(
-                    [sys.executable, "manage.py", "supabase_writer"],
-                    env=env,
-                    log_path=logs / "supabase-writer.log",
+                    supabase_writer_argv(), env=env, log_path=logs / "supabase-writer.log"
                 )
                 processes.append(writer)
                 writer_pids.append(writer.pid)
@@ -977,7 +977,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--writer",
-        choices=("in-process", "process"),
+        choices=SUPABASE_WRITERS,
         default="in-process",
         help="the Supabase writer: in each web process (the default) or `manage.py "
         "supabase_writer` in a process of its own",

@@ -39,10 +39,13 @@ sys.path.insert(0, str(REPO))
 
 from bench.ingest import drop_database, recreate_database  # noqa: E402  (the root comes first)
 from tests.fixtures.django_processes import (  # noqa: E402
+    SUPABASE_WRITERS,
     free_port,
     http_answers_ok,
     spawn_process,
     stop_process,
+    supabase_writer_argv,
+    supabase_writer_environment,
     wait_until,
 )
 
@@ -65,7 +68,7 @@ def main() -> int:
     parser.add_argument("--no-supabase", action="store_true", help="Supabase sink unset")
     parser.add_argument(
         "--writer",
-        choices=("in-process", "process"),
+        choices=SUPABASE_WRITERS,
         default="in-process",
         help="the Supabase writer in the server (default) or `manage.py supabase_writer`",
     )
@@ -120,9 +123,10 @@ def main() -> int:
                     SUPABASE_JWT_SECRET=supabase.jwt_secret,
                 )
             if args.writer == "process":
-                env.update(SUPABASE_SINK_IN_PROCESS="false", SUPABASE_WRITER_PROCESS="true")
-                writer_argv = [sys.executable, "manage.py", "supabase_writer"]
-                writer = spawn_process(writer_argv, env=env, log_path=logs / "writer.log")
+                env.update(supabase_writer_environment(args.writer))
+                writer = spawn_process(
+                    supabase_writer_argv(), env=env, log_path=logs / "writer.log"
+                )
                 stack.callback(stop_process, writer)
             port = free_port()
             probe = str(REPO / "bench" / "publish_probe.py")

@@ -36,6 +36,12 @@ PENDING_CHANNEL = "monitor_supabase_pending"
 # How often a waiting listener looks at its stop flag, and waits before reconnecting.
 LISTEN_CHECK_SECONDS = 1.0
 LISTEN_RECONNECT_SECONDS = 1.0
+# What every process of a deployment that runs ``manage.py supabase_writer`` is given: the
+# web processes leave the writing to it, and the Celery flush waits for it.
+WRITER_PROCESS_ENVIRONMENT = {
+    "SUPABASE_SINK_IN_PROCESS": "false",
+    "SUPABASE_WRITER_PROCESS": "true",
+}
 
 
 class SupabaseWriter:

@@ -34,6 +34,7 @@ from typing import IO
 from django.conf import settings
 from rich.console import Console
 
+from events.supabase_writer import WRITER_PROCESS_ENVIRONMENT
 from monitor_project.asgi_servers import asgi_server_argv
 from monitor_project.devstack_settings import (
     devstack_settings_owner,
@@ -436,8 +437,8 @@ def stack_up(
     env = stack.env
     env.setdefault("DJANGO_SETTINGS_MODULE", "monitor_project.settings.base")
     # The stack runs `manage.py supabase_writer`: the web server leaves the writing to it.
-    env.setdefault("SUPABASE_SINK_IN_PROCESS", "false")
-    env.setdefault("SUPABASE_WRITER_PROCESS", "true")
+    for name, value in WRITER_PROCESS_ENVIRONMENT.items():
+        env.setdefault(name, value)
     embedded_server = None
     if not env.get("DATABASE_URL"):
         with stack.step(f"PostgreSQL (embedded, data in {relative(DEVSTACK_DIR / 'pg')})"):

@@ -4,10 +4,7 @@ listening writer writes them with no wake from the publishing process and no Cel
 worker; a lost listening connection is reopened, and what committed meanwhile written."""
 
 import contextlib
-import signal
-import sys
 import threading
-import time
 
 import psycopg
 import pytest
@@ -20,9 +17,11 @@ from events.services import event_publish_batch
 from events.supabase_sink import supabase_breaker
 from events.supabase_writer import PENDING_CHANNEL, supabase_writer_listen
 from tests.fixtures.django_processes import (
-    kill_process_group,
     process_environment,
     running_process,
+    stop_process,
+    supabase_writer_argv,
+    supabase_writer_environment,
     wait_until,
 )
 from tests.fixtures.integrity import assert_supabase_copy_matches_log, supabase_deliveries_sent
@@ -162,18 +161,14 @@ def test_the_command_refuses_to_start_without_supabase(settings):
 def test_the_command_writes_as_events_commit_and_stops_on_sigterm(
     django_supabase, no_other_writer, tmp_path
 ):
-    env = process_environment(SUPABASE_SINK_IN_PROCESS="false", SUPABASE_WRITER_PROCESS="true")
-    argv = [sys.executable, "manage.py", "supabase_writer"]
+    env = process_environment(**supabase_writer_environment("process"))
     log_path = tmp_path / "supabase-writer.log"
-    with running_process(argv, env=env, log_path=log_path) as writer:
+    with running_process(supabase_writer_argv(), env=env, log_path=log_path) as writer:
         wait_until(lambda: _listening_backends(), timeout=30, what="the command to listen")
         seqs = _publish(4)
         wait_until(lambda: supabase_deliveries_sent(seqs), timeout=10, what="the events written")
 
-        kill_process_group(writer, signal.SIGTERM)
-        started = time.monotonic()
-        while writer.poll() is None and time.monotonic() - started < 10:
-            time.sleep(0.1)
+        stop_process(writer)  # SIGTERM, as a supervisor stops it; SIGKILL after 10 s
 
     assert writer.returncode == 0, log_path.read_text()
     assert "supabase writer: stopped" in log_path.read_text()
