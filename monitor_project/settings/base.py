@@ -100,6 +100,9 @@ DATABASES = {
 # request; each connection is checked before a request uses it.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=300)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Django's PostgreSQL backend whose health check asks the socket before it asks the server
+# (monitor_project/postgresql/base.py): one round trip less per request and per after-work.
+DATABASES["default"]["ENGINE"] = "monitor_project.postgresql"
 # Worker threads per ASGI process for HTTP requests (each keeps one database connection).
 HTTP_WORKER_THREADS = env.int("HTTP_WORKER_THREADS", default=8)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
