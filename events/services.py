@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from events import sink_scheduling, sinks, tokens
-from events.checksums import event_checksum_of
+from events.checksums import canonical_event_bytes, event_checksum_of
 from events.classification import classify
 from events.models import Delivery, DeliveryStatus, Event, Producer, SeqCounter, Sink
 from events.selectors import RouteDecision, routing_table
@@ -110,6 +110,18 @@ def event_publish_batch(
         for item in inputs
     ]
 
+    if _one_statement_possible(inputs, producer=producer, table=table, criticalities=criticalities):
+        published = _publish_in_one_statement(inputs, criticalities, producer=producer, table=table)
+        if published is not None:
+            _hand_off_after_commit(
+                published,
+                table=table,
+                supabase_pending=any(
+                    _supabase_pending(table.route_for(e.criticality)) for e in published
+                ),
+            )
+            return [PublishResult(seq=e.seq, duplicate=False, event=e) for e in published]
+
     with transaction.atomic():
         last_seq = _seq_counter_lock()
         # Checked under the counter lock: every publisher serialises here, so a key
@@ -134,18 +146,8 @@ def event_publish_batch(
                 results.append(PublishResult(seq=earlier.seq, duplicate=True, event=earlier))
                 continue
             next_seq += 1
-            occurred_at: datetime = item.occurred_at or received_at
-            event = Event(
-                seq=next_seq,
-                event_type=item.event_type,
-                source=item.source,
-                criticality=criticality,
-                occurred_at=occurred_at,
-                received_at=received_at,
-                payload=item.payload,
-                producer=producer,
-                idempotency_key=item.idempotency_key,
-            )
+            event = _event_new(item, criticality, producer=producer, received_at=received_at)
+            event.seq = next_seq
             event.checksum = event_checksum_of(event)
             new_events.append(event)
             if item.idempotency_key:
@@ -155,25 +157,219 @@ def event_publish_batch(
         if new_events:
             deliveries = _deliveries_for(new_events, table=table)
             _insert_rows(new_events, deliveries, last_seq=next_seq)
-            to_websocket: list[Event] = []
-            passed_seqs: list[int] = []
-            for event in new_events:
-                if table.route_for(event.criticality).to_websocket:
-                    to_websocket.append(event)
-                else:
-                    passed_seqs.append(event.seq)
-            # The fan-out goes after the producer's answer when there is one to send
-            # first (monitor_project/after_response.py): the events are durable here.
-            transaction.on_commit(
-                lambda: after_response(
-                    lambda: sinks.websocket_sink_send(events=to_websocket, passed_seqs=passed_seqs)
-                )
+            _hand_off_after_commit(
+                new_events,
+                table=table,
+                supabase_pending=any(
+                    d.sink == Sink.SUPABASE and d.status == DeliveryStatus.PENDING
+                    for d in deliveries
+                ),
             )
-            if any(
-                d.sink == Sink.SUPABASE and d.status == DeliveryStatus.PENDING for d in deliveries
-            ):
-                transaction.on_commit(lambda: after_response(sink_scheduling.flush_schedule))
     return results
+
+
+def _event_new(
+    item: EventInput, criticality: str, *, producer: Producer | None, received_at: datetime
+) -> Event:
+    """The event of one input, without its seq and checksum."""
+    return Event(
+        event_type=item.event_type,
+        source=item.source,
+        criticality=criticality,
+        occurred_at=item.occurred_at or received_at,
+        received_at=received_at,
+        payload=item.payload,
+        producer=producer,
+        idempotency_key=item.idempotency_key,
+    )
+
+
+def _hand_off_after_commit(new_events: list[Event], *, table, supabase_pending: bool) -> None:
+    """Once the events are committed: the legacy fan-out, and the Supabase writer's turn."""
+    to_websocket: list[Event] = []
+    passed_seqs: list[int] = []
+    for event in new_events:
+        if table.route_for(event.criticality).to_websocket:
+            to_websocket.append(event)
+        else:
+            passed_seqs.append(event.seq)
+    # The fan-out goes after the producer's answer when there is one to send first
+    # (monitor_project/after_response.py): the events are durable here.
+    transaction.on_commit(
+        lambda: after_response(
+            lambda: sinks.websocket_sink_send(events=to_websocket, passed_seqs=passed_seqs)
+        )
+    )
+    if supabase_pending:
+        transaction.on_commit(lambda: after_response(sink_scheduling.flush_schedule))
+
+
+def _supabase_pending(route: RouteDecision) -> bool:
+    """Whether the route sends every event to Supabase (for all-or-nothing routes)."""
+    return route.to_supabase and route.supabase_sample_percent > 0
+
+
+# --- One statement: the common publish in one round trip ----------------------------------
+#
+# The classic path above makes four round trips (BEGIN, the counter lock, the insert,
+# COMMIT) because the checksum covers the seq, which Python learns only once it holds the
+# lock. Here PostgreSQL finishes the checksum instead: Python writes each event's canonical
+# bytes around a hole where the seq goes, and the statement that takes the counter row
+# (an UPDATE, whose row lock lasts until commit, so seq order is still commit order)
+# hashes head || seq || tail with sha256(): the same bytes, so the same checksum. In
+# autocommit the statement is its own transaction, so a publish is one round trip.
+#
+# It stands aside (and the classic path runs) where it would need what only the classic
+# path knows: an idempotency key already used (found, or raced by another publisher into
+# the unique constraint), a key twice in one batch, a route that samples Supabase
+# (the sample is drawn from the seq), or a counter row that is missing.
+
+_SEQ_HOLE = b',"seq":0,"source":'
+
+
+def _one_statement_possible(
+    inputs: list[EventInput], *, producer: Producer | None, table, criticalities
+) -> bool:
+    keys = [item.idempotency_key for item in inputs if item.idempotency_key]
+    if len(keys) != len(set(keys)):
+        return False
+    if keys and producer is None:
+        return False  # no unique constraint catches a race on keys without a producer
+    return all(_supabase_all_or_nothing(table.route_for(c)) for c in criticalities)
+
+
+def _supabase_all_or_nothing(route: RouteDecision) -> bool:
+    percent = route.supabase_sample_percent
+    return not route.to_supabase or percent <= 0 or percent >= 100
+
+
+def _canonical_around_seq(event: Event) -> tuple[str, str]:
+    """The event's canonical form split where its seq goes: (head, tail)."""
+    canonical = canonical_event_bytes(
+        seq=0,
+        event_type=event.event_type,
+        source=event.source,
+        criticality=event.criticality,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        payload=event.payload,
+    )
+    # The top-level "seq" is followed by "source", the last key; a string value cannot hold
+    # this byte sequence (its quotes would be escaped), and the payload comes before it.
+    head, hole, tail = canonical.rpartition(_SEQ_HOLE)
+    if not hole:  # pragma: no cover - canonical_event_bytes always writes both keys
+        raise AssertionError("the canonical form has no top-level seq")
+    return (head + b',"seq":').decode("utf-8"), (b',"source":' + tail).decode("utf-8")
+
+
+def _publish_in_one_statement(
+    inputs: list[EventInput], criticalities: list[str], *, producer: Producer | None, table
+) -> list[Event] | None:
+    """Store the events in one statement; None when the classic path must do it."""
+    received_at = timezone.now()
+    events = [
+        _event_new(item, criticality, producer=producer, received_at=received_at)
+        for item, criticality in zip(inputs, criticalities, strict=True)
+    ]
+    event_rows = []
+    delivery_rows = []
+    for index, event in enumerate(events, start=1):
+        head, tail = _canonical_around_seq(event)
+        route = table.route_for(event.criticality)
+        event_rows.append(
+            {
+                "i": index,
+                "event_type": event.event_type,
+                "source": event.source,
+                "criticality": event.criticality,
+                "occurred_at": event.occurred_at.isoformat(),
+                "received_at": event.received_at.isoformat(),
+                "payload": event.payload,
+                "head": head,
+                "tail": tail,
+                "producer_id": event.producer_id,
+                "idempotency_key": event.idempotency_key,
+            }
+        )
+        delivery_rows.append(
+            {"i": index, "sink": Sink.WEBSOCKET, "status": _status(route.to_websocket)}
+        )
+        delivery_rows.append(
+            {"i": index, "sink": Sink.SUPABASE, "status": _status(_supabase_pending(route))}
+        )
+    keys = [event.idempotency_key for event in events if event.idempotency_key]
+    try:
+        if connection.in_atomic_block:
+            # A savepoint: a refused statement must leave the caller's transaction usable.
+            with transaction.atomic():
+                stored = _insert_counted(event_rows, delivery_rows, producer=producer, keys=keys)
+        else:
+            stored = _insert_counted(event_rows, delivery_rows, producer=producer, keys=keys)
+    except IntegrityError:
+        # Another publisher committed one of these idempotency keys meanwhile: the classic
+        # path finds it and answers duplicate or conflict. Nothing of this one was stored.
+        return None
+    if len(stored) != len(events):
+        return None
+    for event, (seq, checksum) in zip(events, stored, strict=True):
+        event.seq = seq
+        event.checksum = checksum
+    return events
+
+
+def _status(sends: bool) -> str:
+    return DeliveryStatus.PENDING if sends else DeliveryStatus.SKIPPED
+
+
+def _insert_counted(
+    event_rows: list[dict], delivery_rows: list[dict], *, producer: Producer | None, keys
+) -> list[tuple[int, str]]:
+    """(seq, checksum) of each event stored, in order; none when a key was used already or
+    the counter row is missing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH used_key AS (
+                SELECT 1 FROM {Event._meta.db_table}
+                WHERE producer_id = %(producer)s AND idempotency_key = ANY(%(keys)s::text[])
+                LIMIT 1
+            ), counter AS (
+                UPDATE {SeqCounter._meta.db_table} SET last_seq = last_seq + %(count)s
+                WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM used_key)
+                RETURNING last_seq - %(count)s AS seq_before
+            ), numbered AS (
+                SELECT counter.seq_before + r.i AS seq, r.*
+                FROM counter, json_to_recordset(%(events)s::json) AS r(i bigint,
+                    event_type text, source text, criticality text, occurred_at timestamptz,
+                    received_at timestamptz, payload jsonb, head text, tail text,
+                    producer_id bigint, idempotency_key text)
+            ), new_events AS (
+                INSERT INTO {Event._meta.db_table} (seq, event_type, source, criticality,
+                    occurred_at, received_at, payload, checksum, producer_id, idempotency_key)
+                SELECT seq, event_type, source, criticality, occurred_at, received_at,
+                    payload,
+                    encode(sha256(convert_to(head || seq::text || tail, 'UTF8')), 'hex'),
+                    producer_id, idempotency_key
+                FROM numbered
+                RETURNING seq, checksum
+            ), new_deliveries AS (
+                INSERT INTO {Delivery._meta.db_table} (event_id, sink, status, attempts,
+                    last_error, created_at, updated_at)
+                SELECT numbered.seq, d.sink, d.status, 0, '', now(), now()
+                FROM numbered JOIN json_to_recordset(%(deliveries)s::json)
+                    AS d(i bigint, sink text, status text) ON d.i = numbered.i
+            )
+            SELECT seq, checksum FROM new_events ORDER BY seq
+            """,
+            {
+                "producer": producer.pk if producer is not None else None,
+                "keys": keys,
+                "count": len(event_rows),
+                "events": json.dumps(event_rows, ensure_ascii=False),
+                "deliveries": json.dumps(delivery_rows),
+            },
+        )
+        return cursor.fetchall()
 
 
 def _insert_rows(events: list[Event], deliveries: list["_NewDelivery"], *, last_seq: int) -> None:

@@ -227,3 +227,118 @@ def test_concurrent_batches_take_consecutive_seq_ranges_with_no_gap():
     assert Delivery.objects.filter(event_id__in=stored).count() == 2 * len(stored)
     sample = Event.objects.get(seq=stored[len(stored) // 2])
     assert stored_checksum_is_valid(sample)
+
+
+# --- The one-statement publish (outside a transaction: one round trip) -------------------
+
+TRICKY_PAYLOADS = [
+    {},
+    {"code": 7, "nested": {"b": [1, 2.5, None, True], "a": "x"}},
+    {"tiny": 1e-05, "big": 1e16, "huge": 1.5e300, "neg": -0.0, "int": 2**62},
+    {"é": "ü", "emoji": "🛰", "quote": 'say "hi"', "back": "a\\b"},
+    {"lookalike": ',"seq":0,"source":"', "seq": 0, "source": "payload"},
+]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_outside_a_transaction_is_one_statement(settings):
+    from django.test.utils import CaptureQueriesContext
+
+    from monitor_project import after_response
+
+    settings.EVENTS_RULES_CACHE_SECONDS = 60  # as in production: the routing table is cached
+    SeqCounter.objects.get_or_create(pk=1)
+    event_publish(event_type="warm", source="s")
+    after_response.collecting_start()  # the fan-out waits, as for an HTTP answer
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            result = event_publish(event_type="tool.error", source="s", payload={"n": 1})
+    finally:
+        after_response.collecting_stop()
+    assert len(queries.captured_queries) == 1, [q["sql"][:80] for q in queries]
+    event = Event.objects.get(seq=result.seq)
+    assert stored_checksum_is_valid(event)
+    assert deliveries(result.seq) == {"websocket": "pending", "supabase": "pending"}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("inside_a_transaction", [False, True])
+def test_checksums_finished_by_postgresql_are_the_canonical_ones(inside_a_transaction):
+    SeqCounter.objects.get_or_create(pk=1)
+    batch = [
+        {"event_type": "a.b", "source": source, "payload": payload}
+        for payload in TRICKY_PAYLOADS
+        for source in ("s", ',"seq":0,"source":"x', "ß")
+    ]
+    if inside_a_transaction:
+        with transaction.atomic():
+            results = event_publish_batch(events=batch)
+    else:
+        results = event_publish_batch(events=batch)
+    returned = {r.seq: r.event.checksum for r in results}
+    for event in Event.objects.filter(seq__in=returned):
+        assert event.checksum == event_checksum_of(event) == returned[event.seq]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_used_key_is_a_duplicate_or_a_conflict():
+    from events.services import producer_create
+
+    SeqCounter.objects.get_or_create(pk=1)
+    producer = producer_create(name="retrying").producer
+    first = event_publish(event_type="a", source="s", idempotency_key="k", producer=producer)
+    again = event_publish(event_type="a", source="s", idempotency_key="k", producer=producer)
+    assert (again.seq, again.duplicate) == (first.seq, True)
+    with pytest.raises(IdempotencyConflict):
+        event_publish(
+            event_type="a", source="s", payload={"n": 2}, idempotency_key="k", producer=producer
+        )
+    assert Event.objects.count() == 1
+    assert SeqCounter.objects.get().last_seq == first.seq
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publishers_racing_with_the_same_keys_store_each_key_once():
+    from events.services import producer_create
+
+    start = SeqCounter.objects.get_or_create(pk=1)[0].last_seq
+    producer = producer_create(name="racing").producer
+    answers: dict[str, set[int]] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    go = threading.Barrier(4)
+
+    def publisher() -> None:
+        try:
+            go.wait(timeout=30)
+            for i in range(40):
+                result = event_publish(
+                    event_type="a", source="s", idempotency_key=f"k{i}", producer=producer
+                )
+                with lock:
+                    answers.setdefault(f"k{i}", set()).add(result.seq)
+        except BaseException as exc:  # surfaced below, not lost in the thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=publisher) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert all(len(seqs) == 1 for seqs in answers.values()), answers
+    stored = list(Event.objects.order_by("seq").values_list("seq", flat=True))
+    assert stored == list(range(start + 1, start + 41))
+    assert SeqCounter.objects.get().last_seq == start + 40
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_missing_counter_row_starts_after_the_highest_seq():
+    SeqCounter.objects.get_or_create(pk=1)
+    first = event_publish(event_type="a", source="s")
+    SeqCounter.objects.all().delete()
+    assert event_publish(event_type="a", source="s").seq == first.seq + 1
+    assert SeqCounter.objects.get().last_seq == first.seq + 1
