@@ -50,6 +50,10 @@ from tests.fixtures.django_processes import (  # noqa: E402  (the repository roo
     supabase_writer_environment,
     wait_until,
 )
+from tests.fixtures.supabase_settings import (  # noqa: E402
+    SUPABASE_KEY_SETTINGS,
+    supabase_product_settings,
+)
 
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
@@ -263,10 +267,7 @@ def main() -> int:
         "DJANGO_DEBUG": "false",
         "LOG_LEVEL": "WARNING",
         "INGEST_RATE_PER_MINUTE": "1000000",
-        "SUPABASE_URL": "",
-        "SUPABASE_SERVICE_ROLE_KEY": "",
-        "SUPABASE_ANON_KEY": "",
-        "SUPABASE_JWT_SECRET": "",
+        **dict.fromkeys(SUPABASE_KEY_SETTINGS, ""),
     }
     processes: list[subprocess.Popen] = []
     results: dict[str, float] = {}
@@ -286,13 +287,8 @@ def main() -> int:
 
         token = producer_create(name="bench").token
         with running_supabase_local(faults=False) as supabase:
-            on_env = {
-                **base_env,
-                "SUPABASE_URL": supabase.url,
-                "SUPABASE_ANON_KEY": supabase.anon_key,
-                "SUPABASE_SERVICE_ROLE_KEY": supabase.service_role_key,
-                "SUPABASE_JWT_SECRET": supabase.jwt_secret,
-            }
+            # The keys of a project created today: publishable, secret, ES256 signing key.
+            on_env = {**base_env, **supabase_product_settings(supabase)}
             on_env.update(supabase_writer_environment(args.writer))
             # "on" first: events published with the sink off stay pending, and must not
             # become a backlog that the "on" run's writers drain while it is measured.
@@ -321,12 +317,7 @@ def main() -> int:
                         )
                 mode_processes += workers + writers
                 processes.extend(mode_processes)
-                for key in (
-                    "SUPABASE_URL",
-                    "SUPABASE_ANON_KEY",
-                    "SUPABASE_SERVICE_ROLE_KEY",
-                    "SUPABASE_JWT_SECRET",
-                ):
+                for key in SUPABASE_KEY_SETTINGS:
                     setattr(settings, key, env[key])
                 # This process's own publishes (event_publish_batch below) follow the mode too.
                 settings.SUPABASE_SINK_IN_PROCESS = env.get("SUPABASE_SINK_IN_PROCESS") != "false"

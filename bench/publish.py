@@ -21,6 +21,7 @@ Redis database 5 (BENCH_PUBLISH_REDIS_URL) is flushed at the start.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import secrets
@@ -31,7 +32,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,12 +48,56 @@ from tests.fixtures.django_processes import (  # noqa: E402
     supabase_writer_environment,
     wait_until,
 )
+from tests.fixtures.supabase_settings import (  # noqa: E402
+    SUPABASE_KEY_SETTINGS,
+    supabase_product_settings,
+)
 
 REDIS_URL = os.environ.get("BENCH_PUBLISH_REDIS_URL", "redis://127.0.0.1:6379/5")
 
 
 def percentile(ordered: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores, every process), from /proc."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+ROLES = (
+    ("server", "publish_probe.py"),
+    ("Supabase writer", "supabase_writer"),
+    ("supabase_local", "supabase_local"),
+    ("PostgreSQL", "postgres"),
+    ("Redis", "redis-server"),
+)
+
+
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU time (user + system) of the processes taking part, by what they are."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = dict.fromkeys([role for role, _ in ROLES] + ["this client"], 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / ticks
+        if int(entry.name) == os.getpid():
+            totals["this client"] += seconds
+            continue
+        for role, marker in ROLES:
+            if marker in cmdline:
+                totals[role] += seconds
+                break
+    return totals
 
 
 def load() -> str:
@@ -72,7 +116,9 @@ def main() -> int:
         default="in-process",
         help="the Supabase writer in the server (default) or `manage.py supabase_writer`",
     )
-    parser.add_argument("--py-spy", type=Path, help="record the server; flame graph here")
+    parser.add_argument(
+        "--py-spy", type=Path, help="record the server: a flame graph, or collapsed stacks (.txt)"
+    )
     args = parser.parse_args()
 
     from tests.fixtures.supabase_local import running_supabase_local
@@ -92,13 +138,12 @@ def main() -> int:
         "LOG_LEVEL": "WARNING",
         "INGEST_RATE_PER_MINUTE": "1000000",
         "PUBLISH_PROBE_OUT": str(spans_path),
-        "SUPABASE_URL": "",
-        "SUPABASE_SERVICE_ROLE_KEY": "",
-        "SUPABASE_ANON_KEY": "",
-        "SUPABASE_JWT_SECRET": "",
+        **dict.fromkeys(SUPABASE_KEY_SETTINGS, ""),
     }
     print(f"load average at start: {load()}")
     latencies: list[float] = []
+    busy_ms = 0.0
+    roles_ms: dict[str, float] = {}
     try:
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True
@@ -116,12 +161,8 @@ def main() -> int:
         with ExitStack() as stack:
             if not args.no_supabase:
                 supabase = stack.enter_context(running_supabase_local(faults=False))
-                env.update(
-                    SUPABASE_URL=supabase.url,
-                    SUPABASE_ANON_KEY=supabase.anon_key,
-                    SUPABASE_SERVICE_ROLE_KEY=supabase.service_role_key,
-                    SUPABASE_JWT_SECRET=supabase.jwt_secret,
-                )
+                # The keys of a project created today: publishable, secret, ES256 signing key.
+                env.update(supabase_product_settings(supabase))
             if args.writer == "process":
                 env.update(supabase_writer_environment(args.writer))
                 writer = spawn_process(
@@ -140,14 +181,24 @@ def main() -> int:
                     what="server",
                 )  # fmt: skip
                 headers = {"Authorization": f"Bearer {token}"}
-                with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+                headers["Content-Type"] = "application/json"
+                # A plain keep-alive http.client connection: httpx spent ~0.5 ms of the
+                # client's own CPU per request, on the same two cores as the server.
+                client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                stack.callback(client.close)
+                if True:
 
                     def post(i: int) -> float:
-                        body = {"event_type": "bench.publish", "source": "b", "payload": {"i": i}}
+                        body = json.dumps(
+                            {"event_type": "bench.publish", "source": "b", "payload": {"i": i}}
+                        ).encode()
                         started = time.perf_counter()
-                        response = client.post("/api/events", json=body)
+                        client.request("POST", "/api/events", body=body, headers=headers)
+                        response = client.getresponse()
+                        response.read()
                         elapsed = time.perf_counter() - started
-                        response.raise_for_status()
+                        if response.status != 201:
+                            raise SystemExit(f"POST answered {response.status}")
                         return elapsed
 
                     for i in range(args.warmup):
@@ -156,11 +207,18 @@ def main() -> int:
                         spy = subprocess.Popen(
                             [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
                              str(server.pid), "-o", str(args.py_spy), "--rate", "500",
-                             "--nonblocking", "--threads"],
+                             "--nonblocking", "--threads",
+                             *(["--format", "raw"] if args.py_spy.suffix == ".txt" else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                         )  # fmt: skip
                         time.sleep(1)
+                    busy_before, roles_before = machine_busy_seconds(), cpu_seconds_by_role()
                     latencies = [post(i) * 1000 for i in range(args.requests)]
+                    busy_ms = (machine_busy_seconds() - busy_before) * 1000
+                    roles_ms = {
+                        role: (seconds - roles_before[role]) * 1000
+                        for role, seconds in cpu_seconds_by_role().items()
+                    }
             finally:
                 if spy is not None:
                     spy.send_signal(2)
@@ -182,6 +240,14 @@ def main() -> int:
         f"round trip ms: p50 {percentile(ordered, 50):.2f}  p95 {percentile(ordered, 95):.2f}  "
         f"p99 {percentile(ordered, 99):.2f}  mean {statistics.fmean(ordered):.2f}  "
         f"max {ordered[-1]:.2f}"
+    )
+    # Everything the machine did while the requests ran (the server, PostgreSQL, Redis, the
+    # Supabase writer and supabase_local, this client), per request: steadier than the
+    # latency on a machine whose two cores all of them share.
+    count = max(1, len(latencies))
+    print(
+        f"machine CPU per request: {busy_ms / count:.2f} ms (all cores), of which "
+        + ", ".join(f"{role} {ms / count:.2f}" for role, ms in roles_ms.items())
     )
     if spans_path.exists():
         # The last `requests` requests are the measured ones (warm-up first).

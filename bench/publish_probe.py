@@ -88,6 +88,7 @@ def _install() -> None:
         ("_insert_events", "  insert events"),  # before: one statement per table
         ("_insert_deliveries", "  insert deliveries"),
         ("_insert_rows", "  insert events + deliveries + counter"),  # after: one statement
+        ("_insert_counted", "  one statement: counter, events, deliveries (autocommit)"),
     ):
         if hasattr(services, name):
             patch(services, name, label)
