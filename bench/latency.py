@@ -342,16 +342,20 @@ def measure(
         log(f"publishing {int(args.rate * args.duration)} events at {args.rate}/s")
         published = publish_at_rate(send, rate=args.rate, duration=args.duration)
         connections = server_connections(ready)
-        published.memory = {} if not server_pids else {
-            "process": server_name,
-            "processes": len(server_pids),
-            "connections": connections,
-            "rss_before_mb": round(rss_before / 2**20, 1),
-            "rss_after_mb": round(rss_after / 2**20, 1),
-            "kib_per_connection": (
-                round((rss_after - rss_before) / 1024 / connections, 1) if connections else None
-            ),
-        }
+        published.memory = (
+            {}
+            if not server_pids
+            else {
+                "process": server_name,
+                "processes": len(server_pids),
+                "connections": connections,
+                "rss_before_mb": round(rss_before / 2**20, 1),
+                "rss_after_mb": round(rss_after / 2**20, 1),
+                "kib_per_connection": (
+                    round((rss_after - rss_before) / 1024 / connections, 1) if connections else None
+                ),
+            }
+        )
         expected = subscribed * len(published.stamps)
         received = fleet.wait_for(expected, quiet_seconds=args.grace, limit=args.grace + 60)
         published.cpu = meter.stop()

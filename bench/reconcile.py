@@ -171,8 +171,7 @@ def _drop(name: str) -> None:
 PLANT_DELETE = "DELETE FROM public.monitoring_events WHERE seq = %s"
 # An edit behind an unchanged checksum: the payload changes, the checksum column does not.
 PLANT_EDIT = (
-    "UPDATE public.monitoring_events SET payload = payload || '{\"planted\": true}' "
-    "WHERE seq = %s"
+    "UPDATE public.monitoring_events SET payload = payload || '{\"planted\": true}' WHERE seq = %s"
 )
 # A row the local log does not hold for Supabase: at a seq routed away (old rows), or above
 # the local log's highest seq (new rows).

@@ -49,9 +49,7 @@ def answer_text(response: httpx.Response) -> str:
     return f"{headers}\n{response.text}"
 
 
-def test_no_answer_or_process_log_of_a_real_request_cycle_holds_a_secret(
-    django_supabase, user
-):
+def test_no_answer_or_process_log_of_a_real_request_cycle_holds_a_secret(django_supabase, user):
     server = django_supabase
     secrets = secrets_of(server)
     supabase_breaker().close()

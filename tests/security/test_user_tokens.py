@@ -106,9 +106,7 @@ def test_an_expired_user_token_is_refused_401(django_supabase, mirrored_seq, use
 
     raw = httpx.get(
         f"{django_supabase.url}/rest/v1/{TABLE}?select=seq&limit=1",
-        headers={
-            "apikey": django_supabase.publishable_key, "Authorization": f"Bearer {expired}"
-        },
+        headers={"apikey": django_supabase.publishable_key, "Authorization": f"Bearer {expired}"},
     )
     assert raw.status_code == 401
 
