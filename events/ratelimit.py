@@ -43,7 +43,7 @@ def rate_limit_wait(*, scope: str, key: str | int, limit: int) -> int | None:
 
 
 # One redis-py client per connection pool: Django's RedisCache builds a new client object
-# on every call (~60 us in a request's fresh context, a tenth of the rate limit's time).
+# on every call (~60 us each time in a request's fresh context).
 # A client holds no connection of its own; its pool is the process's (redis_pool.py).
 _clients: dict[int, tuple[redis.ConnectionPool, redis.Redis]] = {}
 _clients_lock = threading.Lock()

@@ -2,7 +2,7 @@
 
 With ``CONN_HEALTH_CHECKS`` Django checks a kept connection before each request uses it,
 and again before the work after the answer (``monitor_project/asgi_http.py``): a
-``SELECT 1`` each time, two round trips of the ~6 a publish request makes.
+``SELECT 1`` each time: two round trips on every publish request.
 
 A kept connection that sits idle between two uses receives nothing from the server,
 unless something happened to it: a terminated backend (``pg_terminate_backend``, a fast
