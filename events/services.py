@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from events import sink_scheduling, sinks, tokens
-from events.checksums import canonical_event_bytes, event_checksum_of
+from events.checksums import canonical_event_bytes_around_seq, event_checksum_of
 from events.classification import classify
 from events.models import Delivery, DeliveryStatus, Event, Producer, SeqCounter, Sink
 from events.selectors import RouteDecision, routing_table
@@ -224,8 +224,6 @@ def _supabase_pending(route: RouteDecision) -> bool:
 # the unique constraint), a key twice in one batch, a route that samples Supabase
 # (the sample is drawn from the seq), or a counter row that is missing.
 
-_SEQ_HOLE = b',"seq":0,"source":'
-
 
 def _one_statement_possible(
     inputs: list[EventInput], *, producer: Producer | None, table, criticalities
@@ -243,25 +241,6 @@ def _supabase_all_or_nothing(route: RouteDecision) -> bool:
     return not route.to_supabase or percent <= 0 or percent >= 100
 
 
-def _canonical_around_seq(event: Event) -> tuple[str, str]:
-    """The event's canonical form split where its seq goes: (head, tail)."""
-    canonical = canonical_event_bytes(
-        seq=0,
-        event_type=event.event_type,
-        source=event.source,
-        criticality=event.criticality,
-        occurred_at=event.occurred_at,
-        received_at=event.received_at,
-        payload=event.payload,
-    )
-    # The top-level "seq" is followed by "source", the last key; a string value cannot hold
-    # this byte sequence (its quotes would be escaped), and the payload comes before it.
-    head, hole, tail = canonical.rpartition(_SEQ_HOLE)
-    if not hole:  # pragma: no cover - canonical_event_bytes always writes both keys
-        raise AssertionError("the canonical form has no top-level seq")
-    return (head + b',"seq":').decode("utf-8"), (b',"source":' + tail).decode("utf-8")
-
-
 def _publish_in_one_statement(
     inputs: list[EventInput], criticalities: list[str], *, producer: Producer | None, table
 ) -> list[Event] | None:
@@ -277,7 +256,7 @@ def _publish_in_one_statement(
     event_rows = []
     delivery_rows = []
     for index, event in enumerate(events, start=1):
-        head, tail = _canonical_around_seq(event)
+        head, tail = canonical_event_bytes_around_seq(event)
         route = table.route_for(event.criticality)
         event_rows.append(
             {
@@ -288,8 +267,8 @@ def _publish_in_one_statement(
                 "occurred_at": event.occurred_at.isoformat(),
                 "received_at": event.received_at.isoformat(),
                 "payload": event.payload,
-                "head": head,
-                "tail": tail,
+                "head": head.decode("utf-8"),
+                "tail": tail.decode("utf-8"),
                 "producer_id": event.producer_id,
                 "idempotency_key": event.idempotency_key,
             }

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from events import checksums
 from events.checksums import (
     canonical_event_bytes,
+    canonical_event_bytes_around_seq,
     canonical_number,
     event_checksum,
     event_checksum_of,
@@ -161,6 +162,20 @@ def test_a_payload_number_is_written_as_jsonb_prints_it(number):
 def test_the_reported_number_is_written_in_plain_decimal_notation():
     payload = normalise_payload({"x": 1e-05})
     assert b'"payload":{"x":0.00001}' in canonical_event_bytes(**{**FIELDS, "payload": payload})
+
+
+@PROPERTY_SETTINGS
+@given(
+    payload=PAYLOADS,
+    source=st.text(min_size=1, max_size=20),
+    seq=st.integers(min_value=1, max_value=2**63 - 1),
+)
+@example(payload={"seq": 0, "source": ',"seq":0,"source":"'}, source=',"seq":0,"source":"', seq=1)
+def test_the_canonical_form_around_the_seq_is_the_canonical_form_with_any_seq(payload, source, seq):
+    """What PostgreSQL hashes for an event whose seq it allocates (events/services.py)."""
+    fields = {**FIELDS, "payload": normalise_payload(payload), "source": source}
+    head, tail = canonical_event_bytes_around_seq(Event(**{**fields, "seq": None}))
+    assert head + str(seq).encode() + tail == canonical_event_bytes(**{**fields, "seq": seq})
 
 
 @pytest.mark.django_db
