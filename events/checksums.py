@@ -153,17 +153,21 @@ def event_checksum(**fields: Any) -> str:
     return hashlib.sha256(canonical_event_bytes(**fields)).hexdigest()
 
 
+def _canonical_fields(event: Any, *, seq: int) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "event_type": event.event_type,
+        "source": event.source,
+        "criticality": event.criticality,
+        "occurred_at": event.occurred_at,
+        "received_at": event.received_at,
+        "payload": event.payload,
+    }
+
+
 def event_checksum_of(event: Any) -> str:
     """The checksum an event (or any object with the event's fields) should carry."""
-    return event_checksum(
-        seq=event.seq,
-        event_type=event.event_type,
-        source=event.source,
-        criticality=event.criticality,
-        occurred_at=event.occurred_at,
-        received_at=event.received_at,
-        payload=event.payload,
-    )
+    return event_checksum(**_canonical_fields(event, seq=event.seq))
 
 
 # In the canonical form the top-level "seq" is followed by "source", the last key; a string
@@ -175,15 +179,7 @@ def canonical_event_bytes_around_seq(event: Any) -> tuple[bytes, bytes]:
     """An event's canonical form split where its seq goes: for any seq, the canonical form
     is ``head + str(seq) + tail``. Lets PostgreSQL finish the checksum of an event whose
     seq it allocates (``events.services``)."""
-    canonical = canonical_event_bytes(
-        seq=0,
-        event_type=event.event_type,
-        source=event.source,
-        criticality=event.criticality,
-        occurred_at=event.occurred_at,
-        received_at=event.received_at,
-        payload=event.payload,
-    )
+    canonical = canonical_event_bytes(**_canonical_fields(event, seq=0))
     head, hole, tail = canonical.rpartition(_SEQ_HOLE)
     if not hole:  # pragma: no cover - canonical_event_bytes always writes both keys
         raise AssertionError("the canonical form has no top-level seq")
