@@ -193,39 +193,38 @@ def main() -> int:
                 # its CPU taken from the two cores the server runs on.
                 client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 stack.callback(client.close)
-                if True:
 
-                    def post(i: int) -> float:
-                        body = json.dumps(
-                            {"event_type": "bench.publish", "source": "b", "payload": {"i": i}}
-                        ).encode()
-                        started = time.perf_counter()
-                        client.request("POST", "/api/events", body=body, headers=headers)
-                        response = client.getresponse()
-                        response.read()
-                        elapsed = time.perf_counter() - started
-                        if response.status != 201:
-                            raise SystemExit(f"POST answered {response.status}")
-                        return elapsed
+                def post(i: int) -> float:
+                    body = json.dumps(
+                        {"event_type": "bench.publish", "source": "b", "payload": {"i": i}}
+                    ).encode()
+                    started = time.perf_counter()
+                    client.request("POST", "/api/events", body=body, headers=headers)
+                    response = client.getresponse()
+                    response.read()
+                    elapsed = time.perf_counter() - started
+                    if response.status != 201:
+                        raise SystemExit(f"POST answered {response.status}")
+                    return elapsed
 
-                    for i in range(args.warmup):
-                        post(i)
-                    if args.py_spy:
-                        spy = subprocess.Popen(
-                            [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
-                             str(server.pid), "-o", str(args.py_spy), "--rate", "500",
-                             "--nonblocking", "--threads",
-                             *(["--format", "raw"] if args.py_spy.suffix == ".txt" else [])],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                        )  # fmt: skip
-                        time.sleep(1)
-                    busy_before, roles_before = machine_busy_seconds(), cpu_seconds_by_role()
-                    latencies = [post(i) * 1000 for i in range(args.requests)]
-                    busy_ms = (machine_busy_seconds() - busy_before) * 1000
-                    roles_ms = {
-                        role: (seconds - roles_before[role]) * 1000
-                        for role, seconds in cpu_seconds_by_role().items()
-                    }
+                for i in range(args.warmup):
+                    post(i)
+                if args.py_spy:
+                    spy = subprocess.Popen(
+                        [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                         str(server.pid), "-o", str(args.py_spy), "--rate", "500",
+                         "--nonblocking", "--threads",
+                         *(["--format", "raw"] if args.py_spy.suffix == ".txt" else [])],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    time.sleep(1)
+                busy_before, roles_before = machine_busy_seconds(), cpu_seconds_by_role()
+                latencies = [post(i) * 1000 for i in range(args.requests)]
+                busy_ms = (machine_busy_seconds() - busy_before) * 1000
+                roles_ms = {
+                    role: (seconds - roles_before[role]) * 1000
+                    for role, seconds in cpu_seconds_by_role().items()
+                }
             finally:
                 if spy is not None:
                     spy.send_signal(2)
@@ -249,8 +248,8 @@ def main() -> int:
         f"max {ordered[-1]:.2f}"
     )
     # Everything the machine did while the requests ran (the server, PostgreSQL, Redis, the
-    # Supabase writer and supabase_local, this client), per request: steadier than the
-    # latency on a machine whose two cores all of them share.
+    # Supabase writer and supabase_local, this client), per request: what a request costs,
+    # beside how long it waits for the two cores all of them share.
     count = max(1, len(latencies))
     print(
         f"machine CPU per request: {busy_ms / count:.2f} ms (all cores), of which "
