@@ -113,13 +113,6 @@ def event_publish_batch(
     if _one_statement_possible(inputs, producer=producer, table=table, criticalities=criticalities):
         published = _publish_in_one_statement(inputs, criticalities, producer=producer, table=table)
         if published is not None:
-            _hand_off_after_commit(
-                published,
-                table=table,
-                supabase_pending=any(
-                    _supabase_pending(table.route_for(e.criticality)) for e in published
-                ),
-            )
             return [PublishResult(seq=e.seq, duplicate=False, event=e) for e in published]
 
     with transaction.atomic():
@@ -204,11 +197,6 @@ def _hand_off_after_commit(new_events: list[Event], *, table, supabase_pending: 
         transaction.on_commit(lambda: after_response(sink_scheduling.flush_schedule))
 
 
-def _supabase_pending(route: RouteDecision) -> bool:
-    """Whether the route sends every event to Supabase (for all-or-nothing routes)."""
-    return route.to_supabase and route.supabase_sample_percent > 0
-
-
 # --- One statement: the common publish in one round trip ----------------------------------
 #
 # The classic path above makes four round trips (BEGIN, the counter lock, the insert,
@@ -257,7 +245,6 @@ def _publish_in_one_statement(
     delivery_rows = []
     for index, event in enumerate(events, start=1):
         head, tail = canonical_event_bytes_around_seq(event)
-        route = table.route_for(event.criticality)
         event_rows.append(
             {
                 "i": index,
@@ -273,12 +260,12 @@ def _publish_in_one_statement(
                 "idempotency_key": event.idempotency_key,
             }
         )
-        delivery_rows.append(
-            {"i": index, "sink": Sink.WEBSOCKET, "status": _status(route.to_websocket)}
-        )
-        delivery_rows.append(
-            {"i": index, "sink": Sink.SUPABASE, "status": _status(_supabase_pending(route))}
-        )
+        # The seq is not known yet: only routes that send all or nothing to Supabase come
+        # here (_one_statement_possible), and their statuses do not depend on it.
+        delivery_rows += [
+            {"i": index, "sink": sink, "status": status}
+            for sink, status in _delivery_statuses(event, table=table).items()
+        ]
     keys = [event.idempotency_key for event in events if event.idempotency_key]
     try:
         if connection.in_atomic_block:
@@ -296,11 +283,15 @@ def _publish_in_one_statement(
     for event, (seq, checksum) in zip(events, stored, strict=True):
         event.seq = seq
         event.checksum = checksum
+    _hand_off_after_commit(
+        events,
+        table=table,
+        supabase_pending=any(
+            row["sink"] == Sink.SUPABASE and row["status"] == DeliveryStatus.PENDING
+            for row in delivery_rows
+        ),
+    )
     return events
-
-
-def _status(sends: bool) -> str:
-    return DeliveryStatus.PENDING if sends else DeliveryStatus.SKIPPED
 
 
 def _insert_counted(
@@ -418,25 +409,22 @@ class _NewDelivery:
 
 def _deliveries_for(events: list[Event], *, table) -> list[_NewDelivery]:
     """One delivery per sink per event: pending where the route sends, else skipped."""
-    deliveries = []
-    for event in events:
-        route = table.route_for(event.criticality)
-        to_supabase = route.to_supabase and _supabase_sampled(seq=event.seq, route=route)
-        deliveries.append(
-            _NewDelivery(
-                event.seq,
-                Sink.WEBSOCKET,
-                DeliveryStatus.PENDING if route.to_websocket else DeliveryStatus.SKIPPED,
-            )
-        )
-        deliveries.append(
-            _NewDelivery(
-                event.seq,
-                Sink.SUPABASE,
-                DeliveryStatus.PENDING if to_supabase else DeliveryStatus.SKIPPED,
-            )
-        )
-    return deliveries
+    return [
+        _NewDelivery(event.seq, sink, status)
+        for event in events
+        for sink, status in _delivery_statuses(event, table=table).items()
+    ]
+
+
+def _delivery_statuses(event: Event, *, table) -> dict[str, str]:
+    """Each sink's delivery status for a new event: pending where its route sends, else
+    skipped. A route that samples Supabase draws the sample from the event's seq."""
+    route = table.route_for(event.criticality)
+    to_supabase = route.to_supabase and _supabase_sampled(seq=event.seq, route=route)
+    return {
+        Sink.WEBSOCKET: DeliveryStatus.PENDING if route.to_websocket else DeliveryStatus.SKIPPED,
+        Sink.SUPABASE: DeliveryStatus.PENDING if to_supabase else DeliveryStatus.SKIPPED,
+    }
 
 
 def event_publish(
