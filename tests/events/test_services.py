@@ -9,6 +9,7 @@ from events.checksums import event_checksum_of
 from events.models import Delivery, Event, Route, SeqCounter
 from events.services import IdempotencyConflict, event_publish, event_publish_batch
 from events.validation import EventInputError
+from tests.fixtures.threads import run_together
 
 pytestmark = pytest.mark.django_db
 
@@ -304,29 +305,17 @@ def test_publishers_racing_with_the_same_keys_store_each_key_once():
     start = SeqCounter.objects.get_or_create(pk=1)[0].last_seq
     producer = producer_create(name="racing").producer
     answers: dict[str, set[int]] = {}
-    errors: list[BaseException] = []
     lock = threading.Lock()
-    go = threading.Barrier(4)
 
     def publisher() -> None:
-        try:
-            go.wait(timeout=30)
-            for i in range(40):
-                result = event_publish(
-                    event_type="a", source="s", idempotency_key=f"k{i}", producer=producer
-                )
-                with lock:
-                    answers.setdefault(f"k{i}", set()).add(result.seq)
-        except BaseException as exc:  # surfaced below, not lost in the thread
-            errors.append(exc)
-        finally:
-            connection.close()
+        for i in range(40):
+            result = event_publish(
+                event_type="a", source="s", idempotency_key=f"k{i}", producer=producer
+            )
+            with lock:
+                answers.setdefault(f"k{i}", set()).add(result.seq)
 
-    threads = [threading.Thread(target=publisher) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors = run_together(publisher, threads=4)
 
     assert errors == []
     assert all(len(seqs) == 1 for seqs in answers.values()), answers

@@ -1,7 +1,5 @@
 """Runs never overlap: one advisory lock for runs and repairs."""
 
-import threading
-
 import psycopg
 import pytest
 from django.db import connection
@@ -13,6 +11,7 @@ from reconciliation.services import (
     reconciliation_repair,
     reconciliation_run,
 )
+from tests.fixtures.threads import run_together
 
 
 def _database_url() -> str:
@@ -55,23 +54,7 @@ def test_a_repair_is_refused_while_a_run_holds_the_lock(log):
 def test_two_runs_started_together_do_not_overlap(log):
     log.publish(2000)
     log.mirror()
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            barrier.wait(timeout=10)
-            reconciliation_run()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors = run_together(reconciliation_run, threads=4)
 
     assert not errors
     runs = list(ReconciliationRun.objects.order_by("started_at"))
