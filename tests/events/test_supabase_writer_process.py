@@ -6,7 +6,6 @@ worker; a lost listening connection is reopened, and what committed meanwhile wr
 import contextlib
 import threading
 
-import psycopg
 import pytest
 import redis
 from django.core.management import CommandError, call_command
@@ -16,6 +15,7 @@ from events.models import Delivery
 from events.services import event_publish_batch
 from events.supabase_sink import supabase_breaker
 from events.supabase_writer import PENDING_CHANNEL, supabase_writer_listen
+from tests.fixtures.database import other_connection
 from tests.fixtures.django_processes import (
     process_environment,
     running_process,
@@ -36,7 +36,7 @@ def _publish(count: int, *, event_type: str = "tool.call") -> list[int]:
 
 @contextlib.contextmanager
 def _listening():
-    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as listener:
+    with other_connection() as listener:
         listener.execute(f"LISTEN {PENDING_CHANNEL}")
         yield listener
 

@@ -9,15 +9,9 @@ import pytest
 from django.db import close_old_connections, connection
 
 from monitor_project.postgresql.base import socket_has_data
+from tests.fixtures.database import other_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _other_connection() -> psycopg.Connection:
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    return psycopg.connect(**params, autocommit=True)
 
 
 def _backend_last_query(observer: psycopg.Connection, pid: int) -> str:
@@ -37,7 +31,7 @@ def test_a_quiet_idle_connection_is_usable_without_a_query_to_the_server():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid(), 'the last query of the previous request'")
         pid = cursor.fetchone()[0]
-    with _other_connection() as observer:
+    with other_connection() as observer:
         assert connection.is_usable()
         assert "the last query of the previous request" in _backend_last_query(observer, pid)
 
@@ -46,7 +40,7 @@ def test_a_terminated_connection_is_replaced_before_the_next_request_uses_it():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         old_pid = cursor.fetchone()[0]
-    with _other_connection() as admin:
+    with other_connection() as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [old_pid])
     _wait_readable(connection.connection.pgconn.socket)
 
@@ -62,7 +56,7 @@ def test_a_connection_the_server_wrote_to_is_checked_with_a_query_and_kept_if_he
         cursor.execute("LISTEN monitor_backend_check")
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
-    with _other_connection() as other:
+    with other_connection() as other:
         other.execute("NOTIFY monitor_backend_check")
         _wait_readable(connection.connection.pgconn.socket)
 
@@ -80,7 +74,7 @@ def test_a_connection_inside_a_transaction_is_checked_with_a_query():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             pid = cursor.fetchone()[0]
-        with _other_connection() as observer:
+        with other_connection() as observer:
             assert connection.is_usable()
             assert _backend_last_query(observer, pid) == "SELECT 1"
     finally:

@@ -142,16 +142,10 @@ def test_unconfigured_supabase_is_refused_with_exit_2(settings, db):
 
 
 def test_a_run_that_cannot_take_the_lock_exits_3(log):
-    import psycopg
-    from django.db import connection
-
     from reconciliation.services import ADVISORY_LOCK_KEY
+    from tests.fixtures.database import other_connection
 
-    params = connection.get_connection_params()
-    conninfo = psycopg.conninfo.make_conninfo(
-        **{k: v for k, v in params.items() if k in ("host", "port", "user", "password", "dbname")}
-    )
-    with psycopg.connect(conninfo, autocommit=True) as other:
+    with other_connection() as other:
         other.execute("SELECT pg_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
         code, out = _reconcile("--json")
     assert code == 3

@@ -1,8 +1,6 @@
 """Runs never overlap: one advisory lock for runs and repairs."""
 
-import psycopg
 import pytest
-from django.db import connection
 
 from reconciliation.models import ReconciliationRun, RunStatus
 from reconciliation.services import (
@@ -11,21 +9,15 @@ from reconciliation.services import (
     reconciliation_repair,
     reconciliation_run,
 )
+from tests.fixtures.database import other_connection
 from tests.fixtures.threads import run_together
-
-
-def _database_url() -> str:
-    params = connection.get_connection_params()
-    return psycopg.conninfo.make_conninfo(
-        **{k: v for k, v in params.items() if k in ("host", "port", "user", "password", "dbname")}
-    )
 
 
 @pytest.mark.django_db
 def test_a_run_started_while_another_holds_the_lock_is_skipped(log):
     log.publish(10)
     log.mirror()
-    with psycopg.connect(_database_url(), autocommit=True) as other:
+    with other_connection() as other:
         other.execute("SELECT pg_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
 
         run = reconciliation_run()
@@ -44,7 +36,7 @@ def test_a_repair_is_refused_while_a_run_holds_the_lock(log):
     log.mirror()
     log.sql("DELETE FROM public.monitoring_events WHERE seq = %s", seqs[0])
     run = reconciliation_run()
-    with psycopg.connect(_database_url(), autocommit=True) as other:
+    with other_connection() as other:
         other.execute("SELECT pg_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
         with pytest.raises(ReconciliationBusy):
             reconciliation_repair(run_id=run.pk)

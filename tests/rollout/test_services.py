@@ -2,14 +2,13 @@
 
 from datetime import timedelta
 
-import psycopg
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from rollout import services
 from rollout.models import Alert, AuditEntry, Flag, RolloutState, Thresholds
 from rollout.services import EVALUATION_LOCK_KEY, RolloutError
+from tests.fixtures.database import other_connection
 from tests.rollout.factories import analysis_passing, samples_add
 
 pytestmark = pytest.mark.django_db
@@ -205,10 +204,7 @@ def test_a_breach_seen_again_rolls_back_once(django_capture_on_commit_callbacks)
 @pytest.mark.usefixtures("first_cohort")
 def test_an_evaluation_never_runs_while_another_holds_the_lock():
     samples_add(transport="supabase", kind="delivery", values=[0.0] * 30)
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    with psycopg.connect(**params, autocommit=True) as other:
+    with other_connection() as other:
         other.execute("SELECT pg_advisory_lock(%s)", [EVALUATION_LOCK_KEY])
         evaluation = services.rollout_health_evaluate()
         other.execute("SELECT pg_advisory_unlock(%s)", [EVALUATION_LOCK_KEY])
