@@ -11,10 +11,8 @@ and refusing every producer while Redis restarts would be the outage it protects
 """
 
 import logging
-import threading
 import time
 
-import redis
 from django.core.cache import cache
 from redis.exceptions import RedisError
 
@@ -42,26 +40,10 @@ def rate_limit_wait(*, scope: str, key: str | int, limit: int) -> int | None:
     return None
 
 
-# One redis-py client per connection pool: Django's RedisCache builds a new client object
-# on every call (~60 us each time in a request's fresh context).
-# A client holds no connection of its own; its pool is the process's (redis_pool.py).
-_clients: dict[int, tuple[redis.ConnectionPool, redis.Redis]] = {}
-_clients_lock = threading.Lock()
-
-
-def _client() -> redis.Redis:
-    pool = cache._cache._get_connection_pool(True)  # Django's RedisCache: the write pool
-    known = _clients.get(id(pool))
-    if known is None or known[0] is not pool:
-        with _clients_lock:
-            known = (pool, redis.Redis(connection_pool=pool))
-            _clients[id(pool)] = known
-    return known[1]
-
-
 def _count(cache_key: str) -> int:
     key = cache.make_and_validate_key(cache_key)
-    pipeline = _client().pipeline(transaction=False)
+    client = cache._cache.get_client(key, write=True)  # one per pool (redis_pool.py)
+    pipeline = client.pipeline(transaction=False)
     pipeline.incr(key)
     pipeline.expire(key, 2 * WINDOW_SECONDS)
     count, _ = pipeline.execute()

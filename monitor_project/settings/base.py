@@ -128,7 +128,8 @@ CHANNEL_LAYERS = {
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Django's RedisCache, sharing one redis-py client per pool (redis_pool.py).
+        "BACKEND": "monitor_project.redis_pool.ProcessRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="monitor"),
         # Connections shared by the per-request cache instances (monitor_project/redis_pool.py).

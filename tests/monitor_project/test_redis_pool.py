@@ -43,3 +43,10 @@ async def test_concurrent_users_of_the_pool_get_working_connections():
     await asyncio.gather(*(count() for _ in range(16)))
 
     assert cache.get("redis-pool-counter") == 16
+
+
+def test_cache_instances_of_different_contexts_share_one_client():
+    def client():
+        return caches.create_connection("default")._cache.get_client(write=True)
+
+    assert contextvars.Context().run(client) is contextvars.Context().run(client)
