@@ -1,7 +1,6 @@
 """The admin: runs with figures and a consistency chart, discrepancies by category,
 repair behind a confirmation page, and "Run now" for those allowed."""
 
-import psycopg
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import reverse
@@ -9,7 +8,7 @@ from django.urls import reverse
 from monitor_project.celery import app as celery_app
 from reconciliation.models import Discrepancy, ReconciliationRun, RunStatus, RunTrigger
 from reconciliation.services import ADVISORY_LOCK_KEY, reconciliation_run
-from tests.reconciliation.test_locking import _database_url
+from tests.fixtures.database import other_connection
 from tests.rollout.factories import permissions_grant
 
 pytestmark = pytest.mark.django_db
@@ -169,7 +168,7 @@ def test_run_now_is_refused_while_another_run_holds_the_lock(
     admin_client_, log, django_capture_on_commit_callbacks
 ):
     with (
-        psycopg.connect(_database_url(), autocommit=True) as other,
+        other_connection() as other,
         django_capture_on_commit_callbacks() as callbacks,
     ):
         other.execute("SELECT pg_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
